@@ -1,0 +1,144 @@
+"""The `dockerfile` action: the Dockerfile's instructions after FROM, natively.
+
+Config instructions change the image config; each COPY becomes a layer of project files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import re
+
+from builder.action_files import complete_parents, layer_items
+from builder.container_config import ContainerConfig
+from builder.dockerfile_parse import Instruction, expand, pairs, parse_arg, unquote
+from builder.errors import InputError
+from builder.ignore import compile_pattern
+from builder.layer_tar import LayerItem
+from builder.manifest import RuleSpec
+from builder.owner import resolve_owner
+from builder.steps import ActionResult, BuildContext, ConfigStep, LayerStep, Step
+from builder.tree import Entry, merkle_root
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
+    args: dict[str, str] = {}
+    steps: list[Step] = []
+    path = ctx.dockerfile.path
+    for inst in ctx.dockerfile.instructions:
+        variables = {**args, **config.env_dict()}
+        try:
+            if inst.keyword == "COPY":
+                steps.append(_copy(rule, ctx, config, inst, variables))
+                continue
+            config = _apply(inst, config, args, variables)
+        except InputError as exc:
+            raise InputError(exc.message, path=path, line=inst.line) from None
+        if inst.keyword not in ("ARG", "MAINTAINER"):
+            steps.append(ConfigStep(rule.name, inst.original))
+    return ActionResult(steps, config)
+
+
+def _apply(inst: Instruction, config: ContainerConfig, args: dict[str, str], variables: dict[str, str]) -> ContainerConfig:
+    keyword = inst.keyword
+    if keyword == "ARG":
+        for name, default in parse_arg(inst):
+            args.setdefault(name, expand(default or "", variables))
+    elif keyword == "ENV":
+        for key, value in pairs(inst, variables):
+            config = config.with_env(key, value)
+    elif keyword == "LABEL":
+        for key, value in pairs(inst, variables):
+            config = config.with_label(key, value)
+    elif keyword == "USER":
+        config = dataclasses.replace(config, user=expand(_single(inst), variables))
+    elif keyword == "WORKDIR":
+        target = expand(unquote(_single(inst)), variables)
+        config = dataclasses.replace(config, workdir=posixpath.normpath(posixpath.join(config.workdir or "/", target)))
+    elif keyword == "EXPOSE":
+        for port in inst.args:
+            for item in expand(port, variables).split():
+                config = config.with_port(item)
+    elif keyword in ("CMD", "ENTRYPOINT"):
+        command = tuple(inst.args) if inst.json_form else ("/bin/sh", "-c", " ".join(inst.args))
+        if keyword == "CMD":
+            config = dataclasses.replace(config, cmd=command)
+        else:  # Docker: a new ENTRYPOINT drops the CMD inherited from the base
+            config = dataclasses.replace(config, entrypoint=command, cmd=None)
+    return config
+
+
+def _single(inst: Instruction) -> str:
+    if len(inst.args) != 1:
+        raise InputError(f"{inst.keyword} takes one argument")
+    return inst.args[0]
+
+
+def _copy(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, inst: Instruction,
+          variables: dict[str, str]) -> LayerStep:
+    *sources, dest = [expand(a, variables) for a in inst.args]
+    workdir = config.workdir or "/"
+    dest_abs = posixpath.join(workdir, dest)
+    into_dir = dest.endswith("/") or len(sources) > 1
+
+    chown = inst.flag("chown")
+    owner = resolve_owner(expand(chown, variables), None, ctx.base, ctx.store, f"COPY --chown={chown}") if chown \
+        else resolve_owner(None, None, ctx.base, ctx.store, "COPY")
+    chmod_text = inst.flag("chmod")
+    try:
+        chmod = int(chmod_text, 8) if chmod_text else None
+    except ValueError:
+        raise InputError(f"COPY --chmod={chmod_text}: expected an octal mode such as 0644") from None
+
+    selections: list[tuple[list[Entry], str | None, str]] = []  # (entries, the dir copied or None, target)
+    for source in sources:
+        matches = _match(ctx, source)
+        if not matches:
+            raise InputError(f"COPY source {source!r} is not in the build context (missing, or excluded by "
+                             ".dockerignore)")
+        for entry in matches:
+            if entry.kind == "dir":
+                base = "" if entry.relpath == "." else entry.relpath
+                inner = [e for e in ctx.tree.select(base or ".", None) if e.relpath != entry.relpath]
+                selections.append((inner, base, dest_abs))
+            else:
+                single = not into_dir and len(matches) == 1
+                target = dest_abs if single else posixpath.join(dest_abs, posixpath.basename(entry.relpath))
+                selections.append(([entry], None, target))
+    all_entries = sorted({e.relpath: e for entries, _, _ in selections for e in entries}.values(),
+                         key=lambda e: e.relpath)
+
+    def make_items() -> list[LayerItem]:
+        items: dict[str, LayerItem] = {}
+        for entries, base, target in selections:
+            if base is not None:
+                mapped = layer_items(entries, base, target, owner, mode_override=chmod)
+            else:
+                mapped = [dataclasses.replace(layer_items(entries, "", "/", owner, mode_override=chmod)[0],
+                                              path=target.strip("/"))]
+            items.update((item.path, item) for item in mapped)
+        return complete_parents(list(items.values()), owner, workdir)
+
+    return LayerStep(
+        rule=rule.name,
+        step=f"{rule.name}:COPY@{inst.line}",
+        config={"rule": rule.name, "version": rule.version, "instruction": inst.original, "sources": sources,
+                "dest": dest_abs, "owner": [owner.uid, owner.gid], "chmod": chmod, "workdir": workdir},
+        entries=all_entries,
+        input_hash=merkle_root(all_entries, ""),
+        make_items=make_items,
+        created_by=inst.original,
+    )
+
+
+def _match(ctx: BuildContext, source: str) -> list[Entry]:
+    clean = posixpath.normpath(source.lstrip("/")) if source.strip("/") else "."
+    if clean == ".":
+        return [Entry(".", "dir", 0o755)]
+    if _GLOB.search(clean):
+        regex = compile_pattern(clean)
+        return [e for path, e in sorted(ctx.tree.entries.items()) if regex.match(path)]
+    entry = ctx.tree.entries.get(clean)
+    return [entry] if entry else []

@@ -1,0 +1,265 @@
+"""Orchestrate a build: manifest -> base -> plan -> layers -> image -> outputs and records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.atomic import atomic_write_bytes
+from builder.base_image import BaseImage, resolve_base
+from builder.compress import Codec
+from builder.container_config import ContainerConfig
+from builder.dockerfile_parse import Dockerfile, parse_dockerfile
+from builder.errors import BuildError, InputError
+from builder.ignore import IgnoreRules
+from builder.image import BuiltImage, assemble
+from builder.layer_tar import FileChangedError, store_layer
+from builder.layout import write_archive, write_layout
+from builder.lockfile import BasePin, Lock, check_locked
+from builder.manifest import BaseSource, Manifest, load_manifest
+from builder.oci import Platform
+from builder.owner import resolve_owner
+from builder.plan import Plan, make_plan
+from builder.progress import Progress
+from builder.rules import rule_list
+from builder.state import PreviousBuild
+from builder.statcache import StatCache
+from builder.steps import BuildContext
+from builder.store import Store, default_store_dir
+from builder.tree import walk_project
+
+OUTPUT_DIR = ".airbuild"
+
+
+@dataclass
+class BuildOptions:
+    project: Path
+    oci_dir: Path | None = None
+    archive: Path | None = None
+    locked: bool = False
+    base: BaseSource | None = None
+    progress: Progress = field(default_factory=lambda: Progress(False))
+
+
+@dataclass
+class LayerResult:
+    rule: str
+    key: str | None
+    diff_id: str
+    digest: str
+    size: int
+    cached: bool
+    reason: str
+    files_read: int = 0
+
+
+@dataclass
+class BuildResult:
+    manifest_digest: str | None
+    config_digest: str | None
+    tag: str | None
+    oci_layout: str | None
+    archive: str | None
+    duration_s: float
+    layers: list[LayerResult]
+    image_name: str
+    lock_changed: bool = False
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Prepared:
+    ctx: BuildContext
+    plan: Plan
+    lock: Lock
+    statcache: StatCache
+    previous: PreviousBuild
+    output_dir: Path
+
+
+def epoch_from_env() -> int:
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "0")
+    if not raw.isdigit():
+        raise InputError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, got {raw!r}")
+    return int(raw)
+
+
+@dataclass
+class Inputs:
+    project: Path
+    manifest: Manifest
+    manifest_path: Path | None
+    dockerfile: Dockerfile
+    platform: Platform
+    codec: Codec
+    base: BaseImage
+    lock: Lock
+
+    @property
+    def lock_path(self) -> Path:
+        return self.project / self.manifest.lockfile
+
+
+def load_inputs(options: BuildOptions, store: Store) -> Inputs:
+    """The manifest, Dockerfile and resolved base: everything the lock is about."""
+    project = options.project.resolve()
+    if not project.is_dir():
+        raise InputError(f"project directory {options.project} does not exist")
+    manifest, manifest_path = load_manifest(project)
+    dockerfile = parse_dockerfile(project / manifest.dockerfile)
+    platform = Platform.parse(manifest.platform)
+    codec = Codec(manifest.compression.codec, manifest.compression.effective_level)
+    options.progress.step("resolving the base image")
+    base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec)
+    lock = Lock(BasePin(source=base.description, digest=base.digest))
+    return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, lock)
+
+
+def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
+    store = Store(default_store_dir())
+    try:
+        inputs = load_inputs(options, store)
+        return inputs.lock, inputs.lock_path, inputs.lock.write(inputs.lock_path)
+    finally:
+        store.close()
+
+
+def prepare(options: BuildOptions, store: Store) -> Prepared:
+    inputs = load_inputs(options, store)
+    project, manifest, base = inputs.project, inputs.manifest, inputs.base
+    if options.locked:
+        check_locked(inputs.lock_path, inputs.lock)
+    epoch = epoch_from_env()
+    output_dir = project / OUTPUT_DIR
+    _ensure_output_dir(output_dir)
+
+    initial = ContainerConfig.from_oci(base.config.get("config"))
+    if "workdir" in manifest.model_fields_set or not initial.workdir:
+        initial = dataclasses.replace(initial, workdir=manifest.workdir)
+    if manifest.owner is not None:
+        owner = resolve_owner(manifest.owner.user, manifest.owner.group, base, store, "owner")
+    else:
+        owner = resolve_owner(initial.user.split(":")[0] or None, 0, base, store, f"the base image's USER")
+
+    options.progress.step("hashing project files")
+    statcache = StatCache(output_dir / "statcache.json")
+    tree = walk_project(project, IgnoreRules.for_project(project), statcache)
+    ctx = BuildContext(project=project, manifest=manifest, manifest_path=inputs.manifest_path,
+                       dockerfile=inputs.dockerfile, base=base, store=store, tree=tree, platform=inputs.platform,
+                       codec=inputs.codec, epoch=epoch,
+                       owner=owner, variables={"workdir": manifest.workdir, "name": image_name(project, manifest.name),
+                                               "platform": str(inputs.platform)})
+    previous = PreviousBuild.load(output_dir / "state.json")
+    plan = make_plan(ctx, rule_list(manifest, inputs.manifest_path), initial, previous, statcache.hashed_paths)
+    return Prepared(ctx, plan, inputs.lock, statcache, previous, output_dir)
+
+
+def build(options: BuildOptions) -> BuildResult:
+    started = time.monotonic()
+    store = Store(default_store_dir())
+    try:
+        prepared = prepare(options, store)
+        ctx, plan = prepared.ctx, prepared.plan
+        records = []
+        for layer in plan.layers:
+            if layer.record is None:
+                layer.record = _build_layer(ctx, layer, options.progress)
+            records.append(layer.record)
+        image = assemble(store, ctx.base, plan.config, records, plan.history, ctx.epoch)
+        oci_dir = (options.oci_dir or prepared.output_dir / "image").resolve()
+        options.progress.step(f"writing the OCI layout {oci_dir}")
+        write_layout(store, image, oci_dir)
+        name = image_name(ctx.project, ctx.manifest.name)
+        archive = None
+        if options.archive is not None:
+            archive = options.archive.resolve()
+            options.progress.step(f"writing the archive {archive}")
+            write_archive(store, image, archive, f"{name}:{image.tag}")
+        lock_changed = False if options.locked else prepared.lock.write(ctx.project / ctx.manifest.lockfile)
+        result = _result(prepared, image, oci_dir, archive, time.monotonic() - started, name, lock_changed)
+        _record(prepared, result)
+        return result
+    finally:
+        store.close()
+
+
+def plan_only(options: BuildOptions) -> BuildResult:
+    started = time.monotonic()
+    store = Store(default_store_dir())
+    try:
+        prepared = prepare(options, store)
+        prepared.statcache.save()
+        name = image_name(prepared.ctx.project, prepared.ctx.manifest.name)
+        return _result(prepared, None, None, None, time.monotonic() - started, name, False)
+    finally:
+        store.close()
+
+
+def _build_layer(ctx: BuildContext, layer, progress: Progress):
+    store = ctx.store
+    with store.building(layer.key):
+        stored = store.get_layer(layer.key)  # another build may have made it while we waited
+        if stored is not None:
+            record = store.get_compressed(stored.diff_id, ctx.codec.cache_id)
+            if record is not None:
+                return record
+        progress.step(f"building layer {layer.step.step}: {layer.reason}")
+        try:
+            record = store_layer(store, ctx.codec, layer.step.make_items(), ctx.epoch)
+        except FileChangedError as exc:
+            raise BuildError(str(exc)) from None
+        store.put_layer(layer.key, record)
+        return record
+
+
+def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, archive: Path | None,
+            duration: float, name: str, lock_changed: bool) -> BuildResult:
+    base = prepared.ctx.base
+    layers = [LayerResult("base", None, r.diff_id, r.digest, r.size, True, f"base image {base.description}")
+              for r in base.layers]
+    for layer in prepared.plan.layers:
+        record = layer.record
+        layers.append(LayerResult(layer.step.step, layer.key, record.diff_id if record else None,
+                                  record.digest if record else None, record.size if record else None,
+                                  layer.cached, layer.reason, layer.files_read))
+    return BuildResult(
+        manifest_digest=image.manifest_digest if image else None,
+        config_digest=image.config_digest if image else None,
+        tag=image.tag if image else None,
+        oci_layout=str(oci_dir) if oci_dir else None,
+        archive=str(archive) if archive else None,
+        duration_s=round(duration, 4),
+        layers=layers,
+        image_name=name,
+        lock_changed=lock_changed,
+    )
+
+
+def _record(prepared: Prepared, result: BuildResult) -> None:
+    """Remember this build: stat cache, per-step state (for reasons next time), and the result."""
+    prepared.statcache.save()
+    state = PreviousBuild({layer.step.step: layer.state() for layer in prepared.plan.layers})
+    state.save(prepared.output_dir / "state.json")
+    atomic_write_bytes(prepared.output_dir / "build.json",
+                       json.dumps(result.to_json(), indent=2).encode(), fsync=False)
+
+
+def _ensure_output_dir(path: Path) -> None:
+    path.mkdir(exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        atomic_write_bytes(ignore, b"# airbuild's outputs and caches: never commit them\n*\n", fsync=False)
+
+
+def image_name(project: Path, configured: str | None) -> str:
+    if configured:
+        return configured
+    name = re.sub(r"[^a-z0-9._-]+", "-", project.name.lower()).strip("-._")
+    return name or "airflow-project"

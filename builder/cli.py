@@ -1,0 +1,164 @@
+"""The `airbuild` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from builder import __version__
+from builder.errors import AirbuildError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DESCRIPTION = """\
+Build Apache Airflow projects (Astro layout: Dockerfile, packages.txt, requirements.txt,
+dags/, include/, plugins/) into reproducible, content-addressed OCI images, without a
+Docker daemon. Each rule in astro.yaml (or the default set) becomes one layer keyed by
+the hash of its inputs: an unchanged layer is never rebuilt.
+"""
+
+EPILOG = """\
+examples:
+  airbuild build                       build the project in this directory
+  airbuild build --base rootfs:base.tar --archive image.tar
+  airbuild plan --json                 which layers would be rebuilt, and why
+  airbuild inspect .airbuild/image     layers, sizes and config of a built image
+
+exit codes: 0 ok, 1 build failed, 2 bad input (manifest, Dockerfile, project, lock)
+environment: AIRBUILD_CACHE_DIR (the shared store), SOURCE_DATE_EPOCH (timestamps, default 0)
+"""
+
+
+def _project_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("project", nargs="?", default=".", type=Path,
+                        help="the Airflow project directory (default: the current directory)")
+    parser.add_argument("--base", metavar="KIND:LOCATION",
+                        help="override the base image: oci:DIR[:TAG|@DIGEST], archive:FILE, rootfs:FILE")
+    parser.add_argument("--locked", action="store_true",
+                        help="build exactly what astro.lock pins; fail (exit 2) if the inputs no longer match it")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="airbuild", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"airbuild {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    build = commands.add_parser("build", help="build the project into an OCI image",
+                                description="Build the project into an OCI image layout (default "
+                                            ".airbuild/image/) and optionally a docker-loadable tarball.")
+    _project_args(build)
+    build.add_argument("--oci", metavar="DIR", type=Path, help="write the OCI image layout here")
+    build.add_argument("--archive", metavar="FILE", type=Path,
+                       help="also write one tarball that `docker load` and OCI tools (skopeo, umoci) accept")
+
+    plan = commands.add_parser("plan", help="show the layers a build would produce, and why each would be rebuilt",
+                               description="Compute every layer's key and compare with the store, without "
+                                           "building anything.")
+    _project_args(plan)
+
+    lock = commands.add_parser("lock", help="write astro.lock from the current inputs",
+                               description="Resolve what would float (the base image's digest) and pin it in "
+                                           "astro.lock. Commit the file; build with --locked in CI.")
+    lock.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    lock.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    lock.add_argument("--json", action="store_true", help="print the lock as JSON")
+
+    inspect = commands.add_parser("inspect", help="show an image's layers, sizes, digests and config",
+                                  description="Read an OCI image layout directory or an image tarball.")
+    inspect.add_argument("image", nargs="?", default=".airbuild/image", type=Path,
+                         help="OCI layout directory or tarball (default: .airbuild/image)")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return COMMANDS[args.command](args)
+    except AirbuildError as exc:
+        _error(exc.render(), getattr(args, "json", False), exc.exit_code)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("airbuild: interrupted; the store and outputs are as they were before this step", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _error(message: str, as_json: bool, code: int) -> None:
+    if as_json:
+        print(json.dumps({"error": message, "exit_code": code}))
+    print(f"airbuild: error: {message}", file=sys.stderr)
+
+
+def _options(args):
+    from builder.build import BuildOptions
+    from builder.manifest import BaseSource
+    from builder.progress import Progress
+
+    return BuildOptions(
+        project=args.project,
+        oci_dir=getattr(args, "oci", None),
+        archive=getattr(args, "archive", None),
+        locked=getattr(args, "locked", False),
+        base=BaseSource.parse(args.base) if args.base else None,
+        progress=Progress(None if not args.json else False),
+    )
+
+
+def cmd_build(args) -> int:
+    from builder.build import build
+
+    result = build(_options(args))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        from builder.report import print_build
+
+        print_build(result)
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from builder.build import plan_only
+
+    result = plan_only(_options(args))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        from builder.report import print_plan
+
+        print_plan(result)
+    return EXIT_OK
+
+
+def cmd_lock(args) -> int:
+    from builder.build import write_lock
+
+    lock, path, changed = write_lock(_options(args))
+    if args.json:
+        print(lock.to_bytes().decode())
+    else:
+        print(f"{path}: {'updated' if changed else 'unchanged'} (base {lock.base.source} at {lock.base.digest})")
+    return EXIT_OK
+
+
+def cmd_inspect(args) -> int:
+    from builder.inspect_image import inspect_image
+    from builder.report import print_inspect
+
+    info = inspect_image(args.image)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print_inspect(info)
+    return EXIT_OK
+
+
+COMMANDS = {"build": cmd_build, "plan": cmd_plan, "lock": cmd_lock, "inspect": cmd_inspect}

@@ -1,0 +1,148 @@
+"""Read a Dockerfile with BuildKit's own parser (the `dockerfile` package) into typed instructions."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import dockerfile
+
+from builder.errors import InputError
+
+NATIVE = {"ARG", "ENV", "LABEL", "USER", "WORKDIR", "EXPOSE", "CMD", "ENTRYPOINT", "COPY"}
+NEEDS_BUILDKIT = {"RUN", "ADD", "SHELL", "HEALTHCHECK", "VOLUME", "STOPSIGNAL", "ONBUILD"}
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: tuple[str, ...]
+    flags: tuple[str, ...]
+    json_form: bool
+    line: int
+    original: str
+    heredoc: bool = False
+
+    def flag(self, name: str) -> str | None:
+        prefix = f"--{name}="
+        return next((f[len(prefix):] for f in self.flags if f.startswith(prefix)), None)
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    path: Path
+    base_ref: str | None  # after substituting the ARGs declared before FROM
+    base_line: int | None
+    instructions: tuple[Instruction, ...]  # everything after FROM
+
+
+def parse_dockerfile(path: Path) -> Dockerfile:
+    try:
+        commands = dockerfile.parse_file(str(path))
+    except FileNotFoundError:
+        return Dockerfile(path=path, base_ref=None, base_line=None, instructions=())
+    except dockerfile.GoParseError as exc:
+        raise InputError(f"cannot parse Dockerfile: {exc}", path=path) from exc
+
+    global_args: dict[str, str] = {}
+    base_ref = base_line = None
+    body: list[Instruction] = []
+    for command in commands:
+        inst = Instruction(
+            keyword=command.cmd.upper(),
+            args=tuple(command.value),
+            flags=tuple(command.flags),
+            json_form=command.json,
+            line=command.start_line,
+            original=command.original,
+            heredoc=bool(command.heredocs),
+        )
+        if inst.keyword == "FROM":
+            if base_ref is not None:
+                raise InputError(
+                    "multi-stage builds (a second FROM) need the BuildKit backend, which is not available yet",
+                    path=path, line=inst.line)
+            if not inst.args:
+                raise InputError("FROM needs an image reference", path=path, line=inst.line)
+            if len(inst.args) not in (1, 3):
+                raise InputError(f"cannot read FROM {' '.join(inst.args)!r}: expected `FROM image [AS name]`",
+                                 path=path, line=inst.line)
+            base_ref = expand(inst.args[0], global_args)
+            base_line = inst.line
+        elif base_ref is None:
+            if inst.keyword != "ARG":
+                raise InputError(f"{inst.keyword} before FROM: only ARG may come first", path=path, line=inst.line)
+            for name, value in parse_arg(inst):
+                global_args[name] = value or ""
+        else:
+            check_native(inst, path)
+            body.append(inst)
+    return Dockerfile(path=path, base_ref=base_ref, base_line=base_line, instructions=tuple(body))
+
+
+def check_native(inst: Instruction, path: Path) -> None:
+    if inst.keyword in NEEDS_BUILDKIT:
+        raise InputError(
+            f"{inst.keyword} needs a container to run in: it needs the BuildKit backend, which is not "
+            f"available yet. The native backend supports {', '.join(sorted(NATIVE))} and FROM.",
+            path=path, line=inst.line)
+    if inst.keyword not in NATIVE and inst.keyword != "MAINTAINER":
+        raise InputError(f"unknown instruction {inst.keyword}", path=path, line=inst.line)
+    if inst.keyword == "COPY":
+        if inst.heredoc:
+            raise InputError("COPY with a here-document is not supported natively yet", path=path, line=inst.line)
+        unsupported = [f for f in inst.flags if not f.startswith(("--chown=", "--chmod="))]
+        if unsupported:
+            raise InputError(f"COPY {unsupported[0]} is not supported natively (only --chown and --chmod)",
+                             path=path, line=inst.line)
+        if len(inst.args) < 2:
+            raise InputError("COPY needs at least one source and a destination", path=path, line=inst.line)
+
+
+def parse_arg(inst: Instruction) -> list[tuple[str, str | None]]:
+    out = []
+    for item in inst.args:
+        name, sep, value = item.partition("=")
+        out.append((name, unquote(value) if sep else None))
+    return out
+
+
+def pairs(inst: Instruction, variables: dict[str, str]) -> list[tuple[str, str]]:
+    """KEY VALUE pairs of ENV or LABEL, quotes removed and variables expanded."""
+    args = inst.args
+    if len(args) % 2:
+        raise InputError(f"cannot read {inst.original!r}: expected KEY=VALUE pairs", line=inst.line)
+    return [(unquote(expand(args[i], variables)), unquote(expand(args[i + 1], variables)))
+            for i in range(0, len(args), 2)]
+
+
+def unquote(text: str) -> str:
+    if not text or not any(c in text for c in "\"'\\"):
+        return text
+    try:
+        return "".join(shlex.split(text, posix=True)) if text.strip() else text
+    except ValueError:
+        return text
+
+
+_VARIABLE = re.compile(r"\\\$|\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-+])(?P<word>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand(text: str, variables: dict[str, str]) -> str:
+    """Docker's variable substitution: $VAR, ${VAR}, ${VAR:-default}, ${VAR:+alternative}, \\$."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "\\$":
+            return "$"
+        name = match.group("braced") or match.group("bare")
+        value = variables.get(name, "")
+        op = match.group("op")
+        if op == "-":
+            return value or match.group("word")
+        if op == "+":
+            return match.group("word") if value else ""
+        return value
+
+    return _VARIABLE.sub(substitute, text)

@@ -1,0 +1,33 @@
+"""Errors users see. Each carries the exit code the CLI returns for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AirbuildError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: Path | str | None = None, line: int | None = None):
+        self.message = message
+        self.path = Path(path) if path is not None else None
+        self.line = line
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{self.line}: " if self.line else f"{self.path}: "
+        return where + self.message
+
+
+class InputError(AirbuildError):
+    """Bad input: a manifest, Dockerfile, project tree or lock the user must fix (exit 2)."""
+
+    exit_code = 2
+
+
+class BuildError(AirbuildError):
+    """The build itself failed (exit 1)."""
+
+    exit_code = 1

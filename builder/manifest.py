@@ -1,0 +1,173 @@
+"""The project manifest (`astro.yaml`), validated with pydantic.
+
+A plain Astro project has no manifest: every field has a default and the base
+comes from the Dockerfile's `FROM`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from builder.errors import InputError
+from builder.yaml_source import YamlDocument, load_yaml
+
+MANIFEST_NAME = "astro.yaml"
+RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseSource(Strict):
+    """Where the base image comes from; exactly one field is set."""
+
+    image: str | None = Field(None, description="registry reference, e.g. quay.io/astronomer/astro-runtime:12.1.0")
+    oci: str | None = Field(None, description="OCI image layout directory, optionally DIR:TAG or DIR@sha256:...")
+    archive: str | None = Field(None, description="docker-archive or OCI-layout tarball")
+    rootfs: str | None = Field(None, description="plain root-filesystem tarball (e.g. written by mmdebstrap)")
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> "BaseSource":
+        given = [k for k in ("image", "oci", "archive", "rootfs") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of image, oci, archive, rootfs (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("image", "oci", "archive", "rootfs") if getattr(self, k))
+
+    @property
+    def location(self) -> str:
+        return getattr(self, self.kind)
+
+    @classmethod
+    def parse(cls, text: str) -> "BaseSource":
+        """Parse the CLI form KIND:LOCATION (e.g. `rootfs:/tmp/base.tar`)."""
+        kind, sep, location = text.partition(":")
+        if not sep or kind not in ("image", "oci", "archive", "rootfs") or not location:
+            raise InputError(f"--base {text!r}: expected image:REF, oci:DIR, archive:FILE or rootfs:FILE")
+        return cls(**{kind: location})
+
+
+class Owner(Strict):
+    user: str | int = Field(description="user name (resolved through the base's /etc/passwd) or uid")
+    group: str | int = Field(0, description="group name (resolved through the base's /etc/group) or gid")
+
+
+class RuleSpec(Strict):
+    """One layer rule, as in `rules/*.yaml` or inline in the manifest's `layers`."""
+
+    name: str
+    version: int = 1
+    description: str = ""
+    action: Literal["files", "system-packages", "python-requirements", "dockerfile"]
+    source: str | None = Field(None, description="files: directory relative to the project")
+    exclude: list[str] = Field(default_factory=list, description="files: .dockerignore-style patterns, relative to the project")
+    dest: str | None = Field(None, description="files: absolute destination in the image (Jinja2: {{ workdir }})")
+    file: str | None = Field(None, description="system-packages / python-requirements: the input file")
+
+    @field_validator("name")
+    @classmethod
+    def valid_name(cls, value: str) -> str:
+        if not RULE_NAME.match(value):
+            raise ValueError("rule names are lower-case letters, digits, '.', '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def action_fields(self) -> "RuleSpec":
+        if self.action == "files" and (self.source is None or self.dest is None):
+            raise ValueError("a files rule needs both `source` and `dest`")
+        if self.action in ("system-packages", "python-requirements") and self.file is None:
+            raise ValueError(f"a {self.action} rule needs `file`")
+        return self
+
+
+class Compression(Strict):
+    codec: Literal["gzip", "zstd"] = "gzip"
+    level: int | None = Field(None, description="gzip (ISA-L): 0-3, default 1; zstd: 1-19, default 3")
+
+    @model_validator(mode="after")
+    def level_in_range(self) -> "Compression":
+        low, high = (0, 3) if self.codec == "gzip" else (1, 19)
+        if self.level is not None and not low <= self.level <= high:
+            raise ValueError(f"{self.codec} level must be {low}-{high}")
+        return self
+
+    @property
+    def effective_level(self) -> int:
+        if self.level is not None:
+            return self.level
+        return 1 if self.codec == "gzip" else 3
+
+
+class Manifest(Strict):
+    name: str | None = Field(None, description="image name; default: the project directory's name")
+    platform: str = "linux/amd64"
+    workdir: str = "/usr/local/airflow"
+    owner: Owner | None = Field(None, description="owner of project files; default: the base image's USER, group 0")
+    base: BaseSource | None = None
+    dockerfile: str = "Dockerfile"
+    lockfile: str = "astro.lock"
+    compression: Compression = Compression()
+    layers: list[Union[str, RuleSpec]] | None = None
+
+    @field_validator("platform")
+    @classmethod
+    def valid_platform(cls, value: str) -> str:
+        parts = value.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError("expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/amd64")
+        return value
+
+    @field_validator("workdir")
+    @classmethod
+    def absolute_workdir(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("workdir must be an absolute path")
+        return value.rstrip("/") or "/"
+
+
+def load_manifest(project: Path) -> tuple[Manifest, Path | None]:
+    """The project's manifest and its path, or the defaults when it has none."""
+    path = project / MANIFEST_NAME
+    if not path.exists():
+        return Manifest(), None
+    document = load_yaml(path)
+    data = document.data if document.data is not None else {}
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of manifest keys at the top level", path=path, line=1)
+    return validate(Manifest, document, data), path
+
+
+def validate(model: type[Strict], document: YamlDocument, data: dict) -> Strict:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(describe(exc, document), path=document.path, line=document.line_of(exc.errors()[0]["loc"])) from None
+
+
+def describe(exc: ValidationError, document: YamlDocument) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [p for p in error["loc"] if not _is_union_tag(p)]
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        line = document.line_of(tuple(loc))
+        where = f"line {line}: " if line else ""
+        lines.append(f"{where}{field}: {message}")
+    if len(lines) == 1:
+        return lines[0].split(": ", 1)[1] if lines[0].startswith("line ") else lines[0]
+    return "invalid manifest:\n  " + "\n  ".join(lines)
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic adds the union member's name ("str", "RuleSpec") to error locations.
+    return isinstance(part, str) and (part in ("str", "RuleSpec") or part.startswith("function-"))

@@ -1,0 +1,69 @@
+"""Human-readable output for build, plan and inspect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from builder.build import BuildResult
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def _layer_table(result: BuildResult, planned: bool) -> list[str]:
+    rows = []
+    for layer in result.layers:
+        if layer.rule == "base" and not planned:
+            state = "base"
+        elif layer.cached:
+            state = "cached"
+        else:
+            state = "to build" if planned else "built"
+        digest = (layer.digest or "").removeprefix("sha256:")[:12] or "-"
+        why = "" if layer.cached else f"  ({layer.reason})"
+        rows.append(f"  {state:<9} {layer.rule:<24} {human_size(layer.size):>9}  {digest}{why}")
+    return rows
+
+
+def print_build(result: BuildResult) -> None:
+    built = sum(1 for l in result.layers if not l.cached)
+    print(f"built {result.image_name}:{result.tag} in {result.duration_s:.2f}s "
+          f"({built} layer{'s' if built != 1 else ''} rebuilt)")
+    print("\n".join(_layer_table(result, planned=False)))
+    print(f"manifest  {result.manifest_digest}")
+    print(f"layout    {result.oci_layout}")
+    if result.archive:
+        print(f"archive   {result.archive}")
+    if result.lock_changed:
+        print("astro.lock updated (commit it)")
+
+
+def print_plan(result: BuildResult) -> None:
+    todo = sum(1 for l in result.layers if not l.cached)
+    print(f"{result.image_name}: {todo} layer{'s' if todo != 1 else ''} to build")
+    print("\n".join(_layer_table(result, planned=True)))
+
+
+def print_inspect(info: dict[str, Any]) -> None:
+    print(f"{info['source']}")
+    print(f"  tag       {info['tag']}")
+    print(f"  manifest  {info['manifest_digest']}")
+    print(f"  config    {info['config_digest']}")
+    print(f"  platform  {info['platform']}   created {info['created']}   {human_size(info['total_size'])}")
+    print("  layers:")
+    for layer in info["layers"]:
+        print(f"    {layer['digest'].removeprefix('sha256:')[:12]}  {human_size(layer['size']):>9}  "
+              f"{layer['created_by'][:80]}")
+    config = info["config"]
+    print("  config:")
+    for key in ("User", "WorkingDir", "Entrypoint", "Cmd", "Env", "ExposedPorts", "Labels"):
+        if key in config:
+            print(f"    {key}: {config[key]}")

@@ -1,0 +1,66 @@
+"""What a rule's action yields: layer steps (content) and config steps (image settings)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from builder.base_image import BaseImage
+from builder.compress import Codec
+from builder.container_config import ContainerConfig
+from builder.dockerfile_parse import Dockerfile
+from builder.layer_tar import LayerItem
+from builder.manifest import Manifest
+from builder.oci import Platform
+from builder.owner import Ownership
+from builder.store import Store
+from builder.tree import Entry, ProjectTree
+
+
+@dataclass
+class BuildContext:
+    project: Path
+    manifest: Manifest
+    manifest_path: Path | None
+    dockerfile: Dockerfile
+    base: BaseImage
+    store: Store
+    tree: ProjectTree
+    platform: Platform
+    codec: Codec
+    epoch: int
+    owner: Ownership
+    variables: dict[str, str]
+
+
+@dataclass
+class LayerStep:
+    rule: str
+    step: str                       # unique within the build, e.g. "dags" or "dockerfile:COPY@12"
+    config: dict[str, Any]          # everything besides the inputs that shapes the layer
+    entries: list[Entry]            # the project files it takes
+    input_hash: str                 # Merkle root of `entries`
+    make_items: Callable[[], list[LayerItem]]
+    created_by: str
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class ConfigStep:
+    rule: str
+    created_by: str
+
+
+Step = LayerStep | ConfigStep
+
+
+@dataclass
+class ActionResult:
+    steps: list[Step]
+    config: ContainerConfig

@@ -1,0 +1,57 @@
+"""Fixtures for the real services the suite drives; scripts/test sets them up.
+
+An unavailable service fails the test rather than skipping it: a skipped test
+proves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import helpers
+
+
+@pytest.fixture(scope="session")
+def debian_rootfs() -> Path:
+    """Path of the cached Debian bookworm rootfs tarball (see scripts/debian-rootfs)."""
+    return helpers.debian_rootfs()
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """`docker(*args, check=True)`, once `docker info` has shown dockerd is reachable."""
+    try:
+        proc = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
+        error = proc.stderr.strip() if proc.returncode else None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        error = str(exc)
+    if error:
+        pytest.fail(f"dockerd is not reachable ({error}): run the suite with scripts/test", pytrace=False)
+    return helpers.docker
+
+
+@pytest.fixture(scope="session")
+def registry() -> str:
+    """"host:port" of the plain-HTTP test registry, checked with GET /v2/."""
+    address = os.environ.get("AIRBUILD_TEST_REGISTRY", "127.0.0.1:5000")
+    try:
+        with urllib.request.urlopen(f"http://{address}/v2/", timeout=10):
+            pass
+    except OSError as exc:
+        pytest.fail(f"no registry answers at {address} ({exc}): run the suite with scripts/test", pytrace=False)
+    return address
+
+
+@pytest.fixture
+def airbuild_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh, empty AIRBUILD_CACHE_DIR for one test."""
+    cache = tmp_path / "airbuild-cache"
+    cache.mkdir()
+    monkeypatch.setenv("AIRBUILD_CACHE_DIR", str(cache))
+    yield cache

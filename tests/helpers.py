@@ -1,0 +1,73 @@
+"""Helpers for tests: `from tests.helpers import run_cli, tool`."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class CommandFailed(subprocess.CalledProcessError):
+    """A CalledProcessError whose message shows the output, so a failing test explains itself."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+
+
+def run(
+    cmd: Sequence[str | os.PathLike],
+    cwd: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run cmd with text output captured; env is added to the current environment."""
+    argv = [os.fspath(c) for c in cmd]
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and proc.returncode != 0:
+        raise CommandFailed(proc.returncode, shlex.join(argv), proc.stdout, proc.stderr)
+    return proc
+
+
+def run_cli(
+    args: Sequence[str | os.PathLike],
+    cwd: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run `python3 -m builder ARGS` with the interpreter running the tests."""
+    return run([sys.executable, "-m", "builder", *args], cwd=cwd, env=env, check=check)
+
+
+def docker(*args: str | os.PathLike, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(["docker", *args], check=check)
+
+
+def tool(name: str) -> str:
+    """Path of a binary the suite needs (skopeo, umoci, bwrap...); fails the test if missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not on PATH: run the suite with scripts/test, which installs it", pytrace=False)
+    return path
+
+
+def debian_rootfs(*packages: str) -> Path:
+    """Cached Debian bookworm rootfs tarball (python3, ca-certificates, user astro, plus packages)."""
+    proc = run([REPO / "scripts" / "debian-rootfs", *packages], check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/debian-rootfs failed ({proc.returncode}):\n{proc.stderr[-5000:]}", pytrace=False)
+    return Path(proc.stdout.strip())
