@@ -20,7 +20,7 @@ RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class BaseSource(Strict):

@@ -1,0 +1,412 @@
+"""Benchmark airbuild against BuildKit (`docker build`) on a generated Airflow project.
+
+    python3 benchmarks/build_bench.py [--dags 1000] [--include-mb 50] [--repeat 5] [--out FILE]
+
+Prints one JSON object on stdout (progress goes to stderr). See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORKDIR = "/usr/local/airflow"
+OWNER = "50000:0"  # the base's `astro` user, group root: what Astro's ONBUILD COPY gives
+BASE_TAG = "airbuild-bench-base:latest"
+IMAGE_TAG = "airbuild-bench:latest"
+TEAMS = 20
+INCLUDE_FILES = 50
+SEED = 20240501
+EDITED_DAG = "dags/team_00/dag_0000.py"
+
+TOP_LEVEL = {
+    "Dockerfile": f"FROM {BASE_TAG}\nENV AIRFLOW__CORE__LOAD_EXAMPLES=False\n"
+                  "LABEL org.opencontainers.image.title=airbuild-bench\nUSER astro\n",
+    "astro.yaml": "name: airbuild-bench\nowner:\n  user: astro\n  group: 0\n",
+    "requirements.txt": "# No extra Python distributions: the benchmark measures the file layers.\n",
+    "packages.txt": "# No extra Debian packages: the benchmark measures the file layers.\n",
+    ".dockerignore": ".git\n.env\n.airbuild\nastro.lock\nairflow_settings.yaml\nlogs/\n**/__pycache__\n",
+}
+
+# BuildKit's equivalent of airbuild's default layers for this project. A multi-source
+# COPY of directories would flatten their contents, so each directory gets its own COPY.
+BUILDKIT_DOCKERFILE = f"""\
+FROM {BASE_TAG}
+ENV AIRFLOW__CORE__LOAD_EXAMPLES=False
+LABEL org.opencontainers.image.title=airbuild-bench
+COPY --chown={OWNER} {' '.join(sorted(TOP_LEVEL))} {WORKDIR}/
+COPY --chown={OWNER} include {WORKDIR}/include
+COPY --chown={OWNER} plugins {WORKDIR}/plugins
+COPY --chown={OWNER} dags {WORKDIR}/dags
+USER astro
+"""
+
+DAG_TEMPLATE = '''\
+"""{title}
+
+{about}
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.decorators import dag, task
+
+
+@dag(
+    dag_id="{dag_id}",
+    schedule="{schedule}",
+    start_date=pendulum.datetime(2024, {month}, {day}, tz="UTC"),
+    catchup=False,
+    tags=["{team}", "generated"],
+    default_args={{"owner": "{team}", "retries": {retries}}},
+)
+def {dag_id}():
+    @task
+    def extract() -> list[int]:
+        return list(range({rows}))
+
+    @task
+    def transform(rows: list[int]) -> int:
+        return sum(row * {factor} for row in rows)
+
+    @task
+    def load(total: int) -> None:
+        print("{dag_id} loaded", total)
+
+    load(transform(extract()))
+
+
+{dag_id}()
+'''
+
+PLUGIN = '''\
+"""A small hook shared by the generated DAGs."""
+
+from airflow.hooks.base import BaseHook
+
+
+class BenchHook(BaseHook):
+    def __init__(self, conn_id: str = "bench_default") -> None:
+        super().__init__()
+        self.conn_id = conn_id
+'''
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# -- the project ----------------------------------------------------------------
+
+
+def vocabulary(rng: random.Random) -> list[str]:
+    words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 10))) for _ in range(600)]
+    return words + ["\n"] * 40
+
+
+def write_dags(project: Path, count: int, rng: random.Random, words: list[str]) -> None:
+    prose = [w for w in words if w != "\n"]
+    for n in range(count):
+        team = f"team_{n % TEAMS:02d}"
+        about = textwrap.fill(" ".join(rng.choices(prose, k=rng.randint(40, 160))), width=88)
+        text = DAG_TEMPLATE.format(
+            title=f"Pipeline {n} of {team}.", about=about, dag_id=f"dag_{n:04d}", team=team,
+            schedule=rng.choice(["@hourly", "@daily", "@weekly", "0 3 * * *", "*/15 * * * *"]),
+            month=rng.randint(1, 12), day=rng.randint(1, 28), retries=rng.randint(0, 3),
+            rows=rng.randint(10, 10_000), factor=rng.randint(2, 97),
+        )
+        path = project / "dags" / team / f"dag_{n:04d}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def write_include(project: Path, total_mb: float, rng: random.Random, words: list[str]) -> None:
+    """Alternate random bytes (incompressible) and word-salad text, INCLUDE_FILES files in all."""
+    size = int(total_mb * 1024 * 1024) // INCLUDE_FILES
+    directory = project / "include"
+    directory.mkdir()
+    for n in range(INCLUDE_FILES):
+        if n % 2:
+            text = " ".join(rng.choices(words, k=size // 5 + 1)).encode()
+            (directory / f"table_{n:02d}.csv").write_bytes(text[:size])
+        else:
+            (directory / f"blob_{n:02d}.bin").write_bytes(rng.randbytes(size))
+
+
+def write_plugins(project: Path) -> None:
+    (project / "plugins").mkdir()
+    (project / "plugins" / "__init__.py").write_text("")
+    (project / "plugins" / "bench_hook.py").write_text(PLUGIN)
+
+
+def generate_project(project: Path, dags: int, include_mb: float) -> int:
+    """Write a deterministic Astro-layout project; return how many files it holds."""
+    rng = random.Random(SEED)
+    words = vocabulary(rng)
+    project.mkdir(parents=True)
+    for name, text in TOP_LEVEL.items():
+        (project / name).write_text(text)
+    write_dags(project, dags, rng, words)
+    write_include(project, include_mb, rng, words)
+    write_plugins(project)
+    return sum(len(files) for _, _, files in os.walk(project))
+
+
+def edit_dag(project: Path, counter: int) -> None:
+    with open(project / EDITED_DAG, "a") as handle:
+        handle.write(f"# benchmark edit {counter}\n")
+
+
+# -- measuring ------------------------------------------------------------------
+
+
+def timed(command: list[str], **kwargs) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} ... failed ({done.returncode}): {done.stderr[-2000:]}")
+    return elapsed, done
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4)}
+
+
+# -- airbuild -------------------------------------------------------------------
+
+
+def airbuild(project: Path, store: Path, base: Path) -> tuple[float, dict]:
+    """One `airbuild build --json`: wall-clock seconds and the reported result."""
+    env = {**os.environ, "AIRBUILD_CACHE_DIR": str(store)}
+    command = [sys.executable, "-m", "builder", "build", str(project), "--base", f"rootfs:{base}", "--json"]
+    wall, done = timed(command, cwd=REPO, env=env)
+    return wall, json.loads(done.stdout)
+
+
+def only_dags_rebuilt(result: dict, previous_digest: str) -> bool:
+    rebuilt = [layer["rule"] for layer in result["layers"] if not layer["cached"]]
+    return rebuilt == ["dags"] and result["manifest_digest"] != previous_digest
+
+
+def tiny_project(path: Path) -> None:
+    path.mkdir()
+    for name, text in TOP_LEVEL.items():
+        (path / name).write_text(text)
+    (path / "dags").mkdir()
+    (path / "dags" / "hello.py").write_text("HELLO = 1\n")
+
+
+def bench_airbuild(template: Path, work: Path, base: Path, repeat: int) -> dict:
+    cold_project, cold_store = work / "cold", work / "store-cold"
+    shutil.copytree(template, cold_project, symlinks=True)
+    log("airbuild: cold build (empty store)")
+    cold_s, _ = airbuild(cold_project, cold_store, base)
+
+    project, store = work / "airbuild", work / "store"
+    log("airbuild: importing the base into a second store (throwaway tiny build)")
+    tiny_project(work / "tiny")
+    airbuild(work / "tiny", store, base)
+    shutil.copytree(template, project, symlinks=True)
+    log("airbuild: cold build of the project (base already in the store)")
+    cold_project_s, result = airbuild(project, store, base)
+
+    noop, noop_internal = [], []
+    for n in range(repeat):
+        log(f"airbuild: no-op rebuild {n + 1}/{repeat}")
+        wall, result = airbuild(project, store, base)
+        noop.append(wall)
+        noop_internal.append(result["duration_s"])
+
+    edit, edit_internal, only_dags = [], [], True
+    for n in range(repeat):
+        log(f"airbuild: one-DAG edit {n + 1}/{repeat}")
+        previous_digest = result["manifest_digest"]
+        edit_dag(project, n)
+        wall, result = airbuild(project, store, base)
+        edit.append(wall)
+        edit_internal.append(result["duration_s"])
+        only_dags = only_dags and only_dags_rebuilt(result, previous_digest)
+
+    return {
+        "cold_s": round(cold_s, 4),
+        "cold_project_s": round(cold_project_s, 4),
+        "noop_s": spread(noop),
+        "noop_internal_s": spread(noop_internal),
+        "dag_edit_s": spread(edit),
+        "dag_edit_internal_s": spread(edit_internal),
+        "only_dag_layer_rebuilt": only_dags,
+    }
+
+
+# -- BuildKit -------------------------------------------------------------------
+
+
+def buildkit_client() -> str | None:
+    """The first `docker` on PATH that can drive BuildKit: one with buildx, or a CLI older
+    than 23 (BuildKit built in; newer ones need the buildx plugin for DOCKER_BUILDKIT=1)."""
+    seen = set()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        path = os.path.realpath(os.path.join(directory, "docker"))
+        if path in seen or not os.access(path, os.X_OK):
+            continue
+        seen.add(path)
+        if subprocess.run([path, "buildx", "version"], capture_output=True).returncode == 0:
+            return path
+        version = subprocess.run([path, "version", "--format", "{{.Client.Version}}"],
+                                 capture_output=True, text=True).stdout.strip()
+        if version.split(".")[0].isdigit() and int(version.split(".")[0]) < 23:
+            return path
+    return None
+
+
+class Docker:
+    def __init__(self, client: str, dockerfile: Path, iid_file: Path):
+        self.client, self.dockerfile, self.iid_file = client, dockerfile, iid_file
+        self.images: set[str] = set()
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return timed([self.client, *args])[1]
+
+    def build(self, project: Path) -> float:
+        env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+        wall, _ = timed([self.client, "build", "--network", "host", "-f", str(self.dockerfile),
+                         "--iidfile", str(self.iid_file), "-t", IMAGE_TAG, str(project)], env=env)
+        self.images.add(self.iid_file.read_text().strip())
+        return wall
+
+    def reset(self) -> None:
+        """No build cache and no built image; the base image stays."""
+        subprocess.run([self.client, "rmi", "-f", IMAGE_TAG, *self.images], capture_output=True)
+        self.run("builder", "prune", "-af")
+
+    def clean_up(self) -> None:
+        self.reset()
+        subprocess.run([self.client, "rmi", "-f", BASE_TAG], capture_output=True)
+
+
+def bench_buildkit(docker: Docker, template: Path, work: Path, base: Path, repeat: int) -> dict:
+    project = work / "buildkit"
+    shutil.copytree(template, project, symlinks=True)
+    log(f"buildkit: importing the base as {BASE_TAG} (not timed)")
+    docker.run("import", str(base), BASE_TAG)
+    docker.reset()
+    log("buildkit: cold build (no build cache)")
+    cold_s = docker.build(project)
+
+    noop = []
+    for n in range(repeat):
+        log(f"buildkit: no-op rebuild {n + 1}/{repeat}")
+        noop.append(docker.build(project))
+
+    edit = []
+    for n in range(repeat):
+        log(f"buildkit: one-DAG edit {n + 1}/{repeat}")
+        edit_dag(project, n)
+        edit.append(docker.build(project))
+
+    return {
+        "docker_client": docker.client,
+        "docker_server_version": docker.run("version", "--format", "{{.Server.Version}}").stdout.strip(),
+        "docker_storage_driver": docker.run("info", "--format", "{{.Driver}}").stdout.strip(),
+        "cold_s": round(cold_s, 4),
+        "noop_s": spread(noop),
+        "dag_edit_s": spread(edit),
+    }
+
+
+def run_buildkit(template: Path, work: Path, base: Path, repeat: int) -> tuple[dict | None, str | None]:
+    """BuildKit's numbers, or None and why they are missing."""
+    client = buildkit_client()
+    if client is None:
+        return None, "no docker CLI on PATH can run BuildKit builds (no buildx plugin, CLI >= 23)"
+    info = subprocess.run([client, "info"], capture_output=True, text=True)
+    if info.returncode != 0:
+        return None, f"`docker info` failed: {info.stderr.strip()[-500:]}"
+    (work / "Dockerfile.buildkit").write_text(BUILDKIT_DOCKERFILE)
+    docker = Docker(client, work / "Dockerfile.buildkit", work / "buildkit.iid")
+    try:
+        return bench_buildkit(docker, template, work, base, repeat), None
+    except RuntimeError as exc:
+        return None, str(exc)
+    finally:
+        log("buildkit: removing the images and build cache this run made")
+        docker.clean_up()
+
+
+# -- report ---------------------------------------------------------------------
+
+
+def ratios(airbuild_numbers: dict, buildkit_numbers: dict | None) -> dict | None:
+    if buildkit_numbers is None:
+        return None
+    return {
+        "cold": round(buildkit_numbers["cold_s"] / airbuild_numbers["cold_s"], 2),
+        "noop": round(buildkit_numbers["noop_s"]["median"] / airbuild_numbers["noop_s"]["median"], 2),
+        "dag_edit": round(buildkit_numbers["dag_edit_s"]["median"] / airbuild_numbers["dag_edit_s"]["median"], 2),
+    }
+
+
+def debian_rootfs() -> Path:
+    log("base: scripts/debian-rootfs (cached after the first run)")
+    done = subprocess.run([str(REPO / "scripts" / "debian-rootfs")], capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip())
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="airbuild vs BuildKit on a generated Airflow project")
+    parser.add_argument("--dags", type=int, default=1000, help="number of DAG files (default 1000)")
+    parser.add_argument("--include-mb", type=float, default=50, help="MiB of data under include/ (default 50)")
+    parser.add_argument("--repeat", type=int, default=5, help="no-op and DAG-edit builds of each tool (default 5)")
+    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
+    args = parser.parse_args()
+    if args.dags < 1 or args.repeat < 1 or args.include_mb < 0:
+        parser.error("--dags and --repeat must be at least 1, --include-mb at least 0")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    base = debian_rootfs()
+    with tempfile.TemporaryDirectory(prefix="airbuild-bench-") as tmp:
+        work = Path(tmp)
+        log(f"generating {args.dags} DAGs and {args.include_mb} MiB of include/ data in {work}")
+        files = generate_project(work / "template", args.dags, args.include_mb)
+        airbuild_numbers = bench_airbuild(work / "template", work, base, args.repeat)
+        buildkit_numbers, skipped = run_buildkit(work / "template", work, base, args.repeat)
+
+    report = {
+        "project": {"dags": args.dags, "include_mb": args.include_mb, "files": files},
+        "airbuild": airbuild_numbers,
+        "buildkit": buildkit_numbers,
+        **({"buildkit_skipped": skipped} if skipped else {}),
+        "ratios": ratios(airbuild_numbers, buildkit_numbers),
+        "targets": {
+            "noop_under_150ms": airbuild_numbers["noop_s"]["median"] < 0.150,
+            "dag_edit_under_250ms": airbuild_numbers["dag_edit_s"]["median"] < 0.250,
+        },
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
