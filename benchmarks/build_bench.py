@@ -370,7 +370,7 @@ def debian_rootfs() -> Path:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="airbuild vs BuildKit on a generated Airflow project")
     parser.add_argument("--dags", type=int, default=1000, help="number of DAG files (default 1000)")
-    parser.add_argument("--include-mb", type=float, default=50, help="MiB of data under include/ (default 50)")
+    parser.add_argument("--include-mb", type=float, default=50.0, help="MiB of data under include/ (default 50)")
     parser.add_argument("--repeat", type=int, default=5, help="no-op and DAG-edit builds of each tool (default 5)")
     parser.add_argument("--out", type=Path, help="also write the JSON to this file")
     args = parser.parse_args()

@@ -246,7 +246,8 @@ def _record(prepared: Prepared, result: BuildResult) -> None:
     """Remember this build: stat cache, per-step state (for reasons next time), and the result."""
     prepared.statcache.save()
     state = PreviousBuild({layer.step.step: layer.state() for layer in prepared.plan.layers})
-    state.save(prepared.output_dir / "state.json")
+    if state != prepared.previous:
+        state.save(prepared.output_dir / "state.json")
     atomic_write_bytes(prepared.output_dir / "build.json",
                        json.dumps(result.to_json(), indent=2).encode(), fsync=False)
 

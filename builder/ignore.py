@@ -27,7 +27,8 @@ class Pattern:
     regex: re.Pattern[str]
 
 
-def compile_pattern(text: str) -> re.Pattern[str]:
+def compile_pattern(text: str, *, or_below: bool = False) -> re.Pattern[str]:
+    """Docker's pattern syntax as a regex; `or_below` also matches every path under a matching one."""
     out, i = [], 0
     while i < len(text):
         ch = text[i]
@@ -59,7 +60,8 @@ def compile_pattern(text: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(ch))
         i += 1
-    return re.compile("^" + "".join(out) + "$")
+    # A match on a parent directory is a match: "pattern/anything" is the same as checking each prefix.
+    return re.compile("^" + "".join(out) + ("(?:/.*)?$" if or_below else "$"), re.DOTALL)
 
 
 def clean(text: str) -> str:
@@ -80,7 +82,7 @@ class IgnoreRules:
             text = clean(line)
             if text == ".":
                 continue
-            self.patterns.append(Pattern(text, exception, compile_pattern(text)))
+            self.patterns.append(Pattern(text, exception, compile_pattern(text, or_below=True)))
         self.has_exceptions = any(p.exception for p in self.patterns)
 
     @classmethod
@@ -95,12 +97,10 @@ class IgnoreRules:
 
     def ignored(self, relpath: str) -> bool:
         """Whether `relpath` (slash-separated, relative to the project) is excluded."""
-        parents = _prefixes(relpath)
-        matched = False
-        for pattern in self.patterns:
-            if any(pattern.regex.match(p) for p in parents):
-                matched = not pattern.exception
-        return matched
+        for pattern in reversed(self.patterns):  # the last matching pattern decides
+            if pattern.regex.match(relpath):
+                return not pattern.exception
+        return False
 
     def may_reinclude_below(self, directory: str) -> bool:
         """Whether an exception pattern could re-include something under an ignored `directory`."""
@@ -116,8 +116,3 @@ class IgnoreRules:
             if len(parts) > len(dir_parts) and all(fnmatchcase(d, p) for d, p in zip(dir_parts, parts)):
                 return True
         return False
-
-
-def _prefixes(relpath: str) -> list[str]:
-    parts = relpath.split("/")
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]

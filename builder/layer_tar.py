@@ -49,7 +49,34 @@ def with_parents(items: Iterable[LayerItem], uid: int = 0, gid: int = 0) -> list
     return [by_path[p] for p in sorted(by_path)]
 
 
+_TYPEFLAG = {"file": b"0", "hardlink": b"1", "symlink": b"2", "dir": b"5"}
+_USTAR_MAX_ID = 0o7777777
+
+
 def _header(item: LayerItem, mtime: int) -> bytes:
+    """A ustar header built directly, byte-identical to tarfile's; tarfile's own PAX path when one is needed."""
+    name = item.path + "/" if item.kind == "dir" else item.path
+    if (len(name) <= 100 and len(item.link) <= 100 and name.isascii() and item.link.isascii()
+            and item.uid <= _USTAR_MAX_ID and item.gid <= _USTAR_MAX_ID and item.size < 8 ** 11 and mtime < 8 ** 11):
+        size = item.size if item.kind == "file" else 0
+        header = bytearray(b"".join((
+            name.encode().ljust(100, b"\0"),
+            b"%07o\0" % item.mode, b"%07o\0" % item.uid, b"%07o\0" % item.gid,
+            b"%011o\0" % size, b"%011o\0" % mtime,
+            b" " * 8,  # checksum placeholder
+            _TYPEFLAG[item.kind],
+            item.link.encode().ljust(100, b"\0"),
+            b"ustar\x0000",
+            b"\0" * 32, b"\0" * 32,           # uname, gname: empty
+            b"\0" * 16,                         # devmajor, devminor: unused, as tarfile leaves them
+            b"\0" * 155, b"\0" * 12,
+        )))
+        header[148:156] = b"%06o\0 " % sum(header)
+        return bytes(header)
+    return _pax_header(item, mtime)
+
+
+def _pax_header(item: LayerItem, mtime: int) -> bytes:
     info = tarfile.TarInfo(item.path)
     info.mode = item.mode
     info.uid, info.gid = item.uid, item.gid
