@@ -7,6 +7,7 @@ registry client (a later issue); until then they are a clear error.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tarfile
@@ -31,6 +32,7 @@ class BaseImage:
     digest: str                     # what identifies it: manifest digest, config digest or rootfs diff_id
     config: dict[str, Any]          # the base's full image config
     layers: tuple[LayerRecord, ...] = field(default=())
+    source_files: tuple[str, ...] = ()  # host files whose change could change the base
 
 
 def resolve_base(source: BaseSource | None, from_ref: str | None, project: Path, store: Store,
@@ -53,7 +55,8 @@ def resolve_base(source: BaseSource | None, from_ref: str | None, project: Path,
         path = (project / location).resolve()
         if not path.is_file():
             raise InputError(f"base {source.kind} {location!r}: no such file ({path})")
-        base = _cached_by_stat(store, source.kind, path, platform, codec)
+        base = dataclasses.replace(_cached_by_stat(store, source.kind, path, platform, codec),
+                                   source_files=(str(path),))
     _check_platform(base, platform)
     return base
 
@@ -106,7 +109,8 @@ def from_oci_layout(project: Path, location: str, store: Store, platform: Platfo
             with _open(blob, location) as handle:
                 _import_blob(store, handle, layer["digest"], location)
         layers.append(layer)
-    return _assemble(f"oci:{location}", manifest_desc["digest"], config_bytes, layers, store)
+    base = _assemble(f"oci:{location}", manifest_desc["digest"], config_bytes, layers, store)
+    return dataclasses.replace(base, source_files=(str(layout / "index.json"),))
 
 
 def _pick_manifest(manifests: list[dict], tag: str | None, digest: str | None, location: str) -> dict:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder import stamp
 from builder.atomic import atomic_write_bytes
 from builder.base_image import BaseImage, resolve_base
 from builder.compress import Codec
@@ -25,15 +26,15 @@ from builder.manifest import BaseSource, Manifest, load_manifest
 from builder.oci import Platform
 from builder.owner import resolve_owner
 from builder.plan import Plan, make_plan
+from builder.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
 from builder.progress import Progress
-from builder.rules import rule_list
+from builder.rules import rule_list, rules_dir
 from builder.state import PreviousBuild
 from builder.statcache import StatCache
 from builder.steps import BuildContext
 from builder.store import Store, default_store_dir
-from builder.tree import walk_project
+from builder.tree import Scanned, scan_project, walk_project
 
-OUTPUT_DIR = ".airbuild"
 
 
 @dataclass
@@ -44,6 +45,8 @@ class BuildOptions:
     locked: bool = False
     base: BaseSource | None = None
     progress: Progress = field(default_factory=lambda: Progress(False))
+    scanned: list[Scanned] | None = None  # a walk already made (by the no-op check)
+    started_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass
@@ -82,6 +85,8 @@ class Prepared:
     statcache: StatCache
     previous: PreviousBuild
     output_dir: Path
+    scanned: list[Scanned]
+    inputs: "Inputs"
 
 
 def epoch_from_env() -> int:
@@ -150,7 +155,9 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
 
     options.progress.step("hashing project files")
     statcache = StatCache(output_dir / "statcache.json")
-    tree = walk_project(project, IgnoreRules.for_project(project), statcache)
+    ignore = IgnoreRules.for_project(project)
+    scanned = options.scanned if options.scanned is not None else scan_project(project, ignore)
+    tree = walk_project(project, ignore, statcache, scanned)
     ctx = BuildContext(project=project, manifest=manifest, manifest_path=inputs.manifest_path,
                        dockerfile=inputs.dockerfile, base=base, store=store, tree=tree, platform=inputs.platform,
                        codec=inputs.codec, epoch=epoch,
@@ -158,7 +165,7 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
                                                "platform": str(inputs.platform)})
     previous = PreviousBuild.load(output_dir / "state.json")
     plan = make_plan(ctx, rule_list(manifest, inputs.manifest_path), initial, previous, statcache.hashed_paths)
-    return Prepared(ctx, plan, inputs.lock, statcache, previous, output_dir)
+    return Prepared(ctx, plan, inputs.lock, statcache, previous, output_dir, scanned, inputs)
 
 
 def build(options: BuildOptions) -> BuildResult:
@@ -184,7 +191,7 @@ def build(options: BuildOptions) -> BuildResult:
             write_archive(store, image, archive, f"{name}:{image.tag}")
         lock_changed = False if options.locked else prepared.lock.write(ctx.project / ctx.manifest.lockfile)
         result = _result(prepared, image, oci_dir, archive, time.monotonic() - started, name, lock_changed)
-        _record(prepared, result)
+        _record(prepared, result, options, image, oci_dir)
         return result
     finally:
         store.close()
@@ -242,14 +249,28 @@ def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, 
     )
 
 
-def _record(prepared: Prepared, result: BuildResult) -> None:
-    """Remember this build: stat cache, per-step state (for reasons next time), and the result."""
+def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, image: BuiltImage, oci_dir: Path) -> None:
+    """Remember this build: stat cache, per-step state (for reasons next time), the result, the no-op stamp."""
     prepared.statcache.save()
     state = PreviousBuild({layer.step.step: layer.state() for layer in prepared.plan.layers})
     if state != prepared.previous:
         state.save(prepared.output_dir / "state.json")
     atomic_write_bytes(prepared.output_dir / "build.json",
                        json.dumps(result.to_json(), indent=2).encode(), fsync=False)
+    inputs = prepared.inputs
+    extra_paths = [str(inputs.project / MANIFEST_NAME), str(inputs.dockerfile.path), str(inputs.lock_path),
+                   str(inputs.project / DOCKERIGNORE_NAME), *inputs.base.source_files,
+                   *sorted(str(p) for p in rules_dir().glob("*.yaml"))]
+    outputs = [str(oci_dir / "index.json")] + ([result.archive] if result.archive else [])
+    blobs = [str(oci_dir / "blobs" / "sha256" / d.removeprefix("sha256:"))
+             for d in (image.manifest_digest, image.config_digest, *(r.digest for r in image.layers))]
+    stamp.write(prepared.output_dir, prepared.scanned, extra_paths, build_settings(options), result.to_json(),
+                outputs, blobs, options.started_ns, own_writes=(str(inputs.lock_path),) if result.lock_changed else ())
+
+
+def build_settings(options: BuildOptions) -> dict:
+    base = f"{options.base.kind}:{options.base.location}" if options.base else None
+    return stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked)
 
 
 def _ensure_output_dir(path: Path) -> None:

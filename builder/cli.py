@@ -113,29 +113,38 @@ def _options(args):
 
 
 def cmd_build(args) -> int:
-    from builder.build import build
+    import time
 
-    result = build(_options(args))
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        from builder.report import print_build
+    from builder import stamp
 
-        print_build(result)
+    started_ns = time.time_ns()
+    # An unchanged project is answered from the last build's stamp, before the heavy imports.
+    settings = stamp.settings(args.project.resolve(), args.base, args.oci, args.archive, args.locked)
+    result, scanned = stamp.try_noop(args.project.resolve(), settings)
+    if result is None:
+        from builder.build import build
+
+        options = _options(args)
+        options.scanned, options.started_ns = scanned, started_ns
+        result = build(options).to_json()
+    _print_result(result, args.json, planned=False)
     return EXIT_OK
 
 
 def cmd_plan(args) -> int:
     from builder.build import plan_only
 
-    result = plan_only(_options(args))
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        from builder.report import print_plan
-
-        print_plan(result)
+    _print_result(plan_only(_options(args)).to_json(), args.json, planned=True)
     return EXIT_OK
+
+
+def _print_result(result: dict, as_json: bool, planned: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    from builder.report import print_build, print_plan
+
+    (print_plan if planned else print_build)(result)
 
 
 def cmd_lock(args) -> int:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from builder.paths import DOCKERIGNORE_NAME, OUTPUT_DIR
+
 # What `astro dev init` ignores, and our own outputs.
 ASTRO_DEFAULTS = (".git", ".env", "airflow_settings.yaml", "logs/", ".venv", "airflow.db", "airflow.cfg")
 # Never in a layer, whatever the user's patterns say.
-ALWAYS_EXCLUDED = (".airbuild", "astro.lock")
+ALWAYS_EXCLUDED = (OUTPUT_DIR, "astro.lock")
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class IgnoreRules:
     @classmethod
     def for_project(cls, project: Path, extra: tuple[str, ...] = ()) -> "IgnoreRules":
         lines = list(ASTRO_DEFAULTS)
-        dockerignore = project / ".dockerignore"
+        dockerignore = project / DOCKERIGNORE_NAME
         if dockerignore.is_file():
             lines += dockerignore.read_text(encoding="utf-8", errors="replace").splitlines()
         lines += list(extra)

@@ -13,9 +13,9 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from builder.errors import InputError
+from builder.paths import MANIFEST_NAME
 from builder.yaml_source import YamlDocument, load_yaml
 
-MANIFEST_NAME = "astro.yaml"
 RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 

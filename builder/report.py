@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from builder.build import BuildResult
-
 
 def human_size(size: int | None) -> str:
     if size is None:
@@ -18,37 +16,37 @@ def human_size(size: int | None) -> str:
     return f"{size} B"
 
 
-def _layer_table(result: BuildResult, planned: bool) -> list[str]:
+def _layer_table(result: dict[str, Any], planned: bool) -> list[str]:
     rows = []
-    for layer in result.layers:
-        if layer.rule == "base" and not planned:
+    for layer in result["layers"]:
+        if layer["rule"] == "base" and not planned:
             state = "base"
-        elif layer.cached:
+        elif layer["cached"]:
             state = "cached"
         else:
             state = "to build" if planned else "built"
-        digest = (layer.digest or "").removeprefix("sha256:")[:12] or "-"
-        why = "" if layer.cached else f"  ({layer.reason})"
-        rows.append(f"  {state:<9} {layer.rule:<24} {human_size(layer.size):>9}  {digest}{why}")
+        digest = (layer["digest"] or "").removeprefix("sha256:")[:12] or "-"
+        why = "" if layer["cached"] else f"  ({layer['reason']})"
+        rows.append(f"  {state:<9} {layer['rule']:<24} {human_size(layer['size']):>9}  {digest}{why}")
     return rows
 
 
-def print_build(result: BuildResult) -> None:
-    built = sum(1 for l in result.layers if not l.cached)
-    print(f"built {result.image_name}:{result.tag} in {result.duration_s:.2f}s "
+def print_build(result: dict[str, Any]) -> None:
+    built = sum(1 for l in result["layers"] if not l["cached"])
+    print(f"built {result['image_name']}:{result['tag']} in {result['duration_s']:.2f}s "
           f"({built} layer{'s' if built != 1 else ''} rebuilt)")
     print("\n".join(_layer_table(result, planned=False)))
-    print(f"manifest  {result.manifest_digest}")
-    print(f"layout    {result.oci_layout}")
-    if result.archive:
-        print(f"archive   {result.archive}")
-    if result.lock_changed:
+    print(f"manifest  {result['manifest_digest']}")
+    print(f"layout    {result['oci_layout']}")
+    if result["archive"]:
+        print(f"archive   {result['archive']}")
+    if result["lock_changed"]:
         print("astro.lock updated (commit it)")
 
 
-def print_plan(result: BuildResult) -> None:
-    todo = sum(1 for l in result.layers if not l.cached)
-    print(f"{result.image_name}: {todo} layer{'s' if todo != 1 else ''} to build")
+def print_plan(result: dict[str, Any]) -> None:
+    todo = sum(1 for l in result["layers"] if not l["cached"])
+    print(f"{result['image_name']}: {todo} layer{'s' if todo != 1 else ''} to build")
     print("\n".join(_layer_table(result, planned=True)))
 
 

@@ -9,7 +9,7 @@ from builder.errors import InputError
 from builder.manifest import Manifest, RuleSpec, validate
 from builder.yaml_source import load_yaml
 
-RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+RULES_DIR = Path(__file__).resolve().parent.parent / "rules"  # a checkout
 
 
 def rules_dir() -> Path:

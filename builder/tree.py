@@ -51,8 +51,23 @@ class ProjectTree:
         return chosen
 
 
-def walk_project(root: Path, ignore: IgnoreRules, cache: StatCache) -> ProjectTree:
-    entries: dict[str, Entry] = {}
+@dataclass(frozen=True)
+class Scanned:
+    """One path the ignore rules allow, with its stat: what a walk sees before reading any content."""
+
+    relpath: str
+    abspath: str
+    st: os.stat_result
+    link_target: str = ""
+
+    def signature(self) -> str:
+        st = self.st
+        return f"{self.relpath}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
+
+
+def scan_project(root: Path, ignore: IgnoreRules) -> list[Scanned]:
+    """Every path the ignore rules allow, in sorted order, stat'ed but not read."""
+    found: list[Scanned] = []
 
     def visit(directory: str, relative: str) -> None:
         with os.scandir(directory) as it:
@@ -65,21 +80,35 @@ def walk_project(root: Path, ignore: IgnoreRules, cache: StatCache) -> ProjectTr
                 if is_dir and ignore.may_reinclude_below(rel):
                     visit(child.path, rel + "/")
                 continue
-            if is_dir:
-                entries[rel] = Entry(rel, "dir", 0o755)
-                visit(child.path, rel + "/")
-            elif stat.S_ISLNK(st.st_mode):
-                entries[rel] = Entry(rel, "symlink", 0o777, link_target=_checked_link(root, rel, child.path))
-            elif stat.S_ISREG(st.st_mode):
-                mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
-                inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
-                entries[rel] = Entry(rel, "file", mode, st.st_size, cache.digest(child.path, rel, st),
-                                     inode=inode, abspath=child.path)
+            if stat.S_ISLNK(st.st_mode):
+                found.append(Scanned(rel, child.path, st, _checked_link(root, rel, child.path)))
+            elif is_dir or stat.S_ISREG(st.st_mode):
+                found.append(Scanned(rel, child.path, st))
+                if is_dir:
+                    visit(child.path, rel + "/")
             else:
                 raise InputError("not a regular file, directory or symlink: cannot go into an image layer",
                                  path=root / rel)
 
     visit(str(root), "")
+    return found
+
+
+def walk_project(root: Path, ignore: IgnoreRules, cache: StatCache,
+                 scanned: list[Scanned] | None = None) -> ProjectTree:
+    """The project's entries with content hashes (read only where the stat cache cannot answer)."""
+    entries: dict[str, Entry] = {}
+    for item in scanned if scanned is not None else scan_project(root, ignore):
+        rel, st = item.relpath, item.st
+        if stat.S_ISDIR(st.st_mode):
+            entries[rel] = Entry(rel, "dir", 0o755)
+        elif item.link_target:
+            entries[rel] = Entry(rel, "symlink", 0o777, link_target=item.link_target)
+        else:
+            mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+            inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
+            entries[rel] = Entry(rel, "file", mode, st.st_size, cache.digest(item.abspath, rel, st),
+                                 inode=inode, abspath=item.abspath)
     # Directories re-included under an ignored parent still need their parents in a layer.
     for rel in list(entries):
         parent = posixpath.dirname(rel)

@@ -1,0 +1,1 @@
+"""The default rule set, shipped in the wheel as `airbuild_rules` (data files only)."""
