@@ -59,4 +59,4 @@ class StatCache:
         if self.path is None or not self.dirty:
             return
         payload = json.dumps({"format": FORMAT, "entries": self.entries}, separators=(",", ":")).encode()
-        atomic_write_bytes(self.path, payload)
+        atomic_write_bytes(self.path, payload, fsync=False)  # a lost cache only costs re-reading
