@@ -21,7 +21,7 @@ from builder.ignore import IgnoreRules
 from builder.image import BuiltImage, assemble
 from builder.layer_tar import FileChangedError, store_layer
 from builder.layout import write_archive, write_layout
-from builder.lockfile import BasePin, Lock, check_locked
+from builder.lockfile import BasePin, Lock, LockState, check_base
 from builder.manifest import BaseSource, Manifest, load_manifest
 from builder.oci import Platform
 from builder.owner import resolve_owner
@@ -43,6 +43,7 @@ class BuildOptions:
     oci_dir: Path | None = None
     archive: Path | None = None
     locked: bool = False
+    upgrade: bool | frozenset[str] = False  # re-resolve pinned packages (all, or these names)
     base: BaseSource | None = None
     progress: Progress = field(default_factory=lambda: Progress(False))
     scanned: list[Scanned] | None = None  # a walk already made (by the no-op check)
@@ -81,7 +82,7 @@ class BuildResult:
 class Prepared:
     ctx: BuildContext
     plan: Plan
-    lock: Lock
+    lock: Lock  # what this build resolved: the lock file it would write
     statcache: StatCache
     previous: PreviousBuild
     output_dir: Path
@@ -105,7 +106,7 @@ class Inputs:
     platform: Platform
     codec: Codec
     base: BaseImage
-    lock: Lock
+    base_pin: BasePin
 
     @property
     def lock_path(self) -> Path:
@@ -123,15 +124,17 @@ def load_inputs(options: BuildOptions, store: Store) -> Inputs:
     codec = Codec(manifest.compression.codec, manifest.compression.effective_level)
     options.progress.step("resolving the base image")
     base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec)
-    lock = Lock(BasePin(source=base.description, digest=base.digest))
-    return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, lock)
+    pin = BasePin(source=base.description, digest=base.digest)
+    return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, pin)
 
 
 def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
+    """Resolve everything a build would (without building layers) and write the lock."""
     store = Store(default_store_dir())
     try:
-        inputs = load_inputs(options, store)
-        return inputs.lock, inputs.lock_path, inputs.lock.write(inputs.lock_path)
+        prepared = prepare(options, store)
+        path = prepared.inputs.lock_path
+        return prepared.lock, path, prepared.lock.write(path)
     finally:
         store.close()
 
@@ -139,8 +142,9 @@ def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
 def prepare(options: BuildOptions, store: Store) -> Prepared:
     inputs = load_inputs(options, store)
     project, manifest, base = inputs.project, inputs.manifest, inputs.base
+    lock_state = LockState(inputs.lock_path, Lock.read(inputs.lock_path), options.locked, options.upgrade)
     if options.locked:
-        check_locked(inputs.lock_path, inputs.lock)
+        check_base(lock_state, inputs.base_pin)
     epoch = epoch_from_env()
     output_dir = project / OUTPUT_DIR
     _ensure_output_dir(output_dir)
@@ -160,12 +164,13 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
     tree = walk_project(project, ignore, statcache, scanned)
     ctx = BuildContext(project=project, manifest=manifest, manifest_path=inputs.manifest_path,
                        dockerfile=inputs.dockerfile, base=base, store=store, tree=tree, platform=inputs.platform,
-                       codec=inputs.codec, epoch=epoch,
+                       codec=inputs.codec, epoch=epoch, lock=lock_state,
                        owner=owner, variables={"workdir": manifest.workdir, "name": image_name(project, manifest.name),
                                                "platform": str(inputs.platform)})
     previous = PreviousBuild.load(output_dir / "state.json")
     plan = make_plan(ctx, rule_list(manifest, inputs.manifest_path), initial, previous, statcache.hashed_paths)
-    return Prepared(ctx, plan, inputs.lock, statcache, previous, output_dir, scanned, inputs)
+    lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))
+    return Prepared(ctx, plan, lock, statcache, previous, output_dir, scanned, inputs)
 
 
 def build(options: BuildOptions) -> BuildResult:

@@ -65,6 +65,9 @@ def make_parser() -> argparse.ArgumentParser:
                                            "astro.lock. Commit the file; build with --locked in CI.")
     lock.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
     lock.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    lock.add_argument("--upgrade", action="store_true", help="re-resolve every pinned package to the newest allowed")
+    lock.add_argument("--upgrade-package", metavar="NAME", action="append", default=[],
+                      help="re-resolve only this package (repeatable); others stay pinned where they can")
     lock.add_argument("--json", action="store_true", help="print the lock as JSON")
 
     inspect = commands.add_parser("inspect", help="show an image's layers, sizes, digests and config",
@@ -107,6 +110,7 @@ def _options(args):
         oci_dir=getattr(args, "oci", None),
         archive=getattr(args, "archive", None),
         locked=getattr(args, "locked", False),
+        upgrade=True if getattr(args, "upgrade", False) else frozenset(getattr(args, "upgrade_package", []) or []) or False,
         base=BaseSource.parse(args.base) if args.base else None,
         progress=Progress(None if not args.json else False),
     )

@@ -13,6 +13,7 @@ from builder.compress import Codec
 from builder.container_config import ContainerConfig
 from builder.dockerfile_parse import Dockerfile
 from builder.layer_tar import LayerItem
+from builder.lockfile import LockState
 from builder.manifest import Manifest
 from builder.oci import Platform
 from builder.owner import Ownership
@@ -34,6 +35,7 @@ class BuildContext:
     epoch: int
     owner: Ownership
     variables: dict[str, str]
+    lock: LockState  # pinned sections to reuse; resolving rules record theirs here
 
 
 @dataclass
