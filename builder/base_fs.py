@@ -21,17 +21,45 @@ def find_files(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[st
 
     With `cache_name`, the answer is kept in the store per layer chain and query.
     """
-    record_name = None
-    if cache_name is not None:
-        chain = "|".join(r.diff_id for r in layers)
-        record_name = hashlib.sha256(f"{cache_name}|{chain}".encode()).hexdigest()
-        cached = store.get_record("base-files", record_name)
-        if cached is not None:
-            return {path: bytes.fromhex(data) for path, data in cached.items()}
-    found: dict[str, bytes] = {}
+    record = _record_name(cache_name, layers)
+    cached = store.get_record("base-files", record) if record else None
+    if cached is not None:
+        return {path: bytes.fromhex(data) for path, data in cached.items()}
+    found = {path: read() for path, member, read in _merged(store, layers) if member.isfile() and wanted(path)}
+    if record:
+        store.put_record("base-files", record, {p: d.hex() for p, d in found.items()})
+    return found
+
+
+def list_paths(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[str], bool],
+               cache_name: str | None = None) -> dict[str, str]:
+    """Path -> "file", "dir" or "symlink:TARGET" for the entries `wanted` selects in the merged image."""
+    record = _record_name(cache_name, layers)
+    cached = store.get_record("base-paths", record) if record else None
+    if cached is not None:
+        return cached
+    found = {}
+    for path, member, _ in _merged(store, layers):
+        if wanted(path):
+            found[path] = ("dir" if member.isdir() else f"symlink:{member.linkname}" if member.issym()
+                           else "file")
+    if record:
+        store.put_record("base-paths", record, found)
+    return found
+
+
+def _record_name(cache_name: str | None, layers: Sequence[LayerRecord]) -> str | None:
+    if cache_name is None:
+        return None
+    chain = "|".join(r.diff_id for r in layers)
+    return hashlib.sha256(f"{cache_name}|{chain}".encode()).hexdigest()
+
+
+def _merged(store: Store, layers: Sequence[LayerRecord]):
+    """(path, tar member, read) for every entry the merged image shows, top layer first."""
     hidden: set[str] = set()        # paths whited out by an upper layer
     opaque: set[str] = set()        # directories made opaque by an upper layer
-    seen: set[str] = set()          # paths an upper layer has (file, link or dir)
+    seen: set[str] = set()          # paths an upper layer has
     for layer in reversed(layers):
         layer_hidden, layer_opaque = set(), set()
         for member, read in _members(store, layer):
@@ -46,13 +74,9 @@ def find_files(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[st
             if path in seen or _covered(path, hidden, opaque):
                 continue
             seen.add(path)
-            if member.isfile() and wanted(path):
-                found[path] = read()
+            yield path, member, read
         hidden |= layer_hidden
         opaque |= layer_opaque
-    if record_name is not None:
-        store.put_record("base-files", record_name, {p: d.hex() for p, d in found.items()})
-    return found
 
 
 def _covered(path: str, hidden: set[str], opaque: set[str]) -> bool:

@@ -227,6 +227,9 @@ def _build_layer(ctx: BuildContext, layer, progress: Progress):
             record = store_layer(store, ctx.codec, layer.step.make_items(), ctx.epoch)
         except FileChangedError as exc:
             raise BuildError(str(exc)) from None
+        finally:
+            if layer.step.cleanup is not None:
+                layer.step.cleanup()
         store.put_layer(layer.key, record)
         return record
 

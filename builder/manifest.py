@@ -115,6 +115,8 @@ class Manifest(Strict):
     dockerfile: str = "Dockerfile"
     lockfile: str = "astro.lock"
     compression: Compression = Compression()
+    index_url: str | None = Field(None, description="Python package index (PEP 503) instead of the default")
+    extra_index_urls: list[str] = Field(default_factory=list, description="more Python package indexes")
     layers: list[Union[str, RuleSpec]] | None = None
 
     @field_validator("platform")

@@ -15,6 +15,7 @@ from typing import Callable
 from builder.action_dockerfile import dockerfile_action
 from builder.action_files import files_action
 from builder.action_inputs import package_list_action
+from builder.action_python import python_action
 from builder.container_config import ContainerConfig
 from builder.manifest import RuleSpec
 from builder.state import PreviousBuild, StepState
@@ -27,7 +28,7 @@ ACTIONS: dict[str, Callable[[RuleSpec, BuildContext, ContainerConfig], ActionRes
     "files": files_action,
     "dockerfile": dockerfile_action,
     "system-packages": package_list_action,
-    "python-requirements": package_list_action,
+    "python-requirements": python_action,
 }
 
 

@@ -47,6 +47,7 @@ class LayerStep:
     input_hash: str                 # Merkle root of `entries`
     make_items: Callable[[], list[LayerItem]]
     created_by: str
+    cleanup: Callable[[], None] | None = None  # removes what make_items staged, once the layer is stored
 
     @property
     def config_hash(self) -> str:

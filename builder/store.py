@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -151,7 +152,10 @@ class Store:
         for path in (self.root / "tmp").iterdir():
             pid = path.name.split(".", 1)[0]
             if pid.isdigit() and not _alive(int(pid)):
-                path.unlink(missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,81 @@
+"""The `python-requirements` action: requirements.txt becomes one locked, reproducible layer.
+
+Resolution (uv, for the image's Python and platform, the base's distributions as
+constraints) happens only when requirements.txt, the base, the target or the indexes
+changed since the lock was written; installation (download, unpack) only when the
+layer's key is not in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from builder.action_inputs import listed_lines
+from builder.container_config import ContainerConfig
+from builder.lockfile import LockSection
+from builder.manifest import RuleSpec
+from builder.python_resolve import Indexes, PinnedWheel, resolve, strip_credentials
+from builder.python_target import detect_python, installed_distributions
+from builder.steps import ActionResult, BuildContext, LayerStep
+from builder.wheel_install import fetch, install, remove, staged_items
+
+SECTION = "python"
+
+
+def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
+    path = ctx.project / rule.file
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if not listed_lines(text):
+        return ActionResult([], config)
+    target = detect_python(ctx.base, ctx.store, ctx.platform)
+    base_dists = installed_distributions(ctx.base, ctx.store, target)
+    indexes = Indexes(ctx.manifest.index_url, tuple(ctx.manifest.extra_index_urls))
+    inputs = _hash({"requirements": text, "base": ctx.base.digest, "python": target.describe(),
+                    "site": target.site_packages, "platform": target.uv_platform,
+                    "indexes": [strip_credentials(u) for u in filter(None, [indexes.index_url,
+                                                                            *indexes.extra_index_urls])]})
+    section = ctx.lock.reusable(SECTION, inputs, rule.file)
+    if section is None:
+        pinned = ctx.lock.pinned.sections.get(SECTION) if ctx.lock.pinned else None
+        previous = tuple(PinnedWheel.from_json(e) for e in pinned.entries) if pinned else ()
+        pins = resolve(path, target, base_dists, indexes, ctx.lock.upgrade, previous)
+        section = LockSection(inputs, tuple(p.to_json() for p in sorted(pins, key=lambda p: p.name.lower())))
+    ctx.lock.record(SECTION, section)
+    pins = [PinnedWheel.from_json(e) for e in section.entries]
+    if not pins:  # the base has everything already
+        return ActionResult([], config)
+
+    staging = ctx.store.root / "tmp" / f"{os.getpid()}.python-staging"
+    index_hosts = {h for h in (_host(u) for u in filter(None, [indexes.index_url, *indexes.extra_index_urls])) if h}
+
+    def make_items():
+        remove(staging)
+        wheels = [(pin, fetch(ctx.store, pin, index_hosts)) for pin in pins]
+        install(wheels, target, staging)
+        return staged_items(staging)
+
+    step = LayerStep(
+        rule=rule.name,
+        step=rule.name,
+        config={"rule": rule.name, "version": rule.version, "python": target.describe(),
+                "interpreter": target.interpreter, "site": target.site_packages, "scripts": target.scripts_dir,
+                "platform": target.uv_platform, "base": ctx.base.digest},
+        entries=[e for e in (ctx.tree.entries.get(rule.file),) if e is not None],
+        input_hash=_hash(list(section.entries)),
+        make_items=make_items,
+        created_by=f"airbuild {rule.name}: {len(pins)} distributions for {target.describe()}",
+        cleanup=lambda: remove(staging),
+    )
+    return ActionResult([step], config)
+
+
+def _hash(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _host(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname
