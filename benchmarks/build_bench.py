@@ -361,9 +361,10 @@ def ratios(airbuild_numbers: dict, buildkit_numbers: dict | None) -> dict | None
     }
 
 
-def debian_rootfs() -> Path:
-    log("base: scripts/debian-rootfs (cached after the first run)")
-    done = subprocess.run([str(REPO / "scripts" / "debian-rootfs")], capture_output=True, text=True, check=True)
+def debian_rootfs(*packages: str) -> Path:
+    log(f"base: scripts/debian-rootfs {' '.join(packages)}".rstrip() + " (cached after the first run)")
+    done = subprocess.run([str(REPO / "scripts" / "debian-rootfs"), *packages], capture_output=True, text=True,
+                          check=True)
     return Path(done.stdout.strip())
 
 

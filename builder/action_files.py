@@ -34,6 +34,7 @@ def files_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> 
         input_hash=merkle_root(entries, base),
         make_items=lambda: complete_parents(layer_items(entries, base, dest, owner), owner, ctx.manifest.workdir),
         created_by=f"airbuild {rule.name}: {source} -> {dest}",
+        project_content=True,
     )
     return ActionResult([step], config)
 

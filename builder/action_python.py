@@ -53,7 +53,7 @@ def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) ->
     def make_items():
         remove(staging)
         wheels = [(pin, fetch(ctx.store, pin, index_hosts)) for pin in pins]
-        install(wheels, target, staging)
+        install(ctx.store, wheels, target, staging)
         return staged_items(staging)
 
     step = LayerStep(

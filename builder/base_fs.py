@@ -25,7 +25,8 @@ def find_files(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[st
     cached = store.get_record("base-files", record) if record else None
     if cached is not None:
         return {path: bytes.fromhex(data) for path, data in cached.items()}
-    found = {path: read() for path, member, read in _merged(store, layers) if member.isfile() and wanted(path)}
+    found = {path: open_member().read() for path, member, open_member in _merged(store, layers)
+             if member.isfile() and wanted(path)}
     if record:
         store.put_record("base-files", record, {p: d.hex() for p, d in found.items()})
     return found
@@ -56,13 +57,13 @@ def _record_name(cache_name: str | None, layers: Sequence[LayerRecord]) -> str |
 
 
 def _merged(store: Store, layers: Sequence[LayerRecord]):
-    """(path, tar member, read) for every entry the merged image shows, top layer first."""
+    """(path, tar member, open its content) for every entry the merged image shows, top layer first."""
     hidden: set[str] = set()        # paths whited out by an upper layer
     opaque: set[str] = set()        # directories made opaque by an upper layer
     seen: set[str] = set()          # paths an upper layer has
     for layer in reversed(layers):
         layer_hidden, layer_opaque = set(), set()
-        for member, read in _members(store, layer):
+        for member, open_member in members(store, layer):
             path = posixpath.normpath(member.name.lstrip("/").removeprefix("./"))
             directory, name = posixpath.split(path)
             if name == OPAQUE:
@@ -74,7 +75,7 @@ def _merged(store: Store, layers: Sequence[LayerRecord]):
             if path in seen or _covered(path, hidden, opaque):
                 continue
             seen.add(path)
-            yield path, member, read
+            yield path, member, open_member
         hidden |= layer_hidden
         opaque |= layer_opaque
 
@@ -92,7 +93,8 @@ def _covered(path: str, hidden: set[str], opaque: set[str]) -> bool:
     return False
 
 
-def _members(store: Store, layer: LayerRecord):
+def members(store: Store, layer: LayerRecord):
+    """(tar member, open its content) for each entry of a layer blob, in order."""
     path = store.blob_path(layer.digest)
     with open(path, "rb") as raw:
         head = raw.read(4)
@@ -106,6 +108,6 @@ def _members(store: Store, layer: LayerRecord):
             archive = tarfile.open(path, mode="r|gz" if head[:2] == b"\x1f\x8b" else "r|")
         with archive:
             for member in archive:
-                yield member, (lambda m=member: archive.extractfile(m).read())
+                yield member, (lambda m=member: archive.extractfile(m))
     except (tarfile.TarError, zlib.error, OSError) as exc:
         raise InputError(f"cannot read base layer {layer.digest}: {exc}") from None

@@ -14,6 +14,7 @@ from builder import stamp
 from builder.atomic import atomic_write_bytes
 from builder.base_image import BaseImage, resolve_base
 from builder.compress import Codec
+from builder.dag_check import ValidationFailed, check_dags
 from builder.container_config import ContainerConfig
 from builder.dockerfile_parse import Dockerfile, parse_dockerfile
 from builder.errors import BuildError, InputError
@@ -47,6 +48,8 @@ class BuildOptions:
     base: BaseSource | None = None
     progress: Progress = field(default_factory=lambda: Progress(False))
     scanned: list[Scanned] | None = None  # a walk already made (by the no-op check)
+    validate: bool = True                 # import the DAGs in the sandbox before writing anything
+    force: bool = False                   # ship despite DAG errors
     started_ns: int = field(default_factory=time.time_ns)
 
 
@@ -73,6 +76,7 @@ class BuildResult:
     layers: list[LayerResult]
     image_name: str
     lock_changed: bool = False
+    validation: dict | None = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -184,6 +188,12 @@ def build(options: BuildOptions) -> BuildResult:
             if layer.record is None:
                 layer.record = _build_layer(ctx, layer, options.progress)
             records.append(layer.record)
+        report = None
+        if options.validate:
+            options.progress.step("importing DAGs in the sandbox")
+            report = check_dags(ctx, plan)
+            if report.failed and not options.force:
+                raise ValidationFailed(report)
         image = assemble(store, ctx.base, plan.config, records, plan.history, ctx.epoch)
         oci_dir = (options.oci_dir or prepared.output_dir / "image").resolve()
         options.progress.step(f"writing the OCI layout {oci_dir}")
@@ -196,6 +206,7 @@ def build(options: BuildOptions) -> BuildResult:
             write_archive(store, image, archive, f"{name}:{image.tag}")
         lock_changed = False if options.locked else prepared.lock.write(ctx.project / ctx.manifest.lockfile)
         result = _result(prepared, image, oci_dir, archive, time.monotonic() - started, name, lock_changed)
+        result.validation = report.to_json() if report else None
         _record(prepared, result, options, image, oci_dir)
         return result
     finally:
@@ -267,7 +278,8 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
                        json.dumps(result.to_json(), indent=2).encode(), fsync=False)
     inputs = prepared.inputs
     extra_paths = [str(inputs.project / MANIFEST_NAME), str(inputs.dockerfile.path), str(inputs.lock_path),
-                   str(inputs.project / DOCKERIGNORE_NAME), *inputs.base.source_files,
+                   str(inputs.project / DOCKERIGNORE_NAME), str(inputs.project / "airflow_settings.yaml"),
+                   *inputs.base.source_files,
                    *sorted(str(p) for p in rules_dir().glob("*.yaml"))]
     outputs = [str(oci_dir / "index.json")] + ([result.archive] if result.archive else [])
     blobs = [str(oci_dir / "blobs" / "sha256" / d.removeprefix("sha256:"))
@@ -278,7 +290,8 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
 
 def build_settings(options: BuildOptions) -> dict:
     base = f"{options.base.kind}:{options.base.location}" if options.base else None
-    return stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked)
+    return stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked,
+                          options.validate, options.force)
 
 
 def _ensure_output_dir(path: Path) -> None:
@@ -293,3 +306,19 @@ def image_name(project: Path, configured: str | None) -> str:
         return configured
     name = re.sub(r"[^a-z0-9._-]+", "-", project.name.lower()).strip("-._")
     return name or "airflow-project"
+
+
+def parse_dags(options: BuildOptions):
+    """`airbuild parse`: the environment layers built (or found in the store), then the DAGs imported."""
+    store = Store(default_store_dir())
+    try:
+        prepared = prepare(options, store)
+        for layer in prepared.plan.layers:
+            if layer.record is None and not layer.step.project_content:
+                layer.record = _build_layer(prepared.ctx, layer, options.progress)
+        options.progress.step("importing DAGs in the sandbox")
+        report = check_dags(prepared.ctx, prepared.plan)
+        prepared.statcache.save()
+        return report
+    finally:
+        store.close()

@@ -54,6 +54,16 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--oci", metavar="DIR", type=Path, help="write the OCI image layout here")
     build.add_argument("--archive", metavar="FILE", type=Path,
                        help="also write one tarball that `docker load` and OCI tools (skopeo, umoci) accept")
+    build.add_argument("--no-validate", action="store_true", help="do not import the DAGs in the sandbox first")
+    build.add_argument("--force", action="store_true", help="write the image even if DAGs fail to import")
+
+    parse = commands.add_parser(
+        "parse", help="import every DAG file in a sandbox against the image's Python environment",
+        description="Build the image's environment (cached), then import each DAG file in a bubblewrap sandbox "
+                    "(read-only root, no network, limits per file), only the files that changed since the last "
+                    "run. Reports import errors, cycles, duplicate task ids and duplicate dag_ids across files.")
+    _project_args(parse)
+    parse.add_argument("--junit", metavar="FILE", type=Path, help="also write a JUnit XML report for CI")
 
     plan = commands.add_parser("plan", help="show the layers a build would produce, and why each would be rebuilt",
                                description="Compute every layer's key and compare with the store, without "
@@ -87,16 +97,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except AirbuildError as exc:
-        _error(exc.render(), getattr(args, "json", False), exc.exit_code)
+        report = getattr(exc, "report", None)
+        if report is not None and not getattr(args, "json", False):
+            from builder.report import print_validation
+
+            print_validation(report.to_json())
+        _error(exc.render(), getattr(args, "json", False), exc.exit_code,
+               {"validation": report.to_json()} if report is not None else {})
         return exc.exit_code
+    except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
+        return EXIT_OK
     except KeyboardInterrupt:
         print("airbuild: interrupted; the store and outputs are as they were before this step", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def _error(message: str, as_json: bool, code: int) -> None:
+def _error(message: str, as_json: bool, code: int, extra: dict | None = None) -> None:
     if as_json:
-        print(json.dumps({"error": message, "exit_code": code}))
+        print(json.dumps({"error": message, "exit_code": code, **(extra or {})}))
     print(f"airbuild: error: {message}", file=sys.stderr)
 
 
@@ -112,6 +130,8 @@ def _options(args):
         locked=getattr(args, "locked", False),
         upgrade=True if getattr(args, "upgrade", False) else frozenset(getattr(args, "upgrade_package", []) or []) or False,
         base=BaseSource.parse(args.base) if args.base else None,
+        validate=not getattr(args, "no_validate", False),
+        force=getattr(args, "force", False),
         progress=Progress(None if not args.json else False),
     )
 
@@ -123,7 +143,8 @@ def cmd_build(args) -> int:
 
     started_ns = time.time_ns()
     # An unchanged project is answered from the last build's stamp, before the heavy imports.
-    settings = stamp.settings(args.project.resolve(), args.base, args.oci, args.archive, args.locked)
+    settings = stamp.settings(args.project.resolve(), args.base, args.oci, args.archive, args.locked,
+                              not args.no_validate, args.force)
     result, scanned = stamp.try_noop(args.project.resolve(), settings)
     if result is None:
         from builder.build import build
@@ -133,6 +154,23 @@ def cmd_build(args) -> int:
         result = build(options).to_json()
     _print_result(result, args.json, planned=False)
     return EXIT_OK
+
+
+def cmd_parse(args) -> int:
+    from builder.build import parse_dags
+
+    report = parse_dags(_options(args))
+    if args.junit:
+        from builder.junit import write_junit
+
+        write_junit(report, args.junit)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        from builder.report import print_validation
+
+        print_validation(report.to_json())
+    return EXIT_FAILED if report.failed else EXIT_OK
 
 
 def cmd_plan(args) -> int:
@@ -174,4 +212,4 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"build": cmd_build, "plan": cmd_plan, "lock": cmd_lock, "inspect": cmd_inspect}
+COMMANDS = {"build": cmd_build, "parse": cmd_parse, "plan": cmd_plan, "lock": cmd_lock, "inspect": cmd_inspect}

@@ -106,6 +106,17 @@ class Compression(Strict):
         return 1 if self.codec == "gzip" else 3
 
 
+class Validation(Strict):
+    """How `build`, `parse` and `deploy` import DAG files in the sandbox."""
+
+    timeout_s: int = Field(30, ge=1, description="wall time for one file's import")
+    memory_mb: int = Field(2048, ge=64, description="address space of one file's import")
+    processes: int = Field(64, ge=1, description="processes one file's import may run")
+    cpu_s: int = Field(60, ge=1, description="CPU time for one file's import")
+    safe_mode: bool = Field(True, description="Airflow's dag_discovery_safe_mode: skip files without 'airflow' and 'dag'")
+    allowed_failures: list[str] = Field(default_factory=list, description="files (globs) allowed to fail")
+
+
 class Manifest(Strict):
     name: str | None = Field(None, description="image name; default: the project directory's name")
     platform: str = "linux/amd64"
@@ -115,6 +126,7 @@ class Manifest(Strict):
     dockerfile: str = "Dockerfile"
     lockfile: str = "astro.lock"
     compression: Compression = Compression()
+    validation: Validation = Validation()
     index_url: str | None = Field(None, description="Python package index (PEP 503) instead of the default")
     extra_index_urls: list[str] = Field(default_factory=list, description="more Python package indexes")
     layers: list[Union[str, RuleSpec]] | None = None

@@ -33,10 +33,14 @@ class PinnedWheel:
     url: str        # never with credentials
     sha256: str
     size: int
+    kind: str = "wheel"  # or "sdist": no wheel fits the target; built into a pure-Python wheel at install
 
     def to_json(self) -> dict:
-        return {"name": self.name, "version": self.version, "filename": self.filename, "url": self.url,
+        data = {"name": self.name, "version": self.version, "filename": self.filename, "url": self.url,
                 "sha256": self.sha256, "size": self.size}
+        if self.kind != "wheel":
+            data["kind"] = self.kind
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "PinnedWheel":
@@ -128,9 +132,13 @@ def _pick_wheel(package: dict, target: PythonTarget) -> PinnedWheel:
         if rank is not None and (best is None or rank < best[0]):
             best = (rank, filename, wheel)
     if best is None:
-        where = "only an sdist" if package.get("sdist") else "no distribution"
-        raise InputError(f"{package['name']} {package['version']} has {where} for {target.describe()}; "
-                         "airbuild installs wheels built for the target (choose a version with a wheel)")
+        sdist = package.get("sdist")
+        if sdist is None:
+            raise InputError(f"{package['name']} {package['version']} has no distribution for {target.describe()}")
+        filename = sdist.get("name") or sdist["url"].rsplit("/", 1)[-1]
+        return PinnedWheel(name=package["name"], version=package["version"], filename=filename,
+                           url=strip_credentials(sdist["url"]), sha256=sdist["hashes"]["sha256"],
+                           size=sdist.get("size", 0), kind="sdist")
     _, filename, wheel = best
     return PinnedWheel(name=package["name"], version=package["version"], filename=filename,
                        url=strip_credentials(wheel["url"]), sha256=wheel["hashes"]["sha256"], size=wheel.get("size", 0))

@@ -65,3 +65,21 @@ def print_inspect(info: dict[str, Any]) -> None:
     for key in ("User", "WorkingDir", "Entrypoint", "Cmd", "Env", "ExposedPorts", "Labels"):
         if key in config:
             print(f"    {key}: {config[key]}")
+
+
+def print_validation(report: dict[str, Any]) -> None:
+    if report["status"] == "skipped":
+        print(f"DAG validation skipped: {report['reason']}")
+        return
+    imported = report["imported"]
+    print(f"DAGs: Airflow {report['airflow_version']}, {len(report['files'])} files, {imported} imported "
+          f"({len(report['files']) - imported} from cache) in {report['duration_s']:.2f}s")
+    for result in report["files"]:
+        dags = ", ".join(f"{d['dag_id']} ({d['tasks']})" for d in result["dags"]) or "-"
+        state = "ok" if not result["errors"] else ("allowed" if result["allowed_to_fail"] else "ERROR")
+        print(f"  {state:<7} {result['file']:<40} {result['duration_s']:6.2f}s  {dags}")
+        for error in result["errors"]:
+            print(f"          {error['kind']}: {error['message']}")
+    for duplicate in report["duplicates"]:
+        print(f"  ERROR   dag_id {duplicate['dag_id']} is defined in {', '.join(duplicate['files'])}")
+    print(f"DAG validation {'passed' if report['status'] == 'ok' else 'FAILED'}")

@@ -27,9 +27,14 @@ STAMP = "stamp.json"
 FORMAT = 1
 
 
-def settings(project: Path, base: str | None, oci: Path | None, archive: Path | None, locked: bool) -> dict[str, Any]:
+def settings(project: Path, base: str | None, oci: Path | None, archive: Path | None, locked: bool,
+             validate: bool = True, force: bool = False) -> dict[str, Any]:
     """Everything besides files that shapes a build's outputs."""
     return {
+        "validate": validate,
+        "force": force,
+        "airflow_environment": sorted((k, v) for k, v in os.environ.items()
+                                      if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))),
         "version": __version__,
         "project": str(project),
         "base": base,

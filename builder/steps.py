@@ -48,6 +48,7 @@ class LayerStep:
     make_items: Callable[[], list[LayerItem]]
     created_by: str
     cleanup: Callable[[], None] | None = None  # removes what make_items staged, once the layer is stored
+    project_content: bool = False  # the project's own files (not part of the environment DAGs import against)
 
     @property
     def config_hash(self) -> str:

@@ -11,12 +11,17 @@ import netrc
 import os
 import posixpath
 import shutil
+import subprocess
+import tempfile
 import urllib.request
+import warnings
 import zipfile
 from base64 import b64encode
 from pathlib import Path
 from urllib.error import URLError
 from urllib.parse import urlsplit
+
+from packaging.utils import parse_wheel_filename
 
 from builder.errors import BuildError
 from builder.layer_tar import LayerItem, with_parents
@@ -61,7 +66,37 @@ def _auth_headers(url: str, index_hosts: set[str]) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def install(wheels: list[tuple[PinnedWheel, Path]], target: PythonTarget, staging: Path) -> None:
+def built_wheel(store: Store, pin: PinnedWheel, sdist: Path, target: PythonTarget) -> tuple[str, Path]:
+    """(file name, path) of a pure-Python wheel built from an sdist, once per sdist and Python version.
+
+    Only a wheel that runs anywhere (py3-none-any) can be built on this host for the image;
+    an sdist that compiles code for the host is an error naming the package.
+    """
+    record_name = f"{pin.sha256}-{target.abi}"
+    known = store.get_record("built-wheels", record_name)
+    if known is not None and store.has_blob(known["digest"]):
+        return known["filename"], store.blob_path(known["digest"])
+    with tempfile.TemporaryDirectory(prefix="airbuild-sdist-") as tmp:
+        source = Path(tmp) / pin.filename
+        shutil.copyfile(sdist, source)
+        proc = subprocess.run(["uv", "build", "--wheel", "--no-config", "--python", target.version_text,
+                               "--out-dir", str(Path(tmp) / "out"), str(source)],
+                              capture_output=True, text=True, timeout=1800,
+                              env={**os.environ, "UV_NO_PROGRESS": "1", "SOURCE_DATE_EPOCH": "315532800"})
+        wheels = sorted((Path(tmp) / "out").glob("*.whl")) if proc.returncode == 0 else []
+        if not wheels:
+            raise BuildError(f"{pin.name} {pin.version} has no wheel for {target.describe()} and its sdist does not "
+                             f"build:\n{redact(proc.stderr.strip())[-2000:]}")
+        tags = parse_wheel_filename(wheels[0].name)[3]
+        if not all(tag.abi == "none" and tag.platform == "any" for tag in tags):
+            raise BuildError(f"{pin.name} {pin.version} has no wheel for {target.describe()}, and its sdist builds "
+                             f"code for this host ({wheels[0].name}), not for the image; pin a version with a wheel")
+        digest = store.put_blob(wheels[0].read_bytes())
+    store.put_record("built-wheels", record_name, {"filename": wheels[0].name, "digest": digest})
+    return wheels[0].name, store.blob_path(digest)
+
+
+def install(store: Store, wheels: list[tuple[PinnedWheel, Path]], target: PythonTarget, staging: Path) -> None:
     from installer import install as install_wheel
     from installer.destinations import SchemeDictionaryDestination
     from installer.sources import WheelFile
@@ -76,9 +111,14 @@ def install(wheels: list[tuple[PinnedWheel, Path]], target: PythonTarget, stagin
         }
         destination = SchemeDictionaryDestination(scheme, interpreter=target.interpreter, script_kind="posix",
                                                   bytecode_optimization_levels=(), destdir=str(staging))
+        filename = pin.filename
+        if pin.kind == "sdist":
+            filename, path = built_wheel(store, pin, path, target)
         with zipfile.ZipFile(path) as archive:
-            archive.filename = pin.filename  # the store names blobs by digest; installer reads the wheel's name here
-            install_wheel(WheelFile(archive), destination, additional_metadata={"INSTALLER": b"airbuild\n"})
+            archive.filename = filename  # the store names blobs by digest; installer reads the wheel's name here
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # installer skips __pycache__ shipped in wheels
+                install_wheel(WheelFile(archive), destination, additional_metadata={"INSTALLER": b"airbuild\n"})
 
 
 def staged_items(staging: Path) -> list[LayerItem]:

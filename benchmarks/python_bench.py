@@ -1,0 +1,354 @@
+"""Benchmark airbuild's python-requirements layer against `pip install` under BuildKit.
+
+    python3 benchmarks/python_bench.py [--quick] [--repeat 3] [--pip-no-compile] [--out FILE]
+
+Resolves and installs apache-airflow plus two providers (`--quick`: two small
+distributions) cold and warm with both tools. Prints one JSON object on stdout
+(progress goes to stderr). See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import ssl
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_bench import (  # noqa: E402  (the sibling module, found through the path above)
+    OWNER, REPO, TOP_LEVEL, WORKDIR, Docker, buildkit_client, debian_rootfs, log, spread, timed, tiny_project,
+)
+
+# Pins that resolve for CPython 3.11 on linux x86_64 without Airflow's constraints file.
+FULL = ["apache-airflow==2.10.5", "apache-airflow-providers-postgres==6.4.1", "apache-airflow-providers-http==5.5.0"]
+QUICK = ["PyYAML==6.0.2", "requests==2.32.3"]
+RULE = "python-requirements"
+BASE_TAG = "airbuild-pybench-base:latest"
+IMAGE_TAG = "airbuild-pybench:latest"
+EDITED_DAG = "dags/hello.py"
+CA_FILE = "host-ca.pem"  # in the BuildKit context only, never in a layer
+
+
+def buildkit_dockerfile(no_compile: bool, with_ca: bool) -> str:
+    """Astro's ONBUILD order: requirements first, then the project files, `dags` last.
+
+    With `with_ca`, pip trusts the host's CA bundle (bind-mounted from the context, in no layer),
+    so a TLS-intercepting proxy the host trusts works in the build too.
+    """
+    flags = "--break-system-packages --no-cache-dir" + (" --no-compile" if no_compile else "")
+    mount = f"--mount=type=bind,source={CA_FILE},target=/tmp/{CA_FILE} " if with_ca else ""
+    cert = f" --cert /tmp/{CA_FILE}" if with_ca else ""
+    return f"""\
+FROM {BASE_TAG}
+COPY requirements.txt /tmp/requirements.txt
+RUN {mount}python3 -m pip install {flags}{cert} -r /tmp/requirements.txt
+COPY --chown={OWNER} {' '.join(sorted(TOP_LEVEL))} {WORKDIR}/
+COPY --chown={OWNER} dags {WORKDIR}/dags
+USER astro
+"""
+
+
+def write_project(path: Path, requirements: list[str]) -> None:
+    path.mkdir(parents=True)
+    for name, text in TOP_LEVEL.items():
+        (path / name).write_text(text)
+    (path / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements))
+    (path / "dags").mkdir()
+    (path / EDITED_DAG).write_text('"""A DAG file the warm builds edit."""\nHELLO = 1\n')
+
+
+def edit_dag(project: Path, counter: int) -> None:
+    with open(project / EDITED_DAG, "a") as handle:
+        handle.write(f"# benchmark edit {counter}\n")
+
+
+# -- airbuild -------------------------------------------------------------------
+
+
+class AirbuildFailed(RuntimeError):
+    pass
+
+
+def airbuild(project: Path, store: Path, uv_cache: Path, base: Path) -> tuple[float, dict]:
+    """One `airbuild build --json` with its own store and uv cache: wall seconds and the result."""
+    env = {**os.environ, "AIRBUILD_CACHE_DIR": str(store), "UV_CACHE_DIR": str(uv_cache)}
+    command = [sys.executable, "-m", "builder", "build", str(project), "--base", f"rootfs:{base}", "--json"]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        try:
+            message = json.loads(done.stdout)["error"]
+        except (ValueError, KeyError, TypeError):
+            message = done.stderr.strip()[-4000:]
+        raise AirbuildFailed(f"airbuild build failed (exit {done.returncode}) after {wall:.1f}s: {message}")
+    return wall, json.loads(done.stdout)
+
+
+def python_layer(result: dict) -> dict:
+    layer = next((l for l in result["layers"] if l["rule"] == RULE), None)
+    if layer is None:
+        return {"present": False}
+    return {"cached": layer["cached"], "reason": layer["reason"], "digest": layer["digest"], "size": layer["size"]}
+
+
+def layer_contents(result: dict) -> dict:
+    """Uncompressed size and entry count of the python-requirements layer, read from the OCI layout."""
+    layer = next(l for l in result["layers"] if l["rule"] == RULE)
+    blob = Path(result["oci_layout"]) / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")
+    size = entries = 0
+    with tarfile.open(blob, mode="r|*") as archive:
+        for member in archive:
+            entries += 1
+            size += member.size
+    return {"uncompressed_file_bytes": size, "entries": entries}
+
+
+def lock_wheels(project: Path) -> list[dict]:
+    lock = json.loads((project / "astro.lock").read_text())
+    return lock.get("python", {}).get("entries", [])
+
+
+def run(name: str, project: Path, store: Path, uv_cache: Path, base: Path) -> dict:
+    wall, result = airbuild(project, store, uv_cache, base)
+    layer = python_layer(result)
+    log(f"airbuild: {name}: {wall:.1f}s, python layer {'cached' if layer.get('cached') else 'built'}")
+    return {"wall_s": round(wall, 3), "internal_s": round(result["duration_s"], 3), "python_layer": layer,
+            "manifest_digest": result["manifest_digest"], "_result": result}
+
+
+def store_with_base(work: Path, name: str, base: Path) -> tuple[Path, float]:
+    """A store holding only the imported base (a throwaway build of a project with no
+    requirements), and the seconds that took."""
+    project, store = work / f"tiny-{name}", work / f"store-{name}"
+    tiny_project(project)
+    wall, _ = airbuild(project, store, work / f"uv-{name}", base)
+    shutil.rmtree(project)
+    return store, wall
+
+
+def bench_airbuild(template: Path, work: Path, base: Path, repeat: int) -> dict:
+    log("airbuild: cold (empty store, empty uv cache, no astro.lock)")
+    project = work / "airbuild-cold"
+    shutil.copytree(template, project)
+    cold = run("cold", project, work / "store-cold", work / "uv-cold", base)
+    shutil.rmtree(work / "store-cold")
+    shutil.rmtree(project)
+
+    log("airbuild: importing the base into a fresh store (throwaway build, no requirements)")
+    store, base_import_s = store_with_base(work, "resolve", base)
+    project = work / "airbuild-resolve"
+    shutil.copytree(template, project)
+    log("airbuild: cold_base_in_store (store holds only the base, empty uv cache, no astro.lock)")
+    cold_resolve = run("cold_base_in_store", project, store, work / "uv-resolve", base)
+    wheels = lock_wheels(project)
+    contents = layer_contents(cold_resolve["_result"])
+    shutil.rmtree(store)
+
+    log("airbuild: importing the base into another fresh store")
+    store, _ = store_with_base(work, "locked", base)
+    uv_cache = work / "uv-locked"
+    shutil.rmtree(project / ".airbuild")
+    log("airbuild: cold_locked (store holds only the base, astro.lock kept, no .airbuild/)")
+    cold_locked = run("cold_locked", project, store, uv_cache, base)
+
+    warm, warm_internal, warm_cached = [], [], True
+    for n in range(repeat):
+        log(f"airbuild: warm {n + 1}/{repeat} (one DAG edited, same store and lock)")
+        edit_dag(project, n)
+        numbers = run("warm", project, store, uv_cache, base)
+        warm.append(numbers["wall_s"])
+        warm_internal.append(numbers["internal_s"])
+        warm_cached = warm_cached and numbers["python_layer"].get("cached") is True
+
+    log("airbuild: reinstall (no .airbuild/, same store and lock)")
+    shutil.rmtree(project / ".airbuild")
+    reinstall = run("reinstall", project, store, uv_cache, base)
+
+    return {
+        "cold_s": cold["wall_s"],
+        "cold_internal_s": cold["internal_s"],
+        "base_import_s": round(base_import_s, 3),
+        "cold_base_in_store_s": cold_resolve["wall_s"],
+        "cold_base_in_store_internal_s": cold_resolve["internal_s"],
+        "cold_locked_s": cold_locked["wall_s"],
+        "cold_locked_internal_s": cold_locked["internal_s"],
+        "warm_s": spread(warm),
+        "warm_internal_s": spread(warm_internal),
+        "warm_python_layer_cached": warm_cached,
+        "reinstall_s": reinstall["wall_s"],
+        "reinstall_internal_s": reinstall["internal_s"],
+        "reinstall_python_layer": {k: v for k, v in reinstall["python_layer"].items() if k in ("cached", "reason")},
+        "python_layer": {**cold_resolve["python_layer"], **contents},
+        "same_python_layer_every_cold_build": len({numbers["python_layer"]["digest"]
+                                                   for numbers in (cold, cold_resolve, cold_locked)}) == 1,
+        "lock_wheels": len(wheels),
+        "lock_wheel_bytes": sum(w.get("size", 0) for w in wheels),
+    }
+
+
+# -- BuildKit -------------------------------------------------------------------
+
+
+class PipDocker(Docker):
+    """build_bench's Docker with this benchmark's tag, keeping the build log (plain progress)."""
+
+    log_text = ""
+
+    def build(self, project: Path) -> float:
+        env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+        wall, done = timed([self.client, "build", "--network", "host", "--progress", "plain",
+                            "-f", str(self.dockerfile), "--iidfile", str(self.iid_file), "-t", IMAGE_TAG,
+                            str(project)], env=env)
+        self.images.add(self.iid_file.read_text().strip())
+        self.log_text = done.stderr + done.stdout
+        return wall
+
+    def pip_layer(self) -> dict:
+        """The pip layer's size (uncompressed, bytes) and how many distributions pip reported."""
+        history = self.run("history", "--no-trunc", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}",
+                           self.iid_file.read_text().strip()).stdout
+        size = next((int(line.split("\t", 1)[0]) for line in history.splitlines() if "pip install" in line), None)
+        installed = next((line.split("Successfully installed", 1)[1].split() for line in self.log_text.splitlines()
+                          if "Successfully installed" in line), [])
+        return {"size": size, "distributions": len(installed)}
+
+    def pip_cached(self) -> bool:
+        """Whether the last build's `RUN pip install` step came from the build cache."""
+        lines = self.log_text.splitlines()
+        step = next((line.split()[0] for line in lines if line.startswith("#") and "] RUN " in line
+                     and "pip install" in line), None)
+        return step is not None and f"{step} CACHED" in lines
+
+
+def host_ca_bundle() -> Path | None:
+    """The CA bundle the host's Python trusts: SSL_CERT_FILE, else OpenSSL's default file."""
+    path = os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().cafile
+    return Path(path) if path and os.path.isfile(path) else None
+
+
+def bench_buildkit(docker: PipDocker, template: Path, work: Path, base: Path, repeat: int,
+                   ca_bundle: Path | None) -> dict:
+    project = work / "buildkit"
+    shutil.copytree(template, project)
+    if ca_bundle:
+        shutil.copyfile(ca_bundle, project / CA_FILE)
+    log(f"buildkit: importing {base.name} as {BASE_TAG} (not timed)")
+    docker.run("import", str(base), BASE_TAG)
+    docker.reset()
+    log("buildkit: cold (docker builder prune -af; the base stays)")
+    cold_s = docker.build(project)
+    layer = docker.pip_layer()
+    log(f"buildkit: cold: {cold_s:.1f}s, {layer['distributions']} distributions")
+
+    warm, warm_cached = [], True
+    for n in range(repeat):
+        log(f"buildkit: warm {n + 1}/{repeat} (one DAG edited)")
+        edit_dag(project, n)
+        warm.append(docker.build(project))
+        warm_cached = warm_cached and docker.pip_cached()
+
+    return {
+        "docker_client": docker.client,
+        "docker_server_version": docker.run("version", "--format", "{{.Server.Version}}").stdout.strip(),
+        "docker_storage_driver": docker.run("info", "--format", "{{.Driver}}").stdout.strip(),
+        "pip_version": docker.run("run", "--rm", "--network", "none", BASE_TAG, "python3", "-m", "pip",
+                                  "--version").stdout.split()[1],
+        "cold_s": round(cold_s, 3),
+        "warm_s": spread(warm),
+        "warm_pip_step_cached": warm_cached,
+        "pip_layer": layer,
+    }
+
+
+def run_buildkit(template: Path, work: Path, repeat: int, no_compile: bool) -> tuple[dict | None, str | None]:
+    client = buildkit_client()
+    if client is None:
+        return None, "no docker CLI on PATH can run BuildKit builds (no buildx plugin, CLI >= 23)"
+    info = subprocess.run([client, "info"], capture_output=True, text=True)
+    if info.returncode != 0:
+        return None, f"`docker info` failed: {info.stderr.strip()[-500:]}"
+    base = debian_rootfs("python3-pip")
+    ca_bundle = host_ca_bundle()
+    (work / "Dockerfile.buildkit").write_text(buildkit_dockerfile(no_compile, ca_bundle is not None))
+    docker = PipDocker(client, work / "Dockerfile.buildkit", work / "buildkit.iid")
+    try:
+        return bench_buildkit(docker, template, work, base, repeat, ca_bundle), None
+    except RuntimeError as exc:
+        return None, str(exc)
+    finally:
+        log("buildkit: removing the images and build cache this run made")
+        docker.reset()
+        subprocess.run([client, "rmi", "-f", BASE_TAG], capture_output=True)
+
+
+# -- report ---------------------------------------------------------------------
+
+
+def ratios(airbuild_numbers: dict | None, buildkit_numbers: dict | None) -> dict | None:
+    if not airbuild_numbers or not buildkit_numbers:
+        return None
+    return {
+        "cold": round(buildkit_numbers["cold_s"] / airbuild_numbers["cold_s"], 2),
+        "cold_base_in_store": round(buildkit_numbers["cold_s"] / airbuild_numbers["cold_base_in_store_s"], 2),
+        "warm": round(buildkit_numbers["warm_s"]["median"] / airbuild_numbers["warm_s"]["median"], 2),
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="airbuild's requirements layer vs pip under BuildKit")
+    parser.add_argument("--quick", action="store_true", help=f"small requirement set ({' '.join(QUICK)})")
+    parser.add_argument("--repeat", type=int, default=3, help="warm builds of each tool (default 3)")
+    parser.add_argument("--pip-no-compile", action="store_true",
+                        help="pip install --no-compile (no .pyc, like airbuild; default: pip's own default)")
+    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
+    args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    requirements = QUICK if args.quick else FULL
+    base = debian_rootfs()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="airbuild-pybench-") as tmp:
+        work = Path(tmp)
+        write_project(work / "template", requirements)
+        try:
+            airbuild_numbers, airbuild_error = bench_airbuild(work / "template", work, base, args.repeat), None
+        except AirbuildFailed as exc:
+            airbuild_numbers, airbuild_error = None, str(exc)
+            log(airbuild_error)
+        buildkit_numbers, skipped = run_buildkit(work / "template", work, args.repeat, args.pip_no_compile)
+
+    report = {
+        "requirements": requirements,
+        "airbuild": airbuild_numbers,
+        **({"airbuild_error": airbuild_error} if airbuild_error else {}),
+        "buildkit": buildkit_numbers,
+        **({"buildkit_skipped": skipped} if skipped else {}),
+        "pip_no_compile": args.pip_no_compile,
+        "ratios": ratios(airbuild_numbers, buildkit_numbers),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
+    }
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0 if airbuild_error is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

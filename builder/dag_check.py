@@ -1,0 +1,60 @@
+"""DAG validation wired into a build: inputs from the plan and manifest, the gate before shipping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.errors import AirbuildError
+from builder.plan import Plan
+from builder.steps import BuildContext
+from builder.validate import Limits, Report, ValidationInputs, validate
+from builder.yaml_source import load_yaml
+
+
+class ValidationFailed(AirbuildError):
+    """DAGs failed to import: nothing was shipped (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, report: Report):
+        self.report = report
+        failing = [f.file for f in report.files if f.failed] + [f"duplicate dag_id {d['dag_id']}"
+                                                              for d in report.duplicates]
+        super().__init__(f"DAG validation failed ({', '.join(failing[:5])}{', ...' if len(failing) > 5 else ''}); "
+                         "nothing was written. Fix them, list them in validation.allowed_failures, or pass --force")
+
+
+def check_dags(ctx: BuildContext, plan: Plan) -> Report:
+    settings = ctx.manifest.validation
+    env_layers = list(ctx.base.layers) + [layer.record for layer in plan.layers if not layer.step.project_content]
+    dag_hashes = {path[len("dags/"):]: entry.digest for path, entry in ctx.tree.entries.items()
+                  if path.startswith("dags/") and entry.kind == "file"}
+    variables, connections = airflow_settings(ctx.project / "airflow_settings.yaml")
+    return validate(ValidationInputs(
+        project=ctx.project, store=ctx.store, env_layers=env_layers, workdir=ctx.manifest.workdir,
+        dag_hashes=dag_hashes,
+        limits=Limits(settings.timeout_s, settings.memory_mb, settings.processes, settings.cpu_s),
+        allowed_failures=tuple(settings.allowed_failures), safe_mode=settings.safe_mode,
+        variables=variables, connections=connections))
+
+
+def airflow_settings(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Variables and connection URIs from Astro's `airflow_settings.yaml`: placeholders for DAG parsing."""
+    if not path.is_file():
+        return {}, {}
+    data = load_yaml(path).data or {}
+    section = data.get("airflow") or {}
+    variables = {str(v["variable_name"]): str(v.get("variable_value", "")) for v in section.get("variables") or []
+                 if isinstance(v, dict) and v.get("variable_name")}
+    connections = {}
+    for conn in section.get("connections") or []:
+        if not isinstance(conn, dict) or not conn.get("conn_id"):
+            continue
+        auth = conn.get("conn_login") or ""
+        if conn.get("conn_password"):
+            auth += f":{conn['conn_password']}"
+        host = (f"{auth}@" if auth else "") + str(conn.get("conn_host") or "")
+        if conn.get("conn_port"):
+            host += f":{conn['conn_port']}"
+        connections[str(conn["conn_id"])] = f"{conn.get('conn_type') or 'generic'}://{host}/{conn.get('conn_schema') or ''}"
+    return variables, connections

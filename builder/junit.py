@@ -1,0 +1,26 @@
+"""A JUnit XML report of DAG validation, for CI systems that show test results."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from builder.atomic import atomic_write_bytes
+from builder.validate import Report
+
+
+def write_junit(report: Report, path: Path) -> None:
+    suite = ET.Element("testsuite", name="airbuild.dags", tests=str(len(report.files) + 1),
+                       failures=str(sum(1 for f in report.files if f.failed) + (1 if report.duplicates else 0)),
+                       time=f"{report.duration_s:.3f}")
+    for result in report.files:
+        case = ET.SubElement(suite, "testcase", classname="dags", name=result.file, time=f"{result.duration_s:.3f}")
+        for error in result.errors:
+            tag = "skipped" if result.allowed_to_fail else "failure"
+            node = ET.SubElement(case, tag, type=error["kind"], message=error["message"])
+            node.text = error.get("traceback", error["message"])
+    unique = ET.SubElement(suite, "testcase", classname="dags", name="unique dag_ids")
+    for duplicate in report.duplicates:
+        ET.SubElement(unique, "failure", type="duplicate_dag_id",
+                      message=f"dag_id {duplicate['dag_id']} is defined in {', '.join(duplicate['files'])}")
+    atomic_write_bytes(path, ET.tostring(suite, encoding="utf-8", xml_declaration=True))

@@ -1,0 +1,213 @@
+"""Import every DAG file against the image's own Python environment, in a sandbox, only what changed.
+
+The environment is the image's layers below the project's files (base, system packages,
+Python requirements, Dockerfile layers), unpacked once per machine; the project's dags/,
+plugins/ and include/ are mounted read-only where the image has them. A file's result is
+cached by (its content, the environment, the harness, the limits); a run imports only the
+files without one, and the duplicate-dag_id check always runs over all results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.errors import BuildError
+from builder.rootfs_cache import chain_id, unpacked
+from builder.sandbox import Mount, SandboxRun, run
+from builder.store import LayerRecord, Store
+
+HARNESS_VERSION = "1"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PROJECT_DIRS = ("dags", "plugins", "include")
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: int = 30
+    memory_mb: int = 2048
+    processes: int = 64
+    cpu_s: int = 60
+
+
+@dataclass
+class FileResult:
+    file: str                               # relative to the project
+    dags: list[dict[str, Any]]
+    errors: list[dict[str, str]]
+    duration_s: float
+    cached: bool = False
+    allowed_to_fail: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) and not self.allowed_to_fail
+
+
+@dataclass
+class Report:
+    status: str                             # "ok", "failed", "skipped"
+    reason: str = ""
+    airflow_version: str | None = None
+    files: list[FileResult] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    imported: int = 0
+    duration_s: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ValidationInputs:
+    project: Path
+    store: Store
+    env_layers: list[LayerRecord]          # the image below the project's files
+    workdir: str
+    dag_hashes: dict[str, str]             # relpath of each file under dags/ -> content sha256
+    limits: Limits = field(default_factory=Limits)
+    allowed_failures: tuple[str, ...] = ()
+    safe_mode: bool = True
+    variables: dict[str, str] = field(default_factory=dict)
+    connections: dict[str, str] = field(default_factory=dict)
+
+
+def validate(inputs: ValidationInputs) -> Report:
+    started = time.monotonic()
+    dags_dir = inputs.project / "dags"
+    if not dags_dir.is_dir():
+        return Report("skipped", "the project has no dags/ directory")
+    env_id = chain_id(inputs.env_layers)
+    settings = _hash({"harness": HARNESS_VERSION, "limits": asdict(inputs.limits), "safe_mode": inputs.safe_mode,
+                      "variables": inputs.variables, "connections": inputs.connections, "env": env_id,
+                      "workdir": inputs.workdir, "support": _support_hash(inputs.project),
+                      "environment": sorted(_airflow_environment().items())})
+    whole = _hash({"settings": settings, "dags": sorted(inputs.dag_hashes.items())})
+    cached_run = inputs.store.get_record("dag-runs", whole)
+    if cached_run is not None:
+        report = _report_from(cached_run, inputs, cached=True)
+        report.duration_s = round(time.monotonic() - started, 3)
+        return report
+
+    known = {rel: inputs.store.get_record("dag-results", _file_key(settings, rel, digest))
+             for rel, digest in inputs.dag_hashes.items()}
+    known = {rel: result for rel, result in known.items() if result is not None}
+    outcome = _run_harness(inputs, known)
+    if outcome.get("airflow_version") is None:
+        return Report("skipped", outcome.get("error", "Airflow is not installed in the image"))
+    folder = posixpath.join(inputs.workdir, "dags")
+    results: dict[str, dict] = {}
+    for path in outcome["files"]:
+        rel = posixpath.relpath(path, folder)
+        if rel in known:
+            results[rel] = dict(known[rel], cached=True)
+            continue
+        result = outcome["results"][path]
+        results[rel] = result
+        digest = inputs.dag_hashes.get(rel)
+        if digest is not None:
+            inputs.store.put_record("dag-results", _file_key(settings, rel, digest), result)
+    run_record = {"airflow_version": outcome["airflow_version"], "results": results,
+                  "imported": len(outcome["results"])}
+    inputs.store.put_record("dag-runs", whole, run_record)
+    report = _report_from(run_record, inputs, cached=False)
+    report.duration_s = round(time.monotonic() - started, 3)
+    return report
+
+
+def _report_from(record: dict, inputs: ValidationInputs, cached: bool) -> Report:
+    import fnmatch
+
+    files = []
+    for rel, result in sorted(record["results"].items()):
+        files.append(FileResult(
+            file=f"dags/{rel}", dags=result["dags"], errors=result["errors"], duration_s=result["duration_s"],
+            cached=cached or result.get("cached", False),
+            allowed_to_fail=any(fnmatch.fnmatch(f"dags/{rel}", pattern) for pattern in inputs.allowed_failures)))
+    owners: dict[str, list[str]] = {}
+    for result in files:
+        for dag in result.dags:
+            owners.setdefault(dag["dag_id"], []).append(result.file)
+    duplicates = [{"dag_id": dag_id, "files": paths} for dag_id, paths in sorted(owners.items()) if len(paths) > 1]
+    failed = any(f.failed for f in files) or bool(duplicates)
+    return Report("failed" if failed else "ok", airflow_version=record["airflow_version"], files=files,
+                  duplicates=duplicates, imported=0 if cached else record["imported"])
+
+
+def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> dict:
+    import jinja2
+
+    rootfs = unpacked(inputs.store, inputs.env_layers)
+    for directory in (*PROJECT_DIRS, ):
+        (rootfs / inputs.workdir.strip("/") / directory).mkdir(parents=True, exist_ok=True)  # mount points
+    (rootfs / "airbuild").mkdir(exist_ok=True)
+    template = jinja2.Template((TEMPLATES / "dag_harness.py.j2").read_text())
+    work = inputs.store.root / "tmp" / f"{os.getpid()}.validate"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        (work / "harness.py").write_text(template.render(harness_version=HARNESS_VERSION))
+        folder = posixpath.join(inputs.workdir, "dags")
+        request = {"dags_folder": folder, "known": sorted(known), "timeout_s": inputs.limits.timeout_s,
+                   "limits": asdict(inputs.limits), "writable": ["/tmp/", "/dev/"], "safe_mode": inputs.safe_mode,
+                   "variables": inputs.variables, "connections": inputs.connections}
+        (work / "request.json").write_text(json.dumps(request))
+        mounts = [Mount(inputs.project / d, posixpath.join(inputs.workdir, d))
+                  for d in PROJECT_DIRS if (inputs.project / d).is_dir()]
+        mounts.append(Mount(work, "/airbuild"))
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "AIRFLOW_HOME": "/tmp/airflow",
+               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": ":".join(
+                   posixpath.join(inputs.workdir, d) for d in ("dags", "plugins", "include")),
+               "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": folder,
+               "AIRFLOW__CORE__PLUGINS_FOLDER": posixpath.join(inputs.workdir, "plugins"),
+               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////tmp/airflow/airflow.db",
+               "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(inputs.limits.timeout_s + 5)}
+        env.update(_airflow_environment())
+        timeout = 120 + inputs.limits.timeout_s * (len(inputs.dag_hashes) + 1)
+        proc = run(SandboxRun(rootfs, ["python3", "/airbuild/harness.py", "/airbuild/request.json"], mounts, env,
+                              workdir=inputs.workdir, timeout_s=timeout))
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise BuildError(f"the DAG harness failed in the sandbox (exit {proc.returncode}):\n"
+                         f"{(proc.stderr.strip() or proc.stdout.strip())[-3000:]}") from None
+
+
+def _airflow_environment() -> dict[str, str]:
+    """Connections and variables set in the environment, as Airflow reads them."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
+
+
+def _support_hash(project: Path) -> str:
+    """plugins/, include/ and .airflowignore files: a change there re-imports every DAG."""
+    h = hashlib.sha256()
+    for directory in ("plugins", "include"):
+        root = project / directory
+        for path in sorted(root.rglob("*")) if root.is_dir() else []:
+            if path.is_file():
+                st = path.stat()
+                h.update(f"{path.relative_to(project)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for ignore in sorted((project / "dags").rglob(".airflowignore")):
+        h.update(ignore.read_bytes())
+    return h.hexdigest()
+
+
+def _file_key(settings: str, rel: str, digest: str) -> str:
+    return _hash({"settings": settings, "file": rel, "content": digest})
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,8 @@
+"""airflow dag reusing the dag_id of good.py"""
+from datetime import datetime
+
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG("good", start_date=datetime(2024, 1, 1), schedule=None):
+    EmptyOperator(task_id="other")

@@ -1,0 +1,154 @@
+"""DAG validation in the sandbox against a real Airflow 3 (and 2) installed by airbuild's own Python layer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, run_cli
+from tests.projects import make_project
+
+SAMPLES = REPO / "tests" / "dag_samples"
+# Heavy environments (Airflow installs, unpacked) live in one store kept between runs, keyed by content.
+TEST_STORE = Path(os.environ.get("AIRBUILD_TEST_STORE", Path.home() / ".cache" / "airbuild" / "test-store"))
+AIRFLOW_3 = "apache-airflow==3.3.2\n"
+AIRFLOW_2 = "apache-airflow==2.10.5\n"
+MANIFEST = "validation:\n  timeout_s: 10\n  memory_mb: 1536\n  processes: 32\n  allowed_failures: [dags/allowed_*.py]\n"
+
+
+def project_with(tmp_path: Path, requirements: str, dag_files: list[str], name: str = "p") -> Path:
+    project = make_project(tmp_path / name)
+    shutil.rmtree(project / "dags")
+    (project / "dags").mkdir()
+    for sample in dag_files:
+        shutil.copy(SAMPLES / sample, project / "dags" / sample)
+    (project / "requirements.txt").write_text(requirements)
+    (project / "astro.yaml").write_text(MANIFEST)
+    return project
+
+
+def parse(project: Path, base: Path, *extra: str, env: dict | None = None, check: bool = False):
+    env = {"AIRBUILD_CACHE_DIR": str(TEST_STORE), **(env or {})}
+    proc = run_cli(["parse", project, "--base", f"rootfs:{base}", "--json", *extra], env=env, check=check)
+    return proc, json.loads(proc.stdout)
+
+
+def harness_processes() -> list[str]:
+    out = subprocess.run(["pgrep", "-af", "/airbuild/harness.py"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def test_broken_and_hostile_dags_are_reported_and_contained(tmp_path, debian_rootfs):
+    files = ["good.py", "settings_reader.py", "syntax_error.py", "missing_module.py", "cycle.py",
+             "duplicate_task.py", "duplicate_dag_id.py", "hostile_loop.py", "hostile_forks.py",
+             "hostile_memory.py", "hostile_network.py", "hostile_writer.py", "not_a_dag.py"]
+    project = project_with(tmp_path, AIRFLOW_3, files)
+    (project / "airflow_settings.yaml").write_text(
+        "airflow:\n  connections:\n    - conn_id: warehouse\n      conn_type: postgres\n      conn_host: db.internal\n"
+        "  variables:\n    - variable_name: limits\n      variable_value: '{\"max\": 3}'\n")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.settimeout(0.5)
+    (project / "dags" / "port.txt").write_text(str(listener.getsockname()[1]))
+    shutil.copy(SAMPLES / "missing_module.py", project / "dags" / "allowed_missing.py")
+    (project / "dags" / ".airflowignore").write_text("ignored_file.py\n")
+    shutil.copy(SAMPLES / "syntax_error.py", project / "dags" / "ignored_file.py")
+
+    proc, report = parse(project, debian_rootfs, env={"AIRFLOW_VAR_OWNER_FROM_ENV": "env-owner"})
+    assert proc.returncode == 1, proc.stderr
+    assert report["status"] == "failed" and report["airflow_version"] == "3.3.2"
+    by_file = {r["file"].removeprefix("dags/"): r for r in report["files"]}
+    assert "not_a_dag.py" not in by_file, "safe mode skips files without 'airflow' and 'dag'"
+    assert "ignored_file.py" not in by_file, ".airflowignore is honoured"
+    kinds = {name: sorted({e["kind"] for e in r["errors"]}) for name, r in by_file.items()}
+    assert kinds["good.py"] == [] and by_file["good.py"]["dags"] == [{"dag_id": "good", "tasks": 2}]
+    assert kinds["settings_reader.py"] == [], by_file["settings_reader.py"]["errors"]
+    assert by_file["settings_reader.py"]["dags"][0]["dag_id"] == "reader_data"
+    assert kinds["syntax_error.py"] == ["import"] and "SyntaxError" in by_file["syntax_error.py"]["errors"][0]["traceback"]
+    assert "not_installed_anywhere" in by_file["missing_module.py"]["errors"][0]["message"]
+    assert kinds["cycle.py"] == ["cycle"]
+    assert kinds["duplicate_task.py"] == ["duplicate_task"]
+    assert kinds["hostile_loop.py"] == ["timeout"]
+    assert kinds["hostile_forks.py"] in (["timeout"], ["killed"])
+    assert kinds["hostile_memory.py"] in (["memory"], ["killed"], ["import"])
+    assert "sandbox" in kinds["hostile_network.py"]
+    assert "sandbox" in kinds["hostile_writer.py"]
+    assert by_file["allowed_missing.py"]["allowed_to_fail"] and by_file["allowed_missing.py"]["errors"]
+    assert report["duplicates"] == [{"dag_id": "good", "files": ["dags/duplicate_dag_id.py", "dags/good.py"]}]
+    assert all(r["duration_s"] < 10 + 5 for r in report["files"]), "every file within its limit"
+
+    # Nothing escaped: no connection arrived, nothing was written, no process is left.
+    with pytest.raises(TimeoutError):
+        listener.accept()
+    listener.close()
+    assert not (project / "dags" / "pwned.txt").exists()
+    assert not list(TEST_STORE.glob("rootfs/*/usr/local/lib/pwned.txt"))
+    assert harness_processes() == []
+
+    # Fix one file: only it is imported again; the duplicate check still sees every file.
+    (project / "dags" / "cycle.py").write_text((SAMPLES / "good.py").read_text().replace('"good"', '"fixed"'))
+    proc, again = parse(project, debian_rootfs, env={"AIRFLOW_VAR_OWNER_FROM_ENV": "env-owner"})
+    assert again["imported"] == 1
+    fixed = next(r for r in again["files"] if r["file"] == "dags/cycle.py")
+    assert fixed["errors"] == [] and not fixed["cached"]
+    assert again["duplicates"] == report["duplicates"]
+    junit = tmp_path / "report.xml"
+    run_cli(["parse", project, "--base", f"rootfs:{debian_rootfs}", "--junit", junit], check=False,
+            env={"AIRBUILD_CACHE_DIR": str(TEST_STORE), "AIRFLOW_VAR_OWNER_FROM_ENV": "env-owner"})
+    xml = junit.read_text()
+    assert 'name="dags/hostile_loop.py"' in xml and 'type="timeout"' in xml and "duplicate_dag_id" in xml
+
+
+def test_airflow_example_dags_parse_cleanly_and_build_gates_on_errors(tmp_path, debian_rootfs):
+    project = project_with(tmp_path, AIRFLOW_3, ["good.py"])
+    parse(project, debian_rootfs, check=True)  # builds the environment
+    examples = next(TEST_STORE.glob("rootfs/*/usr/local/lib/python3.11/dist-packages/airflow/example_dags"))
+    for source in examples.glob("*.py"):
+        shutil.copy(source, project / "dags" / source.name)
+    for sub in ("libs", "plugins", "subdags"):
+        if (examples / sub).is_dir():
+            shutil.copytree(examples / sub, project / "dags" / sub)
+    proc, report = parse(project, debian_rootfs)
+    errors = {r["file"]: r["errors"] for r in report["files"] if r["errors"]}
+    assert errors == {} and report["duplicates"] == [], json.dumps(errors, indent=1)[:3000]
+    assert len(report["files"]) > 20 and sum(len(r["dags"]) for r in report["files"]) > 20
+
+    shutil.copy(SAMPLES / "cycle.py", project / "dags" / "cycle.py")
+    env = {"AIRBUILD_CACHE_DIR": str(TEST_STORE)}
+    refused = run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}"], env=env, check=False)
+    assert refused.returncode == 1 and "dags/cycle.py" in refused.stderr
+    assert not (project / ".airbuild" / "image" / "index.json").exists(), "nothing shipped"
+    forced = run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--force", "--json"], env=env)
+    assert json.loads(forced.stdout)["validation"]["status"] == "failed"
+    skipped = run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--no-validate", "--json"], env=env)
+    assert json.loads(skipped.stdout)["validation"] is None
+
+
+def test_airflow_2_environment(tmp_path, debian_rootfs):
+    project = project_with(tmp_path, AIRFLOW_2, [])
+    (project / "dags" / "classic.py").write_text(
+        "from datetime import datetime\nfrom airflow import DAG\nfrom airflow.models import Variable\n"
+        "from airflow.operators.empty import EmptyOperator\n"
+        "NAME = Variable.get('name', default_var='classic')\n"
+        "with DAG(NAME, start_date=datetime(2024, 1, 1), schedule=None):\n"
+        "    EmptyOperator(task_id='a') >> EmptyOperator(task_id='b') >> EmptyOperator(task_id='c')\n")
+    (project / "dags" / "broken.py").write_text("from airflow import DAG\nraise ValueError('broken on purpose')\n")
+    proc, report = parse(project, debian_rootfs)
+    assert report["airflow_version"] == "2.10.5"
+    by_file = {r["file"]: r for r in report["files"]}
+    assert by_file["dags/classic.py"]["dags"] == [{"dag_id": "classic", "tasks": 3}]
+    assert "broken on purpose" in by_file["dags/broken.py"]["errors"][0]["message"]
+    assert proc.returncode == 1
+
+
+def test_image_without_airflow_skips_validation_in_build(tmp_path, debian_rootfs, airbuild_cache):
+    project = make_project(tmp_path / "p")
+    result = json.loads(run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--json"]).stdout)
+    assert result["validation"]["status"] == "skipped" and "Airflow" in result["validation"]["reason"]
