@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -310,15 +311,30 @@ def image_name(project: Path, configured: str | None) -> str:
 
 def parse_dags(options: BuildOptions):
     """`airbuild parse`: the environment layers built (or found in the store), then the DAGs imported."""
+    with _environment(options) as prepared:
+        options.progress.step("importing DAGs in the sandbox")
+        return check_dags(prepared.ctx, prepared.plan)
+
+
+def run_tests(options: BuildOptions, pytest_args: list[str]) -> int:
+    """`airbuild test`: the project's tests/ with pytest, in the DAG sandbox; pytest's exit code."""
+    from builder.dag_check import validation_inputs
+    from builder.validate import run_project_tests
+
+    with _environment(options) as prepared:
+        return run_project_tests(validation_inputs(prepared.ctx, prepared.plan), pytest_args)
+
+
+@contextlib.contextmanager
+def _environment(options: BuildOptions):
+    """A prepared build whose environment layers (everything but the project's files) are in the store."""
     store = Store(default_store_dir())
     try:
         prepared = prepare(options, store)
         for layer in prepared.plan.layers:
             if layer.record is None and not layer.step.project_content:
                 layer.record = _build_layer(prepared.ctx, layer, options.progress)
-        options.progress.step("importing DAGs in the sandbox")
-        report = check_dags(prepared.ctx, prepared.plan)
+        yield prepared
         prepared.statcache.save()
-        return report
     finally:
         store.close()

@@ -65,6 +65,15 @@ def make_parser() -> argparse.ArgumentParser:
     _project_args(parse)
     parse.add_argument("--junit", metavar="FILE", type=Path, help="also write a JUnit XML report for CI")
 
+    test = commands.add_parser(
+        "test", help="run the project's tests/ with pytest in the DAG sandbox",
+        description="Run pytest (installed in the image: add it to requirements.txt) on the project's tests/, "
+                    "against the image's environment, in the same sandbox as DAG parsing. Arguments after -- go "
+                    "to pytest (airbuild test -- -k dags -x). Exits with pytest's code.")
+    test.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    test.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+
+
     plan = commands.add_parser("plan", help="show the layers a build would produce, and why each would be rebuilt",
                                description="Compute every layer's key and compare with the store, without "
                                            "building anything.")
@@ -90,7 +99,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if "--" in argv:  # everything after -- belongs to the command being wrapped (pytest)
+        split = argv.index("--")
+        argv, passthrough = argv[:split], argv[split + 1:]
     args = parser.parse_args(argv)
+    args.passthrough = passthrough
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
@@ -173,6 +188,13 @@ def cmd_parse(args) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
+def cmd_test(args) -> int:
+    from builder.build import run_tests
+
+    args.json = False
+    return run_tests(_options(args), args.passthrough)
+
+
 def cmd_plan(args) -> int:
     from builder.build import plan_only
 
@@ -212,4 +234,4 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"build": cmd_build, "parse": cmd_parse, "plan": cmd_plan, "lock": cmd_lock, "inspect": cmd_inspect}
+COMMANDS = {"build": cmd_build, "parse": cmd_parse, "test": cmd_test, "plan": cmd_plan, "lock": cmd_lock, "inspect": cmd_inspect}

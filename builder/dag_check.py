@@ -25,17 +25,22 @@ class ValidationFailed(AirbuildError):
 
 
 def check_dags(ctx: BuildContext, plan: Plan) -> Report:
+    return validate(validation_inputs(ctx, plan))
+
+
+def validation_inputs(ctx: BuildContext, plan: Plan) -> ValidationInputs:
+    """What the sandbox needs from a planned build whose environment layers are in the store."""
     settings = ctx.manifest.validation
     env_layers = list(ctx.base.layers) + [layer.record for layer in plan.layers if not layer.step.project_content]
     dag_hashes = {path[len("dags/"):]: entry.digest for path, entry in ctx.tree.entries.items()
                   if path.startswith("dags/") and entry.kind == "file"}
     variables, connections = airflow_settings(ctx.project / "airflow_settings.yaml")
-    return validate(ValidationInputs(
+    return ValidationInputs(
         project=ctx.project, store=ctx.store, env_layers=env_layers, workdir=ctx.manifest.workdir,
         dag_hashes=dag_hashes,
         limits=Limits(settings.timeout_s, settings.memory_mb, settings.processes, settings.cpu_s),
         allowed_failures=tuple(settings.allowed_failures), safe_mode=settings.safe_mode,
-        variables=variables, connections=connections))
+        variables=variables, connections=connections)
 
 
 def airflow_settings(path: Path) -> tuple[dict[str, str], dict[str, str]]:

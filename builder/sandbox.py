@@ -32,7 +32,8 @@ class SandboxRun:
     timeout_s: float = 3600
 
 
-def run(job: SandboxRun) -> subprocess.CompletedProcess[str]:
+def run(job: SandboxRun, capture: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `job`; with capture=False its output goes straight to ours."""
     if shutil.which("bwrap") is None:
         raise InputError("no sandbox to import DAGs in: install bubblewrap (`apt-get install bubblewrap`), "
                          "or build with --no-validate")
@@ -45,7 +46,9 @@ def run(job: SandboxRun) -> subprocess.CompletedProcess[str]:
         command += ["--setenv", key, value]
     command += job.argv
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s,
-                              stdin=subprocess.DEVNULL)
+        if capture:
+            return subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s,
+                                  stdin=subprocess.DEVNULL)
+        return subprocess.run(command, text=True, timeout=job.timeout_s, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise BuildError(f"the sandbox did not finish within {job.timeout_s:.0f} s") from None

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.errors import BuildError
+from builder.errors import BuildError, InputError
 from builder.rootfs_cache import chain_id, unpacked
 from builder.sandbox import Mount, SandboxRun, run
 from builder.store import LayerRecord, Store
@@ -144,13 +144,40 @@ def _report_from(record: dict, inputs: ValidationInputs, cached: bool) -> Report
                   duplicates=duplicates, imported=0 if cached else record["imported"])
 
 
+def project_job(inputs: ValidationInputs, argv: list[str], directories: tuple[str, ...], work: Path | None,
+                timeout_s: float) -> SandboxRun:
+    """A sandbox run over the image's environment, with the project's `directories` mounted read-only."""
+    rootfs = unpacked(inputs.store, inputs.env_layers)
+    for directory in directories:
+        (rootfs / inputs.workdir.strip("/") / directory).mkdir(parents=True, exist_ok=True)  # mount points
+    (rootfs / "airbuild").mkdir(exist_ok=True)
+    mounts = [Mount(inputs.project / d, posixpath.join(inputs.workdir, d))
+              for d in directories if (inputs.project / d).is_dir()]
+    if work is not None:
+        mounts.append(Mount(work, "/airbuild"))
+    folder = posixpath.join(inputs.workdir, "dags")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "AIRFLOW_HOME": "/tmp/airflow",
+           "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": ":".join(posixpath.join(inputs.workdir, d) for d in ("dags", "plugins", "include")),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": folder,
+           "AIRFLOW__CORE__PLUGINS_FOLDER": posixpath.join(inputs.workdir, "plugins"),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////tmp/airflow/airflow.db",
+           "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(inputs.limits.timeout_s + 5), **_airflow_environment()}
+    return SandboxRun(rootfs, argv, mounts, env, workdir=inputs.workdir, timeout_s=timeout_s)
+
+
+def run_project_tests(inputs: ValidationInputs, pytest_args: list[str]) -> int:
+    """`airbuild test`: the project's tests/ with the image's pytest, in the same sandbox; output streamed."""
+    if not (inputs.project / "tests").is_dir():
+        raise InputError("the project has no tests/ directory")
+    job = project_job(inputs, ["python3", "-m", "pytest", "-p", "no:cacheprovider", "tests", *pytest_args],
+                      (*PROJECT_DIRS, "tests"), None, timeout_s=3600)
+    return run(job, capture=False).returncode
+
+
 def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> dict:
     import jinja2
 
-    rootfs = unpacked(inputs.store, inputs.env_layers)
-    for directory in (*PROJECT_DIRS, ):
-        (rootfs / inputs.workdir.strip("/") / directory).mkdir(parents=True, exist_ok=True)  # mount points
-    (rootfs / "airbuild").mkdir(exist_ok=True)
     template = jinja2.Template((TEMPLATES / "dag_harness.py.j2").read_text())
     work = inputs.store.root / "tmp" / f"{os.getpid()}.validate"
     work.mkdir(parents=True, exist_ok=True)
@@ -161,20 +188,9 @@ def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> dict:
                    "limits": asdict(inputs.limits), "writable": ["/tmp/", "/dev/"], "safe_mode": inputs.safe_mode,
                    "variables": inputs.variables, "connections": inputs.connections}
         (work / "request.json").write_text(json.dumps(request))
-        mounts = [Mount(inputs.project / d, posixpath.join(inputs.workdir, d))
-                  for d in PROJECT_DIRS if (inputs.project / d).is_dir()]
-        mounts.append(Mount(work, "/airbuild"))
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "AIRFLOW_HOME": "/tmp/airflow",
-               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": ":".join(
-                   posixpath.join(inputs.workdir, d) for d in ("dags", "plugins", "include")),
-               "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": folder,
-               "AIRFLOW__CORE__PLUGINS_FOLDER": posixpath.join(inputs.workdir, "plugins"),
-               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////tmp/airflow/airflow.db",
-               "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(inputs.limits.timeout_s + 5)}
-        env.update(_airflow_environment())
         timeout = 120 + inputs.limits.timeout_s * (len(inputs.dag_hashes) + 1)
-        proc = run(SandboxRun(rootfs, ["python3", "/airbuild/harness.py", "/airbuild/request.json"], mounts, env,
-                              workdir=inputs.workdir, timeout_s=timeout))
+        proc = run(project_job(inputs, ["python3", "/airbuild/harness.py", "/airbuild/request.json"], PROJECT_DIRS,
+                               work, timeout))
     finally:
         import shutil
 

@@ -152,3 +152,18 @@ def test_image_without_airflow_skips_validation_in_build(tmp_path, debian_rootfs
     project = make_project(tmp_path / "p")
     result = json.loads(run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--json"]).stdout)
     assert result["validation"]["status"] == "skipped" and "Airflow" in result["validation"]["reason"]
+
+
+def test_project_tests_run_with_pytest_in_the_sandbox(tmp_path, debian_rootfs):
+    project = project_with(tmp_path, AIRFLOW_3 + "pytest==8.3.5\n", ["good.py"])
+    (project / "tests" / "dags" / "test_dags.py").write_text(
+        "import os, socket\n"
+        "def test_dags_are_mounted():\n    assert os.path.exists('/usr/local/airflow/dags/good.py')\n"
+        "def test_no_network():\n"
+        "    try:\n        socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+        "    except OSError:\n        return\n    raise AssertionError('network reachable')\n"
+        "def test_fails_on_purpose():\n    assert os.environ.get('AIRBUILD_EXPECT') == 'never set'\n")
+    env = {"AIRBUILD_CACHE_DIR": str(TEST_STORE)}
+    proc = run_cli(["test", project, "--base", f"rootfs:{debian_rootfs}", "--", "-q"], env=env, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "1 failed, 2 passed" in proc.stdout and "test_fails_on_purpose" in proc.stdout
