@@ -21,14 +21,40 @@ def find_files(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[st
 
     With `cache_name`, the answer is kept in the store per layer chain and query.
     """
-    record_name = None
-    if cache_name is not None:
-        chain = "|".join(r.diff_id for r in layers)
-        record_name = hashlib.sha256(f"{cache_name}|{chain}".encode()).hexdigest()
+    record_name = _record_name(layers, cache_name)
+    if record_name is not None:
         cached = store.get_record("base-files", record_name)
         if cached is not None:
             return {path: bytes.fromhex(data) for path, data in cached.items()}
-    found: dict[str, bytes] = {}
+    found = {path: read() for path, member, read in visible_members(store, layers)
+             if member.isfile() and wanted(path)}
+    if record_name is not None:
+        store.put_record("base-files", record_name, {p: d.hex() for p, d in found.items()})
+    return found
+
+
+def find_symlinks(store: Store, layers: Sequence[LayerRecord], cache_name: str | None = None) -> dict[str, str]:
+    """Path (no leading slash) -> target of every symlink the merged image shows."""
+    record_name = _record_name(layers, cache_name)
+    if record_name is not None:
+        cached = store.get_record("base-links", record_name)
+        if cached is not None:
+            return cached
+    found = {path: member.linkname for path, member, _ in visible_members(store, layers) if member.issym()}
+    if record_name is not None:
+        store.put_record("base-links", record_name, found)
+    return found
+
+
+def _record_name(layers: Sequence[LayerRecord], cache_name: str | None) -> str | None:
+    if cache_name is None:
+        return None
+    chain = "|".join(r.diff_id for r in layers)
+    return hashlib.sha256(f"{cache_name}|{chain}".encode()).hexdigest()
+
+
+def visible_members(store: Store, layers: Sequence[LayerRecord]):
+    """(path, tar header, read) of every entry the merged image shows, top layer first."""
     hidden: set[str] = set()        # paths whited out by an upper layer
     opaque: set[str] = set()        # directories made opaque by an upper layer
     seen: set[str] = set()          # paths an upper layer has (file, link or dir)
@@ -46,13 +72,9 @@ def find_files(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[st
             if path in seen or _covered(path, hidden, opaque):
                 continue
             seen.add(path)
-            if member.isfile() and wanted(path):
-                found[path] = read()
+            yield path, member, read
         hidden |= layer_hidden
         opaque |= layer_opaque
-    if record_name is not None:
-        store.put_record("base-files", record_name, {p: d.hex() for p, d in found.items()})
-    return found
 
 
 def _covered(path: str, hidden: set[str], opaque: set[str]) -> bool:
