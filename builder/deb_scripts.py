@@ -249,7 +249,8 @@ class User:
 
 def accounts(tree: Tree, users: list[User]) -> None:
     """/etc/passwd and /etc/group from base-passwd's masters (update-passwd), plus `users` with their homes."""
-    passwd = (tree.content("usr/share/base-passwd/passwd.master") or b"root:x:0:0:root:/root:/bin/sh\n").decode()
+    master = (tree.content("usr/share/base-passwd/passwd.master") or b"root:*:0:0:root:/root:/bin/sh\n").decode()
+    passwd = "".join(":".join([f[0], "x", *f[2:]]) + "\n" for f in (ln.split(":") for ln in master.splitlines()) if len(f) > 2)
     group = (tree.content("usr/share/base-passwd/group.master") or b"root:x:0:\n").decode()
     shadow = "".join(f"{line.split(':', 1)[0]}:*:0:0:99999:7:::\n" for line in passwd.splitlines() if line)
     for user in users:
