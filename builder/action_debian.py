@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from builder.container_config import ContainerConfig
-from builder.deb_install import (BaseView, base_view, entries_hash, fetch_packages, install, keyring_for,
+from builder.deb_install import (base_view, entries_hash, fetch_packages, install, keyring_for,
                                  layer_items, resolve_online, sources_json)
 from builder.deb_layer import Tree
 from builder.deb_repo import AptSource
@@ -104,7 +104,7 @@ def _resolve(ctx: BuildContext, requests: list[Request], explicit: list[AptSourc
     view = base_view(ctx.store, ctx.base.layers, with_links=False)
     sources = explicit if explicit is not None else view.sources()
     if not sources:
-        raise InputError(f"lists Debian packages, but the base image has no apt sources "
+        raise InputError("lists Debian packages, but the base image has no apt sources "
                          "(/etc/apt/sources.list or sources.list.d/*.sources): add `apt: sources:` to astro.yaml",
                          path=path)
     override = manifest_keyring(ctx)
@@ -128,5 +128,3 @@ def _make_items(ctx: BuildContext, entries, arch: str, locked: str, remember_not
         ctx.notes.extend(notes)
     return layer_items(tree)
 
-
-__all__ = ["system_packages_action", "parse_package_list", "BaseView"]

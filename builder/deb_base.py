@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 from builder.compress import Codec
-from builder.deb_install import (BaseView, entries_hash, fetch_packages, install, keyring_for, layer_items,
-                                 resolve_online, sources_json)
+from builder.deb_install import (BaseView, entries_hash, fetch_packages, install, layer_items, resolve_online,
+                                 sources_json)
 from builder.deb_layer import Tree
 from builder.deb_repo import AptSource, Keyring, dearmor, parse_sources
 from builder.deb_resolve import Request

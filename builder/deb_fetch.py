@@ -6,7 +6,6 @@ from a signed Release file or from the lock.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import urllib.error
 import urllib.request
@@ -27,18 +26,10 @@ class NotFound(BuildError):
 
 def get(url: str) -> bytes:
     """A small file (InRelease), always from the network."""
-    for attempt in range(ATTEMPTS):
-        try:
-            with urllib.request.urlopen(_request(url), timeout=TIMEOUT_S) as response:
-                return response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise NotFound(f"{url}: not found (404)") from None
-            error = exc
-        except (urllib.error.URLError, OSError) as exc:
-            error = exc
-        time.sleep(0.5 * (attempt + 1))
-    raise BuildError(f"cannot fetch {url}: {error}")
+    def read(response) -> bytes:
+        return response.read()
+
+    return _with_retries(url, read)
 
 
 def fetch_verified(store: Store, url: str, sha256: str, size: int | None = None) -> Path:
@@ -46,19 +37,28 @@ def fetch_verified(store: Store, url: str, sha256: str, size: int | None = None)
     digest = "sha256:" + sha256
     if store.has_blob(digest, size):
         return store.blob_path(digest)
+
+    def save(response) -> Path:
+        with store.blob_writer() as blob:
+            while chunk := response.read(READ):
+                blob.write(chunk)
+            if blob.digest != digest or (size is not None and blob.size != size):
+                raise BuildError(f"{url}: got {blob.size} bytes with sha256 {blob.digest.split(':')[1]}, "
+                                 f"expected {size} bytes with sha256 {sha256} (a mirror out of sync, "
+                                 "or tampering); nothing was kept")
+            blob.commit()
+        return store.blob_path(digest)
+
+    return _with_retries(url, save)
+
+
+def _with_retries(url: str, consume):
+    """`consume(response)` for a GET of `url`, retried on network errors; a 404 is NotFound at once."""
     error: Exception | None = None
     for attempt in range(ATTEMPTS):
         try:
-            with urllib.request.urlopen(_request(url), timeout=TIMEOUT_S) as response, \
-                    store.blob_writer() as blob:
-                while chunk := response.read(READ):
-                    blob.write(chunk)
-                if blob.digest != digest or (size is not None and blob.size != size):
-                    raise BuildError(f"{url}: got {blob.size} bytes with sha256 {blob.digest.split(':')[1]}, "
-                                     f"expected {size} bytes with sha256 {sha256} (a mirror out of sync, "
-                                     "or tampering); nothing was kept")
-                blob.commit()
-                return store.blob_path(digest)
+            with urllib.request.urlopen(_request(url), timeout=TIMEOUT_S) as response:
+                return consume(response)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise NotFound(f"{url}: not found (404)") from None
@@ -75,14 +75,6 @@ def fetch_all(store: Store, wanted: list[tuple[str, str, int | None]], workers: 
         return [store.blob_path("sha256:" + sha) for _, sha, _ in wanted]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda w: fetch_verified(store, *w), wanted))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(READ):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _request(url: str) -> urllib.request.Request:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import base64
 import bz2
 import gzip
-import json
 import lzma
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.deb_control import paragraphs
@@ -251,7 +250,3 @@ def _decompress(data: bytes, name: str) -> bytes:
     if name.endswith(".bz2"):
         return bz2.decompress(data)
     return data
-
-
-def candidates_json(candidate: Candidate) -> str:
-    return json.dumps(asdict(candidate), sort_keys=True)
