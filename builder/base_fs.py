@@ -49,6 +49,13 @@ def list_paths(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[st
     return found
 
 
+def find_symlinks(store: Store, layers: Sequence[LayerRecord], cache_name: str | None = None) -> dict[str, str]:
+    """Path (no leading slash) -> target of every symlink the merged image shows."""
+    return {path: kind.removeprefix("symlink:")
+            for path, kind in list_paths(store, layers, lambda path: True, cache_name=cache_name and
+                                         f"links-{cache_name}").items() if kind.startswith("symlink:")}
+
+
 def _record_name(cache_name: str | None, layers: Sequence[LayerRecord]) -> str | None:
     if cache_name is None:
         return None

@@ -13,7 +13,7 @@ import json
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from builder.compress import Codec, decompressor_for
 from builder.errors import InputError
@@ -21,6 +21,9 @@ from builder.manifest import BaseSource
 from builder.oci import (DOCKER_LIST_MEDIA_TYPE, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPES, REF_NAME, TAR_MEDIA_TYPE,
                          Platform)
 from builder.store import LayerRecord, Store
+
+if TYPE_CHECKING:
+    from builder.lockfile import LockState
 
 READ = 1 << 20
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -36,7 +39,7 @@ class BaseImage:
 
 
 def resolve_base(source: BaseSource | None, from_ref: str | None, project: Path, store: Store,
-                 platform: Platform, codec: Codec) -> BaseImage:
+                 platform: Platform, codec: Codec, lock: "LockState | None" = None, epoch: int = 0) -> BaseImage:
     if source is None:
         if from_ref is None:
             raise InputError("no base image: add a Dockerfile with FROM, or `base:` to astro.yaml")
@@ -48,6 +51,10 @@ def resolve_base(source: BaseSource | None, from_ref: str | None, project: Path,
             f"base image {source.image!r} is a registry reference, and pulling from registries is not "
             "available yet. Give the base as `oci:`, `archive:` or `rootfs:` in astro.yaml, or with "
             "--base (for example --base rootfs:base.tar).")
+    if source.kind == "debian":
+        from builder.deb_base import debian_base
+
+        return debian_base(source.debian, project, store, platform, codec, lock, epoch)
     location = source.location
     if source.kind == "oci":
         base = from_oci_layout(project, location, store, platform)

@@ -78,6 +78,7 @@ class BuildResult:
     image_name: str
     lock_changed: bool = False
     validation: dict | None = None
+    notes: list[str] = field(default_factory=list)  # what the user should know (skipped scripts...)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -112,6 +113,8 @@ class Inputs:
     codec: Codec
     base: BaseImage
     base_pin: BasePin
+    lock_state: LockState
+    epoch: int
 
     @property
     def lock_path(self) -> Path:
@@ -127,10 +130,14 @@ def load_inputs(options: BuildOptions, store: Store) -> Inputs:
     dockerfile = parse_dockerfile(project / manifest.dockerfile)
     platform = Platform.parse(manifest.platform)
     codec = Codec(manifest.compression.codec, manifest.compression.effective_level)
+    lock_path = project / manifest.lockfile
+    lock_state = LockState(lock_path, Lock.read(lock_path), options.locked, options.upgrade)
+    epoch = epoch_from_env()
     options.progress.step("resolving the base image")
-    base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec)
+    base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec,
+                        lock_state, epoch)
     pin = BasePin(source=base.description, digest=base.digest)
-    return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, pin)
+    return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, pin, lock_state, epoch)
 
 
 def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
@@ -147,10 +154,9 @@ def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
 def prepare(options: BuildOptions, store: Store) -> Prepared:
     inputs = load_inputs(options, store)
     project, manifest, base = inputs.project, inputs.manifest, inputs.base
-    lock_state = LockState(inputs.lock_path, Lock.read(inputs.lock_path), options.locked, options.upgrade)
+    lock_state, epoch = inputs.lock_state, inputs.epoch
     if options.locked:
         check_base(lock_state, inputs.base_pin)
-    epoch = epoch_from_env()
     output_dir = project / OUTPUT_DIR
     _ensure_output_dir(output_dir)
 
@@ -266,6 +272,7 @@ def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, 
         layers=layers,
         image_name=name,
         lock_changed=lock_changed,
+        notes=list(prepared.ctx.notes),
     )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from builder.errors import AirbuildError
+from builder.errors import AirbuildError, InputError
 from builder.plan import Plan
+from builder.python_target import detect_python, installed_distributions
 from builder.steps import BuildContext
 from builder.validate import Limits, Report, ValidationInputs, validate
 from builder.yaml_source import load_yaml
@@ -24,8 +26,27 @@ class ValidationFailed(AirbuildError):
                          "nothing was written. Fix them, list them in validation.allowed_failures, or pass --force")
 
 
+AIRFLOW_DISTRIBUTIONS = {"apache-airflow", "apache-airflow-core"}
+
+
 def check_dags(ctx: BuildContext, plan: Plan) -> Report:
-    return validate(validation_inputs(ctx, plan))
+    inputs = validation_inputs(ctx, plan)
+    missing = _without_airflow(ctx, inputs.env_layers)
+    if missing:
+        return Report("skipped", missing)
+    return validate(inputs)
+
+
+def _without_airflow(ctx: BuildContext, env_layers: list) -> str | None:
+    """Why DAGs cannot be imported against this image (read from its files), or None."""
+    image = dataclasses.replace(ctx.base, layers=tuple(env_layers))
+    try:
+        target = detect_python(image, ctx.store, ctx.platform)
+    except InputError:
+        return "the image has no Python 3 interpreter"
+    if not AIRFLOW_DISTRIBUTIONS & installed_distributions(image, ctx.store, target).keys():
+        return "Airflow is not installed in the image (add apache-airflow to requirements.txt, or use a runtime base)"
+    return None
 
 
 def validation_inputs(ctx: BuildContext, plan: Plan) -> ValidationInputs:

@@ -23,6 +23,41 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
+class DebianUser(Strict):
+    name: str
+    uid: int
+    gid: int = 0
+    home: str | None = Field(None, description="default /home/NAME; created, owned by the user")
+    shell: str = "/bin/bash"
+
+
+class DebianBase(Strict):
+    """A Debian base built from packages: the essential set plus `packages`, resolved and locked."""
+
+    suite: str = Field(description="e.g. bookworm")
+    packages: list[str] = Field(default_factory=list, description="packages besides the essential set")
+    mirror: str | None = Field(None, description="archive root URL; default: this machine's apt sources")
+    components: list[str] = Field(default_factory=lambda: ["main"])
+    keyring: str | None = Field(None, description="OpenPGP keyring file (project-relative) for the Release signature")
+    users: list[DebianUser] = Field(default_factory=list, description="accounts added to /etc/passwd")
+
+
+class AptSourceSpec(Strict):
+    uri: str = Field(description="archive root URL")
+    suites: list[str]
+    components: list[str] = Field(default_factory=lambda: ["main"])
+
+
+class Apt(Strict):
+    """Where packages.txt is resolved from, instead of the base image's own apt sources."""
+
+    sources: list[AptSourceSpec] = Field(default_factory=list)
+    keyring: str | None = Field(None, description="OpenPGP keyring file (project-relative)")
+
+
+BASE_KINDS = ("image", "oci", "archive", "rootfs", "debian")
+
+
 class BaseSource(Strict):
     """Where the base image comes from; exactly one field is set."""
 
@@ -30,17 +65,18 @@ class BaseSource(Strict):
     oci: str | None = Field(None, description="OCI image layout directory, optionally DIR:TAG or DIR@sha256:...")
     archive: str | None = Field(None, description="docker-archive or OCI-layout tarball")
     rootfs: str | None = Field(None, description="plain root-filesystem tarball (e.g. written by mmdebstrap)")
+    debian: DebianBase | None = Field(None, description="a Debian base built from packages")
 
     @model_validator(mode="after")
     def exactly_one(self) -> "BaseSource":
-        given = [k for k in ("image", "oci", "archive", "rootfs") if getattr(self, k)]
+        given = [k for k in BASE_KINDS if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of image, oci, archive, rootfs (got {', '.join(given) or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(BASE_KINDS)} (got {', '.join(given) or 'none'})")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("image", "oci", "archive", "rootfs") if getattr(self, k))
+        return next(k for k in BASE_KINDS if getattr(self, k))
 
     @property
     def location(self) -> str:
@@ -129,6 +165,7 @@ class Manifest(Strict):
     validation: Validation = Validation()
     index_url: str | None = Field(None, description="Python package index (PEP 503) instead of the default")
     extra_index_urls: list[str] = Field(default_factory=list, description="more Python package indexes")
+    apt: Apt | None = Field(None, description="apt sources for packages.txt; default: the base image's")
     layers: list[Union[str, RuleSpec]] | None = None
 
     @field_validator("platform")

@@ -14,7 +14,7 @@ from typing import Callable
 
 from builder.action_dockerfile import dockerfile_action
 from builder.action_files import files_action
-from builder.action_inputs import package_list_action
+from builder.action_debian import system_packages_action
 from builder.action_python import python_action
 from builder.container_config import ContainerConfig
 from builder.manifest import RuleSpec
@@ -27,7 +27,7 @@ KEY_FORMAT = 1
 ACTIONS: dict[str, Callable[[RuleSpec, BuildContext, ContainerConfig], ActionResult]] = {
     "files": files_action,
     "dockerfile": dockerfile_action,
-    "system-packages": package_list_action,
+    "system-packages": system_packages_action,
     "python-requirements": python_action,
 }
 

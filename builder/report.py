@@ -42,6 +42,8 @@ def print_build(result: dict[str, Any]) -> None:
         print(f"archive   {result['archive']}")
     if result["lock_changed"]:
         print("astro.lock updated (commit it)")
+    for note in result.get("notes", []):
+        print(f"note: {note}")
 
 
 def print_plan(result: dict[str, Any]) -> None:

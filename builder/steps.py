@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +36,7 @@ class BuildContext:
     owner: Ownership
     variables: dict[str, str]
     lock: LockState  # pinned sections to reuse; resolving rules record theirs here
+    notes: list[str] = field(default_factory=list)  # for the build output (e.g. skipped maintainer scripts)
 
 
 @dataclass

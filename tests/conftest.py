@@ -48,6 +48,15 @@ def registry() -> str:
     return address
 
 
+@pytest.fixture(scope="session")
+def shared_store() -> Path:
+    """A store kept between runs for tests that need no clean cache: downloaded .debs and indexes
+    are content-addressed, so reusing them is safe and saves the archive round trips."""
+    path = Path(os.environ.get("AIRBUILD_TEST_STORE", Path.home() / ".cache" / "airbuild" / "test-store"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture
 def airbuild_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh, empty AIRBUILD_CACHE_DIR for one test."""

@@ -1,0 +1,116 @@
+"""Debian control data: deb822 paragraphs, dependency relations and dpkg's version order.
+
+Version comparison is python-debian's implementation of dpkg's algorithm. Paragraphs
+are split here (a `Packages` index has tens of thousands of them: python-debian's
+general parser is several times slower for that job).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+from debian.debian_support import version_compare
+
+
+def paragraphs(text: str) -> Iterator[dict[str, str]]:
+    """deb822 paragraphs as field -> value (continuation lines joined with newlines, first line stripped)."""
+    for block in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")):
+        fields: dict[str, str] = {}
+        name = None
+        for line in block.split("\n"):
+            if not line or line.startswith("#"):
+                continue
+            if line[0] in " \t":
+                if name is not None:
+                    fields[name] += "\n" + line
+                continue
+            name, sep, value = line.partition(":")
+            if not sep:
+                name = None
+                continue
+            fields[name] = value.strip()
+        if fields:
+            yield fields
+
+
+def raw_paragraphs(text: str) -> list[str]:
+    """The paragraphs' own text, unchanged (for rewriting a dpkg status file)."""
+    return [p.strip("\n") for p in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")) if p.strip()]
+
+
+def field_of(raw: str, name: str) -> str | None:
+    match = re.search(rf"^{re.escape(name)}:[ \t]*(.*)$", raw, re.MULTILINE | re.IGNORECASE)
+    return match.group(1).strip() if match else None
+
+
+# -- versions -----------------------------------------------------------------------------------
+
+def compare(a: str, b: str) -> int:
+    return version_compare(a, b)
+
+
+_OPS = {
+    "<<": lambda c: c < 0, "<=": lambda c: c <= 0, "=": lambda c: c == 0,
+    ">=": lambda c: c >= 0, ">>": lambda c: c > 0,
+    "<": lambda c: c <= 0, ">": lambda c: c >= 0,  # obsolete forms, as dpkg reads them
+}
+
+
+def satisfies(version: str, op: str | None, wanted: str | None) -> bool:
+    if op is None:
+        return True
+    return _OPS[op](compare(version, wanted))
+
+
+# -- relations ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dep:
+    name: str
+    op: str | None = None
+    version: str | None = None
+    arch: str | None = None     # `:any` / `:native` qualifier
+
+    def __str__(self) -> str:
+        text = self.name + (f":{self.arch}" if self.arch else "")
+        return text + (f" ({self.op} {self.version})" if self.op else "")
+
+
+_DEP = re.compile(r"^\s*([a-z0-9][a-z0-9+.\-]*)(?::([a-z0-9-]+))?\s*(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([^)\s]+)\s*\))?"
+                  r"\s*(?:\[([^\]]*)\])?\s*(?:<[^>]*>\s*)*$")
+
+
+def relations(value: str | None, arch: str = "") -> list[list[Dep]]:
+    """`a (>= 1) | b, c:any` -> [[a>=1, b], [c]]; alternatives restricted to other architectures drop out."""
+    if not value:
+        return []
+    out = []
+    for clause in value.replace("\n", " ").split(","):
+        if not clause.strip():
+            continue
+        alternatives = []
+        for alt in clause.split("|"):
+            match = _DEP.match(alt)
+            if not match:
+                raise ValueError(f"cannot parse the relation {alt.strip()!r}")
+            name, qualifier, op, version, arches = match.groups()
+            if arches and arch and not _arch_allowed(arches.split(), arch):
+                continue
+            alternatives.append(Dep(name, op, version, qualifier))
+        if alternatives:
+            out.append(alternatives)
+    return out
+
+
+def _arch_allowed(listed: list[str], arch: str) -> bool:
+    negated = [a[1:] for a in listed if a.startswith("!")]
+    if negated:
+        return arch not in negated
+    return arch in listed or "any" in listed
+
+
+def provides(value: str | None) -> list[tuple[str, str | None]]:
+    """Provides: name and exact version (or None) of each virtual package."""
+    return [(d.name, d.version) for clause in relations(value) for d in clause]

@@ -1,0 +1,107 @@
+"""The Debian pieces on their own: packages.txt, relations and versions, the resolver, the library cache."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from builder.action_debian import parse_package_list
+from builder.deb_control import Dep, compare, relations, satisfies
+from builder.deb_ldcache import libcmp, parse_cache, write_cache
+from builder.deb_repo import Candidate, dearmor, parse_sources, release_files
+from builder.deb_resolve import Installed, Request, Universe, installed_from_status, resolve
+from builder.deb_scripts import install_calls, parse_admin
+from builder.errors import InputError
+
+
+def test_packages_txt_as_astro_reads_it(tmp_path):
+    text = "# system tools\r\ncurl\r\n\r\nlibpq5  # for postgres\n  git=1:2.39.5-0+deb12u1 vim\n\n"
+    requests = parse_package_list(text, tmp_path / "packages.txt")
+    assert [(r.name, r.version, r.line) for r in requests] == [
+        ("curl", None, 2), ("libpq5", None, 4), ("git", "1:2.39.5-0+deb12u1", 5), ("vim", None, 5)]
+    with pytest.raises(InputError, match=r"packages.txt:2: 'Bad_Name'"):
+        parse_package_list("curl\nBad_Name\n", tmp_path / "packages.txt")
+    with pytest.raises(InputError, match="architecture qualifiers"):
+        parse_package_list("curl:i386\n", tmp_path / "packages.txt")
+    with pytest.raises(InputError, match="listed twice"):
+        parse_package_list("curl=1\ncurl=2\n", tmp_path / "packages.txt")
+
+
+def test_versions_and_relations():
+    assert compare("1.0~rc1", "1.0") < 0 and compare("1:0.9", "2.0") > 0 and compare("2.36-9+deb12u4", "2.36-9+deb12u10") < 0
+    assert satisfies("1.2", ">=", "1.2") and not satisfies("1.2", ">>", "1.2") and satisfies("1.2", None, None)
+    assert relations("libc6 (>= 2.34), a | b:any (<< 3) [amd64], c [!amd64]", "amd64") == [
+        [Dep("libc6", ">=", "2.34")], [Dep("a"), Dep("b", "<<", "3", "any")]]
+
+
+def candidate(name, version="1.0", **fields) -> Candidate:
+    return Candidate(name, version, fields.pop("arch", "amd64"), f"pool/{name}_{version}.deb", 1, "0" * 64, **fields)
+
+
+def test_resolver_follows_alternatives_virtuals_and_versions():
+    universe = Universe([
+        candidate("app", depends="libfoo (>= 2), mail-transport-agent, missing-one | libbar", pre_depends="tool"),
+        candidate("libfoo", "1.0"), candidate("libfoo", "2.1"), candidate("libbar"),
+        candidate("tool", arch="all"), candidate("postfix", provides="mail-transport-agent", priority="optional"),
+        candidate("exim4", provides="mail-transport-agent", priority="standard"),
+        candidate("other-arch", arch="arm64"),
+    ], "amd64")
+    installed = {"tool": Installed("tool", "0.9", "all")}
+    result = resolve([Request("app")], universe, installed)
+    chosen = {c.name: c.version for c in result.chosen}
+    assert chosen == {"app": "1.0", "libfoo": "2.1", "exim4": "1.0", "libbar": "1.0"}, "tool: the base has it"
+    assert result.reasons["libfoo"] == ("app", "libfoo (>= 2)")
+    assert "other-arch" not in universe.by_name
+
+
+def test_resolver_errors_name_the_chain():
+    universe = Universe([candidate("app", depends="libfoo (>= 3)"), candidate("libfoo", "2.0"),
+                         candidate("x", conflicts="y"), candidate("y")], "amd64")
+    with pytest.raises(InputError, match=r"cannot install app: it needs libfoo \(>= 3\), and the archive has libfoo 2.0"):
+        resolve([Request("app")], universe, {})
+    with pytest.raises(InputError, match=r"packages.txt:4: package 'nope' does not exist"):
+        resolve([Request("nope", line=4)], universe, {})
+    with pytest.raises(InputError, match=r"libfoo=9: the archive has no such version.*it has: 2.0"):
+        resolve([Request("libfoo", "9")], universe, {})
+    with pytest.raises(InputError, match=r"x 1.0 \(x\) Conflicts y"):
+        resolve([Request("x"), Request("y")], universe, {})
+
+
+def test_base_status_and_sources_are_read():
+    status = ("Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n"
+              "Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n")
+    assert list(installed_from_status(status)) == ["a"]
+    sources = parse_sources({
+        "etc/apt/sources.list": b"deb [signed-by=/k.gpg] http://m/debian bookworm main contrib\n# deb x y z\n",
+        "etc/apt/sources.list.d/d.sources": b"Types: deb\nURIs: http://m/debian/\nSuites: bookworm bookworm-updates\n"
+                                            b"Components: main\n\nTypes: deb-src\nURIs: http://s\nSuites: x\n"})
+    assert [(s.uri, s.suite, s.components, s.signed_by) for s in sources] == [
+        ("http://m/debian", "bookworm", ("main", "contrib"), "/k.gpg"),
+        ("http://m/debian", "bookworm", ("main",), None), ("http://m/debian", "bookworm-updates", ("main",), None)]
+    release = "Origin: Debian\nSHA256:\n " + "a" * 64 + " 12 main/binary-amd64/Packages.xz\n"
+    assert release_files(release) == {"main/binary-amd64/Packages.xz": ("a" * 64, 12)}
+    assert dearmor(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAEC\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n") == b"\0\1\2"
+
+
+def test_ld_cache_is_written_in_ldconfigs_order(debian_rootfs: Path):
+    """Our writer reproduces the order the real ldconfig chose for the Debian base's cache."""
+    with tarfile.open(debian_rootfs) as tar:
+        data = tar.extractfile("./etc/ld.so.cache").read()
+    entries = parse_cache(data)
+    assert len(entries) > 50
+    assert parse_cache(write_cache(list(reversed(entries)))) == entries
+    assert libcmp("libfoo.so.10", "libfoo.so.9") > 0 and libcmp("liba.so", "libb.so") < 0
+
+
+def test_alternatives_are_read_from_scripts_and_admin_files():
+    script = ("if true; then\n  update-alternatives --install /usr/bin/awk awk /usr/bin/mawk 5 \\\n"
+              "    --slave /usr/share/man/man1/awk.1.gz awk.1.gz /usr/share/man/man1/mawk.1.gz\nfi\n"
+              "update-alternatives --install $X y /z 1\n")
+    assert install_calls(script) == [["/usr/bin/awk", "awk", "/usr/bin/mawk", "5", "--slave",
+                                      "/usr/share/man/man1/awk.1.gz", "awk.1.gz", "/usr/share/man/man1/mawk.1.gz"]]
+    group = parse_admin("auto\n/usr/bin/awk\nawk.1.gz\n/usr/share/man/man1/awk.1.gz\n\n/usr/bin/mawk\n5\n"
+                        "/usr/share/man/man1/mawk.1.gz\n\n")
+    assert group.link == "/usr/bin/awk" and group.slaves == [("awk.1.gz", "/usr/share/man/man1/awk.1.gz")]
+    assert group.choices == {"/usr/bin/mawk": (5, {"awk.1.gz": "/usr/share/man/man1/mawk.1.gz"})}
