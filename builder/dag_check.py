@@ -21,7 +21,8 @@ class ValidationFailed(AirbuildError):
     def __init__(self, report: Report):
         self.report = report
         failing = [f.file for f in report.files if f.failed] + [f"duplicate dag_id {d['dag_id']}"
-                                                              for d in report.duplicates]
+                                                              for d in report.duplicates] + \
+            ([report.reason] if report.reason else [])
         super().__init__(f"DAG validation failed ({', '.join(failing[:5])}{', ...' if len(failing) > 5 else ''}); "
                          "nothing was written. Fix them, list them in validation.allowed_failures, or pass --force")
 

@@ -42,6 +42,17 @@ def print_build(result: dict[str, Any]) -> None:
         print(f"archive   {result['archive']}")
     if result["lock_changed"]:
         print("astro.lock updated (commit it)")
+    validation = result.get("validation")
+    if validation is None:
+        print("DAGs      not validated (--no-validate)")
+    elif validation["status"] == "skipped":
+        print(f"DAGs      not validated: {validation['reason']}")
+    elif validation["reason"]:
+        print(f"DAGs      FAILED: {validation['reason']}")
+    else:
+        errors = sum(1 for f in validation["files"] if f["errors"] and not f["allowed_to_fail"])
+        print(f"DAGs      {len(validation['files'])} files, {errors} with errors, "
+              f"{validation['imported']} imported (Airflow {validation['airflow_version']})")
     for note in result.get("notes", []):
         print(f"note: {note}")
 
@@ -70,8 +81,8 @@ def print_inspect(info: dict[str, Any]) -> None:
 
 
 def print_validation(report: dict[str, Any]) -> None:
-    if report["status"] == "skipped":
-        print(f"DAG validation skipped: {report['reason']}")
+    if report["status"] == "skipped" or report["reason"]:
+        print(f"DAG validation {report['status']}: {report['reason']}")
         return
     imported = report["imported"]
     print(f"DAGs: Airflow {report['airflow_version']}, {len(report['files'])} files, {imported} imported "

@@ -103,8 +103,9 @@ def validate(inputs: ValidationInputs) -> Report:
              for rel, digest in inputs.dag_hashes.items()}
     known = {rel: result for rel, result in known.items() if result is not None}
     outcome = _run_harness(inputs, known)
-    if outcome.get("airflow_version") is None:
-        return Report("skipped", outcome.get("error", "Airflow is not installed in the image"))
+    if outcome.get("airflow_version") is None:  # installed, but it does not import: nothing can be validated
+        return Report("failed", outcome.get("error", "Airflow cannot be imported in the image"),
+                      duration_s=round(time.monotonic() - started, 3))
     folder = posixpath.join(inputs.workdir, "dags")
     results: dict[str, dict] = {}
     for path in outcome["files"]:

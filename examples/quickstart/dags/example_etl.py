@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from airflow.decorators import dag, task
+from airflow.sdk import dag, task
 
 
 @dag(schedule="@daily", start_date=datetime(2024, 1, 1), catchup=False, tags=["example"])
