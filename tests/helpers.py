@@ -49,8 +49,9 @@ def run_cli(
     env: Mapping[str, str] | None = None,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python3 -m builder ARGS` with the interpreter running the tests."""
-    return run([sys.executable, "-m", "builder", *args], cwd=cwd, env=env, check=check)
+    """Run `python3 -m builder ARGS` with the interpreter running the tests, on this checkout's code."""
+    return run([sys.executable, "-m", "builder", *args], cwd=cwd, env={"PYTHONPATH": str(REPO), **(env or {})},
+               check=check)
 
 
 def docker(*args: str | os.PathLike, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -122,7 +122,7 @@ def test_layout_is_valid_for_skopeo_and_umoci(project, debian_rootfs, airbuild_c
 
 
 def test_ignored_files_are_in_no_layer(project, debian_rootfs, airbuild_cache):
-    (project / "astro.lock").write_text("{}")
+    (project / "astro.lock").write_text('{"version": 1, "base": {"source": "x", "digest": "y"}}')
     result = build(project, debian_rootfs)
     names = {name for members in layer_members(result).values() for name in members}
     prefix = "usr/local/airflow/"
