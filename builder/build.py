@@ -123,9 +123,24 @@ def load_inputs(options: BuildOptions, store: Store) -> Inputs:
     platform = Platform.parse(manifest.platform)
     codec = Codec(manifest.compression.codec, manifest.compression.effective_level)
     options.progress.step("resolving the base image")
-    base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec)
+    # --locked: a registry tag resolves to the digest the lock pins, wherever the tag went since.
+    pinned = _pinned_base(project / manifest.lockfile) if options.locked else None
+    base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec,
+                        pinned, insecure_registries(manifest))
     pin = BasePin(source=base.description, digest=base.digest)
     return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, pin)
+
+
+def _pinned_base(path: Path) -> BasePin | None:
+    lock = Lock.read(path)
+    return lock.base if lock else None
+
+
+def insecure_registries(manifest: Manifest) -> frozenset[str]:
+    """Registries a target marks `insecure: true`: base pulls from them may use plain HTTP too."""
+    from builder.registry.reference import parse_repository
+
+    return frozenset(parse_repository(t.registry).registry for t in manifest.targets.values() if t.insecure)
 
 
 def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
@@ -263,6 +278,9 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
     atomic_write_bytes(prepared.output_dir / "build.json",
                        json.dumps(result.to_json(), indent=2).encode(), fsync=False)
     inputs = prepared.inputs
+    if inputs.base.floating:  # a registry tag may move: the next build asks the registry again
+        (prepared.output_dir / stamp.STAMP).unlink(missing_ok=True)
+        return
     extra_paths = [str(inputs.project / MANIFEST_NAME), str(inputs.dockerfile.path), str(inputs.lock_path),
                    str(inputs.project / DOCKERIGNORE_NAME), *inputs.base.source_files,
                    *sorted(str(p) for p in rules_dir().glob("*.yaml"))]
