@@ -290,7 +290,10 @@ class FaultProxy:
                 line = reader.readline()
                 if not line:
                     return
-                method, path, _ = line.decode("latin-1").split(" ", 2)
+                parts = line.decode("latin-1").split(" ", 2)
+                if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+                    return  # not HTTP (a client trying TLS first): hang up, as a plain-HTTP server would
+                method, path, _ = parts
                 headers = []
                 while True:
                     header = reader.readline()

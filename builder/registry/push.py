@@ -5,7 +5,8 @@ another repository of the registry (a 202 answer opens an upload instead); then 
 monolithic PUT for a blob up to the chunk size, else PATCH chunks with Content-Range,
 streamed from disk. An interrupted upload asks the registry how far it got (GET on the
 upload URL) and resumes there; an upload the registry forgot starts again. The manifest
-goes last, so a failed push leaves no tag pointing at a partial image.
+goes last, PUT once per tag (which also makes it reachable by digest; the registry's
+Docker-Content-Digest must match), so a failed push leaves no tag pointing at a partial image.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Pusher:
         finally:
             self.sources.save()
         media_type = manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json")
-        for ref in [manifest_digest, *tags]:
+        for ref in tags or [manifest_digest]:  # a PUT by tag also makes the manifest reachable by its digest
             self.put_manifest(ref, manifest_bytes, manifest_digest, media_type)
         return self.stats
 
@@ -200,6 +201,7 @@ class Pusher:
     # -- manifests -----------------------------------------------------------------------------------
 
     def put_manifest(self, ref: str, data: bytes, digest: str, media_type: str) -> None:
+        self.stats.bytes_uploaded += len(data)
         response = self.client.request("PUT", f"/v2/{self.repository}/manifests/{ref}", scopes=self.scopes,
                                        ok=(201, 200), content=data, headers={"Content-Type": media_type},
                                        what=f"putting the manifest {digest} as {self.name}:{ref}")
