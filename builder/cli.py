@@ -39,7 +39,7 @@ def _project_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("project", nargs="?", default=".", type=Path,
                         help="the Airflow project directory (default: the current directory)")
     parser.add_argument("--base", metavar="KIND:LOCATION",
-                        help="override the base image: oci:DIR[:TAG|@DIGEST], archive:FILE, rootfs:FILE")
+                        help="override the base image: image:REF, oci:DIR[:TAG|@DIGEST], archive:FILE, rootfs:FILE")
     parser.add_argument("--locked", action="store_true",
                         help="build exactly what astro.lock pins; fail (exit 2) if the inputs no longer match it")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
