@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -218,12 +217,8 @@ def main() -> int:
         **({"docker_skipped": skipped} if skipped else {}),
         "ratio_dag_edit": (round(docker["dag_edit_build_push_s"]["median"] / airbuild["dag_edit_deploy_s"]["median"], 2)
                            if docker else None),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    bb.emit(report, args.out)
     return 0
 
 

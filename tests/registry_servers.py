@@ -11,7 +11,6 @@ import datetime
 import hashlib
 import http.server
 import json
-import os
 import signal
 import socket
 import ssl
