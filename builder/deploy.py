@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from builder.image import BuiltImage
 from builder.manifest import BaseSource, Manifest, Target, load_manifest
 from builder.oci import CONFIG_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, canonical_json, descriptor
 from builder.progress import Progress
+from builder.registry import docker_config
 from builder.registry.connect import open_client
 from builder.registry.pull import Puller
 from builder.registry.push import Pusher
@@ -157,6 +159,8 @@ def deploy(options: DeployOptions) -> DeployResult:
         if failed:
             _refuse_or_warn(failed, options.force, warnings)
     description = options.description if options.description is not None else git.message
+    # CI credentials in AIRBUILD_REGISTRY_* are for the target; a base pulled from the same registry uses them too.
+    os.environ.setdefault(docker_config.ENV_REGISTRY, repo.registry)
 
     build_options = BuildOptions(project=project, locked=options.locked, base=options.base,
                                  progress=options.progress)

@@ -270,6 +270,21 @@ def test_bearer_token_flow_reuses_tokens_and_reauthenticates(tmp_path, airbuild_
                 f"docker://{registry.address}/team/app:{result['tag']}"])
     assert json.loads(base.stdout)["Digest"] == result["manifest_digest"]
 
+    # A registry token handed over as is (AIRBUILD_REGISTRY_TOKEN): no token server round trip.
+    import base64
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://{token_server.address}/token?service={token_server.service}&scope=repository:team/app:pull,push",
+        headers={"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        token = json.loads(answer.read())["token"]
+    before = len(token_server.requests)
+    again = run_cli(["deploy", project, "--json"], env={"DOCKER_CONFIG": str(tmp_path / "none"),
+                                                        "AIRBUILD_REGISTRY_TOKEN": token})
+    assert json.loads(again.stdout)["blobs_skipped"] >= 4 and len(token_server.requests) == before
+    assert token not in again.stdout + again.stderr
+
     # A pull needs only the pull scope; the deployed image is a base for another project.
     other = make_project(tmp_path / "other")
     (other / "astro.yaml").write_text(f"base:\n  image: {registry.address}/team/app:{result['tag']}\n")

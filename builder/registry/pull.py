@@ -11,6 +11,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+import httpx
+
 from builder.errors import InputError
 from builder.oci import DOCKER_LIST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, Platform
 from builder.registry.auth import repository_scope
@@ -112,8 +114,8 @@ class Puller:
                 response.close()
                 try:
                     response = self.client.http.send(self.client.http.build_request("GET", location), stream=True)
-                except Exception as exc:  # httpx.TransportError
-                    raise Transient(str(exc)) from None
+                except httpx.TransportError as exc:
+                    raise Transient(f"{type(exc).__name__}: {exc}") from None
                 if response.status_code != 200:
                     transient = self.client.transient_status(response)
                     if transient:
@@ -127,12 +129,8 @@ class Puller:
                         raise RegistryError(f"{what}: the bytes do not match the digest and size "
                                             f"({blob.digest}, {blob.size} bytes)")
                     blob.commit()
-            except Exception as exc:
-                import httpx
-
-                if isinstance(exc, httpx.TransportError):
-                    raise Transient(f"{type(exc).__name__} while downloading: {exc}") from None
-                raise
+            except httpx.TransportError as exc:
+                raise Transient(f"{type(exc).__name__} while downloading: {exc}") from None
             finally:
                 response.close()
 
