@@ -8,7 +8,6 @@ import os
 import uuid
 from pathlib import Path
 
-import pytest
 
 from tests.helpers import run, run_cli, tool
 from tests.projects import make_project, set_age

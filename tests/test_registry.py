@@ -264,7 +264,7 @@ def test_bearer_token_flow_reuses_tokens_and_reauthenticates(tmp_path, airbuild_
     scopes = [tuple(r["scopes"]) for r in token_server.requests]
     assert all(r["user"] == USER for r in token_server.requests)
     assert len(scopes) <= 3, f"one token per scope, reused until it expires: {scopes}"
-    assert scopes.count((f"repository:team/app:pull,push",)) == 2, "the expired token was replaced once"
+    assert scopes.count(("repository:team/app:pull,push",)) == 2, "the expired token was replaced once"
 
     base = run([tool("skopeo"), "inspect", "--tls-verify=false", "--creds", f"{USER}:{PASSWORD}",
                 f"docker://{registry.address}/team/app:{result['tag']}"])

@@ -167,7 +167,7 @@ class RegistryClient:
     @property
     def base_url(self) -> str:
         if self._base is None:
-            self._base = self.retrying(f"reaching the registry", self._probe)
+            self._base = self.retrying("reaching the registry", self._probe)
         return self._base
 
     def _probe(self) -> str:
