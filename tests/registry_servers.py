@@ -29,6 +29,7 @@ import pytest
 from tests.helpers import run, tool
 
 USER, PASSWORD = "deployer", "s3cret-Pa55word"
+REFRESH_TOKEN = "refresh-3f1c0a7e"  # what Docker saves as `identitytoken` after an OAuth2 login
 
 
 def free_port() -> int:
@@ -169,6 +170,9 @@ class TokenServer:
             def do_GET(self):  # noqa: N802
                 server.handle(self)
 
+            def do_POST(self):  # noqa: N802  (OAuth2: grant_type=refresh_token in a form)
+                server.handle(self)
+
             def log_message(self, *args):
                 pass
 
@@ -192,7 +196,14 @@ class TokenServer:
         query = parse_qs(urlparse(request.path).query)
         header = request.headers.get("Authorization", "")
         user = None
-        if header.startswith("Basic "):
+        if request.command == "POST":
+            length = int(request.headers.get("Content-Length", 0))
+            query = parse_qs(request.rfile.read(length).decode())
+            if query.get("grant_type") != ["refresh_token"] or query.get("refresh_token") != [REFRESH_TOKEN]:
+                self._answer(request, 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad refresh token"}]})
+                return
+            user = USER
+        elif header.startswith("Basic "):
             name, _, password = base64.b64decode(header[6:]).decode().partition(":")
             if (name, password) != (USER, PASSWORD):
                 self._answer(request, 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
@@ -244,7 +255,7 @@ class FaultProxy:
     """An HTTP/1.1 proxy in front of a registry that injects faults request by request.
 
     `plan(method, path, n)` (n counts requests of that method from 1) returns "pass", "500"
-    (answer 500 without forwarding), "drop-request" (forward the headers and half the body,
+    or "429" (answer so without forwarding; 429 with Retry-After: 1), "drop-request" (forward the headers and half the body,
     then close both connections) or "drop-response" (forward it all, then close the client's
     connection without an answer). Each forwarded request uses its own upstream connection.
     """
@@ -304,8 +315,9 @@ class FaultProxy:
                     self.counts[method] = self.counts.get(method, 0) + 1
                     action = self.plan(method, path, self.counts[method])
                     self.log.append((method, path, action))
-                if action == "500":
-                    client.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                if action in ("500", "429"):
+                    status = b"500 Internal Server Error" if action == "500" else b"429 Too Many Requests\r\nRetry-After: 1"
+                    client.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
                                    b"Content-Length: " + str(len(FAULT_BODY)).encode() + b"\r\n\r\n" + FAULT_BODY)
                     continue
                 kept = [h for h in headers if h.split(":", 1)[0].lower() not in

@@ -194,7 +194,8 @@ def store_is_sound(cache: Path) -> None:
 def test_push_survives_dropped_connections_and_500s(tmp_path, airbuild_cache, start_registry):
     upstream = start_registry()
     faults = {("PATCH", 2): "500", ("PATCH", 4): "drop-request", ("PATCH", 6): "drop-response",
-              ("PUT", 1): "drop-response", ("PUT", 3): "500", ("HEAD", 2): "500", ("POST", 3): "drop-request"}
+              ("PUT", 1): "drop-response", ("PUT", 3): "500", ("HEAD", 2): "500", ("POST", 3): "drop-request",
+              ("HEAD", 5): "429"}
     proxy = FaultProxy(upstream.address, lambda method, path, n: faults.get((method, n), "pass"))
     try:
         target = f"{proxy.address}/{repo_name()}"

@@ -300,6 +300,41 @@ def result_layer(result: dict, registry, index: int) -> str:
     return info["Layers"][index]
 
 
+def test_identity_token_from_docker_config(tmp_path, airbuild_cache, start_registry, token_server):
+    """An `identitytoken` in config.json is an OAuth2 refresh token: POSTed to the token server."""
+    from tests.registry_servers import REFRESH_TOKEN
+
+    registry = start_registry(auth=token_server.auth_config())
+    docker_config = tmp_path / "docker-config"
+    docker_config.mkdir()
+    (docker_config / "config.json").write_text(json.dumps(
+        {"auths": {f"https://{registry.address}": {"identitytoken": REFRESH_TOKEN}}}))
+    project = deploy_project(tmp_path, f"{registry.address}/team/app")
+    result = json.loads(run_cli(["deploy", project, "--json"], env={"DOCKER_CONFIG": str(docker_config)}).stdout)
+    assert result["blobs_uploaded"] >= 4 and all(r["user"] == USER for r in token_server.requests)
+
+
+def test_docker_hub_credentials_are_found_under_dockers_key(tmp_path, monkeypatch):
+    from builder.registry import docker_config
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("AIRBUILD_REGISTRY_HOST", raising=False)
+    import base64
+
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {
+        "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hubuser:hubpass").decode()},
+        "http://127.0.0.1:5000/v2/": {"username": "u", "password": "p"}}}))
+    hub = docker_config.lookup(parse_reference("python:3.12").registry)
+    assert (hub.username, hub.password) == ("hubuser", "hubpass") and "hubpass" not in repr(hub)
+    local = docker_config.lookup("127.0.0.1:5000")
+    assert (local.username, local.password) == ("u", "p")
+    assert docker_config.lookup("elsewhere.example:5000") is None
+    monkeypatch.setenv("AIRBUILD_REGISTRY_USERNAME", "ci")
+    monkeypatch.setenv("AIRBUILD_REGISTRY_PASSWORD", "ci-secret")
+    assert docker_config.lookup("127.0.0.1:5000").username == "u", "CI variables need their registry named"
+    assert docker_config.lookup("127.0.0.1:5000", env_registry="127.0.0.1:5000").username == "ci"
+
+
 HELPER = """#!/usr/bin/env python3
 import json, os, sys
 path = os.environ["FAKE_HELPER_STORE"]
