@@ -71,13 +71,32 @@ def test_plain_http_only_for_loopback():
     assert is_loopback("127.0.0.1:5000") and is_loopback("localhost:80") and is_loopback("[::1]:5000")
     assert not is_loopback("10.0.0.1:5000") and not is_loopback("registry.example.com")
     assert normalise_registry("https://index.docker.io/v1/") == "docker.io"
-    from builder.registry.client import RegistryClient
 
-    client = RegistryClient("registry.example.com")
-    try:
-        assert client.insecure is False  # such a client only ever tries https://
-    finally:
-        client.close()
+    import httpx
+
+    from builder.registry.client import RegistryClient, Transient
+
+    def probe(registry: str, insecure: bool) -> list[str]:
+        """The URLs a client tries when HTTPS fails as against a plain-HTTP server (no traffic leaves)."""
+        tried = []
+
+        def get(url, **kwargs):
+            tried.append(url)
+            raise httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number")
+
+        client = RegistryClient(registry, insecure=insecure)
+        client.http.get = get
+        try:
+            with pytest.raises(Transient):
+                client._probe()
+        finally:
+            client.close()
+        return tried
+
+    assert probe("registry.example.com", insecure=False) == ["https://registry.example.com/v2/"]
+    assert probe("registry.example.com", insecure=True) == ["https://registry.example.com/v2/",
+                                                            "http://registry.example.com/v2/"]
+    assert probe("127.0.0.1:5999", insecure=False) == ["https://127.0.0.1:5999/v2/", "http://127.0.0.1:5999/v2/"]
 
 
 # -- pulls -------------------------------------------------------------------------------------

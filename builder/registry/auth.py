@@ -15,7 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+import httpx
+
 from builder.registry.docker_config import Credential
+from builder.registry.reference import is_loopback
 
 if TYPE_CHECKING:
     from builder.registry.client import RegistryClient
@@ -101,6 +104,13 @@ class Authenticator:
         challenge = self.challenge
         credential = self.credential
         self.token_requests += 1
+        realm = httpx.URL(challenge.realm)
+        if realm.scheme not in ("https", "http"):
+            self.client.fail(f"the registry's token server {challenge.realm!r} is not an http(s) URL")
+        if (realm.scheme == "http" and credential is not None and not self.client.insecure
+                and not is_loopback(realm.host)):
+            self.client.fail(f"the registry's token server {challenge.realm} is plain HTTP: credentials are not sent "
+                             "there (mark the target `insecure: true` if that is really wanted)")
         params: list[tuple[str, str]] = []
         if challenge.params.get("service"):
             params.append(("service", challenge.params["service"]))
