@@ -400,13 +400,18 @@ def main() -> int:
             "noop_under_150ms": airbuild_numbers["noop_s"]["median"] < 0.150,
             "dag_edit_under_250ms": airbuild_numbers["dag_edit_s"]["median"] < 0.250,
         },
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(report, args.out)
     return 0
+
+
+def emit(report: dict, out: Path | None) -> None:
+    """Print the report (with the machine's description) as JSON, and write it to `out` too."""
+    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    text = json.dumps(report, indent=2)
+    if out:
+        out.write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

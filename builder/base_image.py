@@ -1,8 +1,8 @@
 """Resolve the base image (manifest `base`, `--base`, or the Dockerfile's FROM) into store blobs.
 
-Sources: an OCI image layout directory, a docker-archive or OCI tarball, a plain
-root-filesystem tarball, or `scratch`. Registry references are pulled by the
-registry client (a later issue); until then they are a clear error.
+Sources: a registry reference (pulled into the store by builder/registry), an OCI image
+layout directory, a docker-archive or OCI tarball, a plain root-filesystem tarball, or
+`scratch`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from builder.compress import Codec, decompressor_for
 from builder.errors import InputError
+from builder.lockfile import BasePin
 from builder.manifest import BaseSource
 from builder.oci import (DOCKER_LIST_MEDIA_TYPE, INDEX_MEDIA_TYPE, LAYER_MEDIA_TYPES, REF_NAME, TAR_MEDIA_TYPE,
                          Platform)
@@ -36,27 +37,29 @@ class BaseImage:
     config: dict[str, Any]          # the base's full image config
     layers: tuple[LayerRecord, ...] = field(default=())
     source_files: tuple[str, ...] = ()  # host files whose change could change the base
+    floating: bool = False              # a registry tag, which may move: no-op builds must ask again
 
 
 def resolve_base(source: BaseSource | None, from_ref: str | None, project: Path, store: Store,
-                 platform: Platform, codec: Codec, lock: "LockState | None" = None, epoch: int = 0) -> BaseImage:
+                 platform: Platform, codec: Codec, lock: "LockState | None" = None, epoch: int = 0,
+                 pinned: BasePin | None = None, insecure: frozenset[str] = frozenset()) -> BaseImage:
+    """`lock`: pins for a `debian` base; `pinned`: the lock's base, for --locked (a registry tag
+    resolves to its digest, wherever the tag went since); `insecure`: registries (host:port) that
+    may be reached over plain HTTP."""
     if source is None:
         if from_ref is None:
             raise InputError("no base image: add a Dockerfile with FROM, or `base:` to astro.yaml")
         if from_ref == "scratch":
             return scratch(platform)
         source = BaseSource(image=from_ref)
-    if source.kind == "image":
-        raise InputError(
-            f"base image {source.image!r} is a registry reference, and pulling from registries is not "
-            "available yet. Give the base as `oci:`, `archive:` or `rootfs:` in astro.yaml, or with "
-            "--base (for example --base rootfs:base.tar).")
     if source.kind == "debian":
         from builder.deb_base import debian_base
 
         return debian_base(source.debian, project, store, platform, codec, lock, epoch)
     location = source.location
-    if source.kind == "oci":
+    if source.kind == "image":
+        base = from_registry(location, store, platform, pinned, insecure)
+    elif source.kind == "oci":
         base = from_oci_layout(project, location, store, platform)
     else:
         path = (project / location).resolve()
@@ -81,6 +84,24 @@ def _check_platform(base: BaseImage, platform: Platform) -> None:
         found = "/".join(str(base.config.get(k)) for k in ("os", "architecture"))
         raise InputError(f"base {base.description} is for {found}, but the build is for {platform} "
                          "(set `platform` in astro.yaml)")
+
+
+# -- registries ----------------------------------------------------------------------------------
+
+def from_registry(text: str, store: Store, platform: Platform, pinned: BasePin | None,
+                  insecure: frozenset[str]) -> BaseImage:
+    from builder.registry.connect import open_client
+    from builder.registry.pull import Puller
+    from builder.registry.reference import parse_reference
+
+    ref = parse_reference(text)
+    description = f"image:{ref}"
+    if pinned is not None and pinned.source == description and ref.digest is None:
+        ref = ref.pinned(pinned.digest)
+    with open_client(ref.registry, insecure=ref.registry in insecure) as client:
+        pulled = Puller(client, store).pull(ref, platform)
+    base = _assemble(description, pulled.digest, pulled.config_bytes, pulled.manifest["layers"], store)
+    return dataclasses.replace(base, floating=ref.digest is None)
 
 
 # -- OCI layout directories -----------------------------------------------------------------

@@ -134,10 +134,19 @@ def load_inputs(options: BuildOptions, store: Store) -> Inputs:
     lock_state = LockState(lock_path, Lock.read(lock_path), options.locked, options.upgrade)
     epoch = epoch_from_env()
     options.progress.step("resolving the base image")
+    # --locked: a registry tag resolves to the digest the lock pins, wherever the tag went since.
+    pinned = lock_state.pinned.base if options.locked and lock_state.pinned else None
     base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec,
-                        lock_state, epoch)
+                        lock=lock_state, epoch=epoch, pinned=pinned, insecure=insecure_registries(manifest))
     pin = BasePin(source=base.description, digest=base.digest)
     return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, pin, lock_state, epoch)
+
+
+def insecure_registries(manifest: Manifest) -> frozenset[str]:
+    """Registries a target marks `insecure: true`: base pulls from them may use plain HTTP too."""
+    from builder.registry.reference import parse_repository
+
+    return frozenset(parse_repository(t.registry).registry for t in manifest.targets.values() if t.insecure)
 
 
 def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
@@ -285,6 +294,9 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
     atomic_write_bytes(prepared.output_dir / "build.json",
                        json.dumps(result.to_json(), indent=2).encode(), fsync=False)
     inputs = prepared.inputs
+    if inputs.base.floating:  # a registry tag may move: the next build asks the registry again
+        (prepared.output_dir / stamp.STAMP).unlink(missing_ok=True)
+        return
     extra_paths = [str(inputs.project / MANIFEST_NAME), str(inputs.dockerfile.path), str(inputs.lock_path),
                    str(inputs.project / DOCKERIGNORE_NAME), str(inputs.project / "airflow_settings.yaml"),
                    *inputs.base.source_files,

@@ -25,9 +25,13 @@ examples:
   airbuild build --base rootfs:base.tar --archive image.tar
   airbuild plan --json                 which layers would be rebuilt, and why
   airbuild inspect .airbuild/image     layers, sizes and config of a built image
+  airbuild deploy --target prod        validate, build, push what the registry lacks, tag, record
+  airbuild login registry.example.com  save credentials where Docker keeps them
 
 exit codes: 0 ok, 1 build failed, 2 bad input (manifest, Dockerfile, project, lock)
-environment: AIRBUILD_CACHE_DIR (the shared store), SOURCE_DATE_EPOCH (timestamps, default 0)
+environment: AIRBUILD_CACHE_DIR (the shared store), SOURCE_DATE_EPOCH (timestamps, default 0),
+  AIRBUILD_REGISTRY_USERNAME/_PASSWORD or _TOKEN (CI credentials for the deploy target, or for
+  AIRBUILD_REGISTRY_HOST), AIRBUILD_CA_BUNDLE (extra trusted CAs), DOCKER_CONFIG (where config.json is)
 """
 
 
@@ -35,7 +39,7 @@ def _project_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("project", nargs="?", default=".", type=Path,
                         help="the Airflow project directory (default: the current directory)")
     parser.add_argument("--base", metavar="KIND:LOCATION",
-                        help="override the base image: oci:DIR[:TAG|@DIGEST], archive:FILE, rootfs:FILE")
+                        help="override the base image: image:REF, oci:DIR[:TAG|@DIGEST], archive:FILE, rootfs:FILE")
     parser.add_argument("--locked", action="store_true",
                         help="build exactly what astro.lock pins; fail (exit 2) if the inputs no longer match it")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
@@ -94,7 +98,51 @@ def make_parser() -> argparse.ArgumentParser:
     inspect.add_argument("image", nargs="?", default=".airbuild/image", type=Path,
                          help="OCI layout directory or tarball (default: .airbuild/image)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    _registry_parsers(commands)
     return parser
+
+
+def _registry_parsers(commands) -> None:
+    deploy = commands.add_parser(
+        "deploy", help="validate, build and push the image to a registry target",
+        description="Check the DAG files compile (and with --pytest run tests/), build, push only the blobs the "
+                    "registry lacks, tag with the reproducible deploy-<digest> tag and the target's tags, print "
+                    "the pushed reference and append a record to .airbuild/deploys.jsonl. A dirty git tree, "
+                    "DAG errors and failing tests refuse the deploy (exit 2) unless --force.")
+    _project_args(deploy)
+    where = deploy.add_mutually_exclusive_group()
+    where.add_argument("--target", metavar="NAME", help="a target from astro.yaml's `targets` (default: the only one)")
+    where.add_argument("--to", metavar="HOST/REPO", help="push here instead of a named target")
+    deploy.add_argument("--insecure", action="store_true",
+                        help="with --to: allow plain HTTP and unverified TLS (loopback registries always may)")
+    deploy.add_argument("--force", action="store_true",
+                        help="deploy despite a dirty git tree, DAG errors or failing tests")
+    deploy.add_argument("--pytest", action="store_true", help="run the project's tests/ with pytest first")
+    deploy.add_argument("--dags", action="store_true",
+                        help="DAG-only deploy: replace the DAG layer of the target's current image (its first "
+                             "tag, else the last deploy recorded here) and push that layer, config and manifest")
+    deploy.add_argument("--description", metavar="TEXT", help="recorded with the deploy (default: the last commit "
+                                                              "message)")
+    deploy.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
+
+    login = commands.add_parser("login", help="save credentials for a registry (checked against it first)",
+                                description="Ask for a password (or read it with --password-stdin), check the "
+                                            "credentials against the registry, and store them where Docker does: "
+                                            "the configured credential helper, else ~/.docker/config.json (0600).")
+    login.add_argument("registry", help="host[:port]")
+    login.add_argument("-u", "--username", help="user name (asked for when not given)")
+    login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    login.add_argument("--insecure", action="store_true", help="allow plain HTTP and unverified TLS")
+    login.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
+
+    logout = commands.add_parser("logout", help="remove saved credentials for a registry")
+    logout.add_argument("registry", help="host[:port]")
+
+    history = commands.add_parser("history", help="list the deploys recorded in .airbuild/deploys.jsonl")
+    history.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    history.add_argument("--target", metavar="NAME", help="only this target's deploys")
+    history.add_argument("-n", "--limit", type=int, default=20, help="show the last N (default 20; 0: all)")
+    history.add_argument("--json", action="store_true", help="print a JSON list")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,4 +282,91 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"build": cmd_build, "parse": cmd_parse, "test": cmd_test, "plan": cmd_plan, "lock": cmd_lock, "inspect": cmd_inspect}
+def cmd_deploy(args) -> int:
+    from builder.deploy import DeployOptions, deploy
+    from builder.manifest import BaseSource
+    from builder.progress import Progress
+
+    result = deploy(DeployOptions(
+        project=args.project, target=args.target, to=args.to, insecure=args.insecure, force=args.force,
+        pytest=args.pytest, dags_only=args.dags, description=args.description, locked=args.locked,
+        base=BaseSource.parse(args.base) if args.base else None, ca_bundle=args.ca_bundle,
+        progress=Progress(None if not args.json else False)))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return EXIT_OK
+    from builder.report import human_size
+
+    for warning in result.warnings:
+        print(f"airbuild: warning: {warning}", file=sys.stderr)
+    print(f"deployed to {result.target} in {result.duration_s:.2f}s: {result.blobs_uploaded} blob(s) uploaded "
+          f"({human_size(result.bytes_uploaded)}), {result.blobs_mounted} mounted, {result.blobs_skipped} already "
+          f"there; tags {', '.join(result.tags)}")
+    print(result.reference)
+    return EXIT_OK
+
+
+def cmd_login(args) -> int:
+    import getpass
+
+    from builder.errors import InputError
+    from builder.registry import docker_config
+    from builder.registry.client import RegistryClient
+    from builder.registry.docker_config import Credential
+    from builder.registry.reference import normalise_registry
+
+    registry = normalise_registry(args.registry)
+    username = args.username
+    if args.password_stdin:
+        if not username:
+            raise InputError("--password-stdin needs --username")
+        password = sys.stdin.read().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise InputError("no terminal to ask for the password on: use --username and --password-stdin")
+        username = username or input("Username: ").strip()
+        password = getpass.getpass("Password: ")
+    if not username or not password:
+        raise InputError("a user name and a password are both needed")
+    credential = Credential(username, password, source=f"the credentials given for {username}")
+    with RegistryClient(registry, insecure=args.insecure, ca_bundle=args.ca_bundle, credential=credential) as client:
+        how = client.check_credentials()
+    where = docker_config.store(registry, username, password)
+    note = " (the registry asks for no authentication)" if how.startswith("the registry") else ""
+    print(f"login succeeded for {username} at {registry}{note}; credentials saved in {where}")
+    return EXIT_OK
+
+
+def cmd_logout(args) -> int:
+    from builder.registry import docker_config
+    from builder.registry.reference import normalise_registry
+
+    registry = normalise_registry(args.registry)
+    found = docker_config.erase(registry)
+    print(f"removed the credentials for {registry}" if found else f"no credentials were saved for {registry}")
+    return EXIT_OK
+
+
+def cmd_history(args) -> int:
+    from builder import deploy_record
+    from builder.report import human_size
+
+    records = deploy_record.read(args.project.resolve(), args.target)
+    if args.limit:
+        records = records[-args.limit:]
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return EXIT_OK
+    if not records:
+        print("no deploys recorded")
+    for r in records:
+        description = (r.get("description") or "").splitlines()[0:1]
+        print(f"{r['time']}  {r['target']:<12} {r['reference']}  {r['tag']}  "
+              f"{(r.get('git_commit') or '-')[:12]:<12} {human_size(r.get('bytes_uploaded')):>9}  "
+              f"{description[0] if description else ''}")
+    return EXIT_OK
+
+
+COMMANDS = {"build": cmd_build, "parse": cmd_parse, "test": cmd_test, "plan": cmd_plan, "lock": cmd_lock,
+            "inspect": cmd_inspect, "deploy": cmd_deploy, "login": cmd_login, "logout": cmd_logout,
+            "history": cmd_history}

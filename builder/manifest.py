@@ -153,6 +153,36 @@ class Validation(Strict):
     allowed_failures: list[str] = Field(default_factory=list, description="files (globs) allowed to fail")
 
 
+class Target(Strict):
+    """A registry `airbuild deploy` pushes to."""
+
+    registry: str = Field(description="host[:port]/repository, e.g. registry.example.com/team/airflow")
+    insecure: bool = Field(False, description="allow plain HTTP and unverified TLS (loopback registries always may)")
+    tags: list[str] = Field(default_factory=list, description="tags set besides the reproducible deploy-<digest> tag")
+
+    @field_validator("registry")
+    @classmethod
+    def valid_registry(cls, value: str) -> str:
+        from builder.registry.reference import parse_repository
+
+        try:
+            parse_repository(value)
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def valid_tags(cls, value: list[str]) -> list[str]:
+        from builder.registry.reference import TAG
+
+        bad = [t for t in value if not TAG.match(t)]
+        if bad:
+            raise ValueError(f"invalid tag {bad[0]!r}: letters, digits, '_', '.', '-', at most 128, not starting "
+                             "with '.' or '-'")
+        return value
+
+
 class Manifest(Strict):
     name: str | None = Field(None, description="image name; default: the project directory's name")
     platform: str = "linux/amd64"
@@ -167,6 +197,15 @@ class Manifest(Strict):
     extra_index_urls: list[str] = Field(default_factory=list, description="more Python package indexes")
     apt: Apt | None = Field(None, description="apt sources for packages.txt; default: the base image's")
     layers: list[Union[str, RuleSpec]] | None = None
+    targets: dict[str, Target] = Field(default_factory=dict, description="registries `airbuild deploy` pushes to")
+
+    @field_validator("targets")
+    @classmethod
+    def valid_target_names(cls, value: dict[str, Target]) -> dict[str, Target]:
+        bad = [name for name in value if not RULE_NAME.match(name)]
+        if bad:
+            raise ValueError(f"target name {bad[0]!r}: use lower-case letters, digits, '.', '_' and '-'")
+        return value
 
     @field_validator("platform")
     @classmethod

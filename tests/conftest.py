@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import helpers
+from tests import helpers, registry_servers
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +64,27 @@ def airbuild_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     cache.mkdir()
     monkeypatch.setenv("AIRBUILD_CACHE_DIR", str(cache))
     yield cache
+
+
+@pytest.fixture
+def start_registry(tmp_path: Path) -> Iterator:
+    """`start_registry(auth="", tls=None)`: a fresh `docker-registry` on a free loopback port, stopped afterwards."""
+    started: list[registry_servers.Registry] = []
+
+    def start(**kwargs) -> registry_servers.Registry:
+        registry = registry_servers.start_registry(tmp_path / f"registry-{len(started)}", **kwargs)
+        started.append(registry)
+        return registry
+
+    yield start
+    for registry in started:
+        registry.stop()
+
+
+@pytest.fixture
+def token_server(tmp_path: Path) -> Iterator[registry_servers.TokenServer]:
+    """A registry token server (RS256 JWTs) on loopback; `auth_config()` is the registry's `auth:` section."""
+    (tmp_path / "token").mkdir()
+    server = registry_servers.TokenServer(tmp_path / "token").start()
+    yield server
+    server.stop()

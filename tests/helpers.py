@@ -27,8 +27,9 @@ def run(
     cwd: str | os.PathLike | None = None,
     env: Mapping[str, str] | None = None,
     check: bool = True,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run cmd with text output captured; env is added to the current environment."""
+    """Run cmd with text output captured; env is added to the current environment; `input` goes to stdin."""
     argv = [os.fspath(c) for c in cmd]
     proc = subprocess.run(
         argv,
@@ -36,7 +37,8 @@ def run(
         env=None if env is None else {**os.environ, **env},
         capture_output=True,
         text=True,
-        stdin=subprocess.DEVNULL,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
     )
     if check and proc.returncode != 0:
         raise CommandFailed(proc.returncode, shlex.join(argv), proc.stdout, proc.stderr)
@@ -48,9 +50,11 @@ def run_cli(
     cwd: str | os.PathLike | None = None,
     env: Mapping[str, str] | None = None,
     check: bool = True,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python3 -m builder ARGS` with the interpreter running the tests."""
-    return run([sys.executable, "-m", "builder", *args], cwd=cwd, env=env, check=check)
+    """Run `python3 -m builder ARGS` with the interpreter running the tests, on this checkout's code."""
+    return run([sys.executable, "-m", "builder", *args], cwd=cwd, env={"PYTHONPATH": str(REPO), **(env or {})},
+               check=check, input=input)
 
 
 def docker(*args: str | os.PathLike, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -57,6 +57,7 @@ def test_run_cli_passes_args_cwd_and_env(tmp_path: Path) -> None:
     # only the helper's plumbing, whatever state the CLI is in.
     fake = tmp_path / "builder"
     fake.mkdir()
+    (fake / "__init__.py").write_text("")  # a regular package: a namespace one would lose to PYTHONPATH's
     (fake / "__main__.py").write_text(
         "import os, sys\n"
         "print(sys.argv[1:], os.getcwd(), os.environ['PROBE'])\n"

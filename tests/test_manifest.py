@@ -66,8 +66,11 @@ def test_unknown_rule_name_lists_the_known_ones(tmp_path):
     assert "no rule named 'nonesuch'" in proc.stderr and "project-files" in proc.stderr
 
 
-def test_registry_base_is_a_clear_error_until_pulling_lands(tmp_path):
-    (tmp_path / "Dockerfile").write_text("FROM quay.io/astronomer/astro-runtime:12.1.0\n")
-    proc = run_cli(["build", tmp_path], check=False)
-    assert proc.returncode == 2
-    assert "registry reference" in proc.stderr and "--base" in proc.stderr
+def test_unreachable_registry_base_is_a_clear_error(tmp_path):
+    from tests.registry_servers import free_port
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    (tmp_path / "Dockerfile").write_text(f"FROM {address}/astronomer/astro-runtime:12.1.0\n")
+    proc = run_cli(["build", tmp_path], check=False, env={"AIRBUILD_REGISTRY_RETRIES": "2"})
+    assert proc.returncode == 1
+    assert address in proc.stderr and "gave up after 2 attempts" in proc.stderr

@@ -1,0 +1,137 @@
+"""Pull an image into the store: tag -> manifest (an index resolved to the platform's) -> config, layers.
+
+Every manifest and blob is checked against its digest before it is kept. A manifest is
+itself a store blob, so a digest-pinned reference whose blobs are all in the store needs
+no network; a tag costs one HEAD request when the store already has what it points at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import httpx
+
+from builder.errors import InputError
+from builder.oci import DOCKER_LIST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, Platform
+from builder.registry.auth import repository_scope
+from builder.registry.blob_sources import BlobSources
+from builder.registry.client import RegistryClient, RegistryError, Transient
+from builder.registry.reference import Reference
+from builder.store import Store
+
+MANIFEST_TYPES = (MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, DOCKER_LIST_MEDIA_TYPE)
+ACCEPT = ", ".join(MANIFEST_TYPES)
+INDEX_TYPES = (INDEX_MEDIA_TYPE, DOCKER_LIST_MEDIA_TYPE)
+READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    digest: str           # what the reference resolved to (an index's digest for a multi-platform image)
+    manifest: dict        # the platform's image manifest
+    config_bytes: bytes
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _media_type(data: bytes, header: str | None) -> str:
+    try:
+        declared = json.loads(data).get("mediaType")
+    except (ValueError, AttributeError):
+        declared = None
+    return declared or (header or "").split(";")[0].strip()
+
+
+class Puller:
+    def __init__(self, client: RegistryClient, store: Store):
+        self.client = client
+        self.store = store
+
+    def pull(self, ref: Reference, platform: Platform, layers: bool = True) -> PulledImage:
+        """The image for `platform`, its config and (with `layers`) its layers in the store."""
+        scopes = (repository_scope(ref.repository, "pull"),)
+        digest = ref.digest or self._head(ref, scopes)
+        data = self._manifest(ref, digest, scopes)
+        top = digest or sha256(data)
+        while _media_type(data, None) in INDEX_TYPES:
+            index = json.loads(data)
+            matching = [m for m in index.get("manifests", []) if platform.matches(m.get("platform", {}))]
+            if not matching:
+                found = sorted({"/".join(filter(None, (m.get("platform", {}).get("os"),
+                                                       m.get("platform", {}).get("architecture"),
+                                                       m.get("platform", {}).get("variant"))))
+                                for m in index.get("manifests", [])})
+                raise InputError(f"base image {ref} has no image for {platform} (it has: {', '.join(found)}); "
+                                 "set `platform` in astro.yaml")
+            data = self._manifest(ref, matching[0]["digest"], scopes)
+        manifest = json.loads(data)
+        config = manifest["config"]
+        sources = BlobSources(self.store, ref.registry)
+        for blob in [config, *manifest["layers"]]:
+            if not self.store.has_blob(blob["digest"], blob["size"]) and (layers or blob is config):
+                self._download(ref, blob["digest"], blob["size"], scopes)
+            sources.add(blob["digest"], ref.repository)
+        sources.save()
+        return PulledImage(top, manifest, self.store.read_blob(config["digest"]))
+
+    def _head(self, ref: Reference, scopes) -> str | None:
+        """The digest a tag points at (one HEAD), when the registry says."""
+        response = self.client.request("HEAD", f"/v2/{ref.repository}/manifests/{ref.lookup}", scopes=scopes,
+                                       what=f"looking up {ref}", ok=(200, 404), headers={"Accept": ACCEPT})
+        if response.status_code == 404:
+            raise InputError(f"base image {ref}: not found in the registry (no such repository or tag)")
+        digest = response.headers.get("Docker-Content-Digest")
+        return digest if digest and digest.startswith("sha256:") else None
+
+    def _manifest(self, ref: Reference, digest: str | None, scopes) -> bytes:
+        if digest is not None and self.store.has_blob(digest):
+            return self.store.read_blob(digest)
+        response = self.client.request("GET", f"/v2/{ref.repository}/manifests/{digest or ref.lookup}",
+                                       scopes=scopes, what=f"fetching the manifest of {ref}", ok=(200, 404),
+                                       headers={"Accept": ACCEPT})
+        if response.status_code == 404:
+            raise InputError(f"base image {ref}: manifest {digest or ref.lookup} not found in the registry")
+        data = response.content
+        actual = sha256(data)
+        if digest is not None and actual != digest:
+            raise RegistryError(f"the manifest of {ref} does not match its digest {digest} (got {actual})")
+        self.store.put_blob(data)
+        return data
+
+    def _download(self, ref: Reference, digest: str, size: int, scopes) -> None:
+        what = f"downloading blob {digest} of {ref}"
+
+        def attempt() -> None:
+            url = f"/v2/{ref.repository}/blobs/{digest}"
+            response = self.client.send("GET", url, scopes=scopes, what=what, ok=(200, 307, 302, 303),
+                                        stream=True)
+            if response.is_redirect:  # to the registry's storage: no Authorization there
+                location = response.headers["Location"]
+                response.close()
+                try:
+                    response = self.client.http.send(self.client.http.build_request("GET", location), stream=True)
+                except httpx.TransportError as exc:
+                    raise Transient(f"{type(exc).__name__}: {exc}") from None
+                if response.status_code != 200:
+                    transient = self.client.transient_status(response)
+                    if transient:
+                        raise transient
+                    self.client.fail(what, response)
+            try:
+                with self.store.blob_writer() as blob:
+                    for chunk in response.iter_bytes(READ):
+                        blob.write(chunk)
+                    if blob.digest != digest or blob.size != size:
+                        raise RegistryError(f"{what}: the bytes do not match the digest and size "
+                                            f"({blob.digest}, {blob.size} bytes)")
+                    blob.commit()
+            except httpx.TransportError as exc:
+                raise Transient(f"{type(exc).__name__} while downloading: {exc}") from None
+            finally:
+                response.close()
+
+        self.client.retrying(what, attempt)

@@ -1,0 +1,222 @@
+"""Push an image from the store: each blob the registry lacks, then the manifest by digest and by tag.
+
+Per blob: HEAD (present: skipped); a cross-repository mount when the blob is known in
+another repository of the registry (a 202 answer opens an upload instead); then a
+monolithic PUT for a blob up to the chunk size, else PATCH chunks with Content-Range,
+streamed from disk. An interrupted upload asks the registry how far it got (GET on the
+upload URL) and resumes there; an upload the registry forgot starts again. The manifest
+goes last, PUT once per tag (which also makes it reachable by digest; the registry's
+Docker-Content-Digest must match), so a failed push leaves no tag pointing at a partial image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from builder.errors import InputError
+from builder.registry.auth import repository_scope
+from builder.registry.blob_sources import BlobSources
+from builder.registry.client import RegistryClient, RegistryError, Transient
+from builder.store import Store
+
+ENV_CHUNK = "AIRBUILD_UPLOAD_CHUNK_BYTES"
+DEFAULT_CHUNK = 16 << 20
+READ = 1 << 20
+
+
+@dataclass
+class PushStats:
+    blobs_uploaded: int = 0
+    blobs_skipped: int = 0
+    blobs_mounted: int = 0
+    bytes_uploaded: int = 0          # body bytes sent, retries included
+    uploaded: list[str] = field(default_factory=list)
+
+
+def chunk_size() -> int:
+    raw = os.environ.get(ENV_CHUNK)
+    if raw is None:
+        return DEFAULT_CHUNK
+    if not raw.isdigit() or int(raw) < 1024:
+        raise InputError(f"{ENV_CHUNK} must be a whole number of bytes, at least 1024")
+    return int(raw)
+
+
+def _file_body(path: Path, start: int, length: int, stats: PushStats) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        left = length
+        while left > 0:
+            data = handle.read(min(READ, left))
+            if not data:
+                raise RegistryError(f"blob {path.name} in the store is shorter than expected")
+            left -= len(data)
+            stats.bytes_uploaded += len(data)
+            yield data
+
+
+class Pusher:
+    def __init__(self, client: RegistryClient, store: Store, repository: str):
+        self.client = client
+        self.store = store
+        self.repository = repository
+        self.scopes = (repository_scope(repository, "pull,push"),)
+        self.sources = BlobSources(store, client.registry)
+        self.stats = PushStats()
+        self.chunk = chunk_size()
+
+    @property
+    def name(self) -> str:
+        return f"{self.client.registry}/{self.repository}"
+
+    def push(self, manifest_digest: str, tags: list[str]) -> PushStats:
+        manifest_bytes = self.store.read_blob(manifest_digest)
+        manifest = json.loads(manifest_bytes)
+        blobs = [manifest["config"], *manifest["layers"]]
+        seen = set()
+        try:
+            for blob in blobs:
+                if blob["digest"] not in seen:
+                    seen.add(blob["digest"])
+                    self.push_blob(blob["digest"], blob["size"])
+        finally:
+            self.sources.save()
+        media_type = manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json")
+        for ref in tags or [manifest_digest]:  # a PUT by tag also makes the manifest reachable by its digest
+            self.put_manifest(ref, manifest_bytes, manifest_digest, media_type)
+        return self.stats
+
+    # -- blobs -------------------------------------------------------------------------------------
+
+    def blob_exists(self, digest: str, size: int) -> bool:
+        response = self.client.request("HEAD", f"/v2/{self.repository}/blobs/{digest}", scopes=self.scopes,
+                                       what=f"checking for blob {digest} in {self.name}", ok=(200, 404))
+        return response.status_code == 200 and int(response.headers.get("Content-Length", size)) == size
+
+    def push_blob(self, digest: str, size: int) -> None:
+        path = self.store.blob_path(digest)
+        if not self.store.has_blob(digest, size):
+            raise RegistryError(f"blob {digest} is missing from the store {self.store.root}; build again")
+        if self.blob_exists(digest, size):
+            self.stats.blobs_skipped += 1
+            self.sources.add(digest, self.repository)
+            return
+        location = None
+        for source in self.sources.repositories(digest, self.repository):
+            location = self._mount(digest, source)
+            if location is None:
+                self.stats.blobs_mounted += 1
+                self.sources.add(digest, self.repository)
+                return
+            break
+        self._upload(path, digest, size, location)
+        self.stats.blobs_uploaded += 1
+        self.stats.uploaded.append(digest)
+        self.sources.add(digest, self.repository)
+
+    def _mount(self, digest: str, source: str) -> str | None:
+        """None when mounted; else the upload URL the registry opened instead."""
+        scopes = self.scopes + (repository_scope(source, "pull"),)
+        response = self.client.request("POST", f"/v2/{self.repository}/blobs/uploads/", scopes=scopes,
+                                       params={"mount": digest, "from": source}, ok=(201, 202),
+                                       what=f"mounting blob {digest} from {source} into {self.name}")
+        if response.status_code == 201:
+            return None
+        return self._location(response)
+
+    def _location(self, response: httpx.Response) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            self.client.fail(f"the registry opened an upload to {self.name} without a Location", response)
+        return str(response.url.join(location))
+
+    def _start(self, digest: str) -> str:
+        response = self.client.request("POST", f"/v2/{self.repository}/blobs/uploads/", scopes=self.scopes,
+                                       ok=(202,), what=f"starting the upload of blob {digest} to {self.name}")
+        return self._location(response)
+
+    def _upload(self, path: Path, digest: str, size: int, location: str | None) -> None:
+        what = f"uploading blob {digest} ({size} bytes) to {self.name}"
+        state = {"location": location, "offset": 0}
+
+        def attempt() -> None:
+            if state["location"] is None:
+                state["location"], state["offset"] = self._start(digest), 0
+            elif state["offset"] is None:
+                state["offset"] = self._resume_offset(state["location"])
+                if state["offset"] is None:  # the registry forgot this upload: finished after all, or start again
+                    if self.blob_exists(digest, size):
+                        return
+                    state["location"], state["offset"] = self._start(digest), 0
+            try:
+                if size <= self.chunk and state["offset"] == 0:
+                    self._finish(state["location"], digest, path, 0, size)
+                    return
+                while state["offset"] < size:
+                    end = min(state["offset"] + self.chunk, size)
+                    state["location"], state["offset"] = self._patch(state["location"], path, state["offset"], end,
+                                                                     what)
+                self._finish(state["location"], digest, path, size, 0)
+            except Transient:
+                state["offset"] = None  # ask the registry where to go on from
+                raise
+
+        self.client.retrying(what, attempt)
+
+    def _patch(self, location: str, path: Path, start: int, end: int, what: str) -> tuple[str, int]:
+        response = self.client.send(
+            "PATCH", location, scopes=self.scopes, ok=(202,), what=what,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(end - start),
+                     "Content-Range": f"{start}-{end - 1}"},
+            content=lambda: _file_body(path, start, end - start, self.stats))
+        received = _range_end(response)
+        return self._location(response), (received if received is not None else end)
+
+    def _finish(self, location: str, digest: str, path: Path, start: int, length: int) -> None:
+        """The closing PUT, with the rest of the blob (`length` bytes from `start`) as its body."""
+        url = httpx.URL(location).copy_merge_params({"digest": digest})
+        response = self.client.send(
+            "PUT", str(url), scopes=self.scopes, ok=(201, 204), what=f"completing the upload of blob {digest}",
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)},
+            content=lambda: _file_body(path, start, length, self.stats))
+        got = response.headers.get("Docker-Content-Digest")
+        if got and got != digest:
+            raise RegistryError(f"the registry {self.client.registry} stored blob {digest} as {got}")
+
+    def _resume_offset(self, location: str) -> int | None:
+        """How many bytes of an interrupted upload the registry holds; None if it has forgotten the upload."""
+        response = self.client.request("GET", location, scopes=self.scopes, ok=(204, 200, 404, 400),
+                                       what="asking the registry how far an interrupted upload got")
+        if response.status_code in (404, 400):
+            return None
+        end = _range_end(response)
+        return 0 if end is None else end
+
+    # -- manifests -----------------------------------------------------------------------------------
+
+    def put_manifest(self, ref: str, data: bytes, digest: str, media_type: str) -> None:
+        self.stats.bytes_uploaded += len(data)
+        response = self.client.request("PUT", f"/v2/{self.repository}/manifests/{ref}", scopes=self.scopes,
+                                       ok=(201, 200), content=data, headers={"Content-Type": media_type},
+                                       what=f"putting the manifest {digest} as {self.name}:{ref}")
+        got = response.headers.get("Docker-Content-Digest")
+        if got and got != digest:
+            raise RegistryError(f"the registry {self.client.registry} stored the manifest for {ref} as {got}, "
+                                f"not {digest}")
+
+
+def _range_end(response: httpx.Response) -> int | None:
+    """Bytes received so far from a `Range: 0-N` header (N inclusive)."""
+    value = response.headers.get("Range")
+    if not value or "-" not in value:
+        return None
+    end = value.split("-", 1)[1]
+    if not end.isdigit():
+        return None
+    return 0 if value == "0-0" else int(end) + 1  # "0-0" is also what a registry says of an empty upload
