@@ -335,13 +335,13 @@ def parse_dags(options: BuildOptions):
         return check_dags(prepared.ctx, prepared.plan)
 
 
-def run_tests(options: BuildOptions, pytest_args: list[str]) -> int:
+def run_tests(options: BuildOptions, pytest_args: list[str], to_stderr: bool = False) -> int:
     """`airbuild test`: the project's tests/ with pytest, in the DAG sandbox; pytest's exit code."""
     from builder.dag_check import validation_inputs
     from builder.validate import run_project_tests
 
     with _environment(options) as prepared:
-        return run_project_tests(validation_inputs(prepared.ctx, prepared.plan), pytest_args)
+        return run_project_tests(validation_inputs(prepared.ctx, prepared.plan), pytest_args, to_stderr)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from builder import deploy_record
-from builder.build import BuildOptions, _build_layer, build, prepare
+from builder.build import BuildOptions, _build_layer, build, prepare, run_tests
+from builder.dag_check import ValidationFailed, check_dags
 from builder.dag_syntax import syntax_errors
 from builder.errors import BuildError, InputError
 from builder.image import BuiltImage
@@ -126,15 +127,14 @@ def _refuse_or_warn(problem: str, force: bool, warnings: list[str]) -> None:
     warnings.append(problem + " (deployed with --force)")
 
 
-def _run_pytest(project: Path) -> str | None:
-    """None when the project's tests pass (or there are none); else why not."""
-    if not (project / "tests").is_dir():
+def _run_pytest(options: BuildOptions) -> str | None:
+    """None when the project's tests pass in the DAG sandbox (or there are none); else why not."""
+    if not (options.project / "tests").is_dir():
         return None
-    proc = subprocess.run([sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider"],
-                          cwd=project, stdout=sys.stderr, stderr=sys.stderr)
-    if proc.returncode in (0, 5):  # 5: no tests collected
+    code = run_tests(options, ["-q"], to_stderr=True)  # stdout is for deploy's own result
+    if code in (0, 5):  # 5: no tests collected
         return None
-    return f"the project's tests failed (pytest exit {proc.returncode})"
+    return f"the project's tests failed in the sandbox (pytest exit {code}; pytest must be in requirements.txt)"
 
 
 def deploy(options: DeployOptions) -> DeployResult:
@@ -153,17 +153,17 @@ def deploy(options: DeployOptions) -> DeployResult:
     errors = syntax_errors(project)
     if errors:
         _refuse_or_warn("DAG files do not compile:\n  " + "\n  ".join(errors), options.force, warnings)
-    if options.pytest:
-        options.progress.step("running the project's tests")
-        failed = _run_pytest(project)
-        if failed:
-            _refuse_or_warn(failed, options.force, warnings)
     description = options.description if options.description is not None else git.message
     # CI credentials in AIRBUILD_REGISTRY_* are for the target; a base pulled from the same registry uses them too.
     os.environ.setdefault(docker_config.ENV_REGISTRY, repo.registry)
 
     build_options = BuildOptions(project=project, locked=options.locked, base=options.base,
-                                 progress=options.progress)
+                                 progress=options.progress, force=options.force)
+    if options.pytest:
+        options.progress.step("running the project's tests in the sandbox")
+        failed = _run_pytest(build_options)
+        if failed:
+            _refuse_or_warn(failed, options.force, warnings)
     with open_client(repo.registry, insecure=target.insecure, ca_bundle=options.ca_bundle,
                      env_registry=repo.registry) as client:
         store = Store(default_store_dir())
@@ -171,10 +171,12 @@ def deploy(options: DeployOptions) -> DeployResult:
             if options.dags_only:
                 manifest_digest = _dags_only_image(build_options, store, client, repo, name, target)
             else:
-                result = build(build_options)
+                result = build(build_options)  # validates the DAGs in the sandbox; refuses unless --force
                 manifest_digest = result.manifest_digest
                 if result.lock_changed:
                     warnings.append("astro.lock changed (the base moved): commit it")
+                if result.validation and result.validation["status"] == "failed":
+                    warnings.append("DAG validation failed (deployed with --force)")
             tag = BuiltImage(manifest_digest, 0, "", ()).tag
             tags = [tag] + [t for t in target.tags if t != tag]
             options.progress.step(f"pushing to {repo.name}")
@@ -222,6 +224,13 @@ def _dags_only_image(options: BuildOptions, store: Store, client, repo: Referenc
     layer = planned[0]
     if layer.record is None:
         layer.record = _build_layer(prepared.ctx, layer, options.progress)
+    if options.validate:
+        for env_layer in prepared.plan.layers:  # the DAGs are imported against the local environment layers
+            if env_layer.record is None and not env_layer.step.project_content:
+                env_layer.record = _build_layer(prepared.ctx, env_layer, options.progress)
+        report = check_dags(prepared.ctx, prepared.plan)
+        if report.failed and not options.force:
+            raise ValidationFailed(report)
     prepared.statcache.save()
     return splice_layer(store, remote.manifest, json.loads(remote.config_bytes), layer.record,
                         layer.step.created_by, current)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,8 @@ class SandboxRun:
     timeout_s: float = 3600
 
 
-def run(job: SandboxRun, capture: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `job`; with capture=False its output goes straight to ours."""
+def run(job: SandboxRun, capture: bool = True, stdout_to_stderr: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run `job`; with capture=False its output goes straight to ours (all of it to stderr if asked)."""
     if shutil.which("bwrap") is None:
         raise InputError("no sandbox to import DAGs in: install bubblewrap (`apt-get install bubblewrap`), "
                          "or build with --no-validate")
@@ -49,6 +50,7 @@ def run(job: SandboxRun, capture: bool = True) -> subprocess.CompletedProcess[st
         if capture:
             return subprocess.run(command, capture_output=True, text=True, timeout=job.timeout_s,
                                   stdin=subprocess.DEVNULL)
-        return subprocess.run(command, text=True, timeout=job.timeout_s, stdin=subprocess.DEVNULL)
+        return subprocess.run(command, text=True, timeout=job.timeout_s, stdin=subprocess.DEVNULL,
+                              stdout=sys.stderr if stdout_to_stderr else None)
     except subprocess.TimeoutExpired:
         raise BuildError(f"the sandbox did not finish within {job.timeout_s:.0f} s") from None

@@ -167,13 +167,13 @@ def project_job(inputs: ValidationInputs, argv: list[str], directories: tuple[st
     return SandboxRun(rootfs, argv, mounts, env, workdir=inputs.workdir, timeout_s=timeout_s)
 
 
-def run_project_tests(inputs: ValidationInputs, pytest_args: list[str]) -> int:
+def run_project_tests(inputs: ValidationInputs, pytest_args: list[str], to_stderr: bool = False) -> int:
     """`airbuild test`: the project's tests/ with the image's pytest, in the same sandbox; output streamed."""
     if not (inputs.project / "tests").is_dir():
         raise InputError("the project has no tests/ directory")
     job = project_job(inputs, ["python3", "-m", "pytest", "-p", "no:cacheprovider", "tests", *pytest_args],
                       (*PROJECT_DIRS, "tests"), None, timeout_s=3600)
-    return run(job, capture=False).returncode
+    return run(job, capture=False, stdout_to_stderr=to_stderr).returncode
 
 
 def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> dict:

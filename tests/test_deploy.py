@@ -20,10 +20,13 @@ def deploy(project: Path, *extra: str, env: dict | None = None, check: bool = Tr
     return json.loads(proc.stdout) if check else proc
 
 
-def make_deploy_project(tmp_path: Path, targets: str, *, big_include: int = 0) -> Path:
+def make_deploy_project(tmp_path: Path, targets: str, *, big_include: int = 0, rootfs: Path | None = None) -> Path:
+    """A project on a tiny rootfs (or on `rootfs`, e.g. the Debian base with Python), with `targets`."""
     project = make_project(tmp_path / "app")
-    tiny_rootfs(tmp_path / "rootfs.tar.gz")
-    (project / "astro.yaml").write_text("base:\n  rootfs: ../rootfs.tar.gz\n" + targets)
+    if rootfs is None:
+        tiny_rootfs(tmp_path / "rootfs.tar.gz")
+        rootfs = Path("../rootfs.tar.gz")
+    (project / "astro.yaml").write_text(f"base:\n  rootfs: {rootfs}\n" + targets)
     if big_include:
         (project / "include" / "big.bin").write_bytes(os.urandom(big_include))  # incompressible
     # A DAG of realistic size (about 30 KB, about half of it left by compression): the manifest is small beside the DAG layer.
@@ -117,9 +120,10 @@ def test_target_selection(tmp_path, airbuild_cache, registry):
     assert direct["blobs_uploaded"] >= 4
 
 
-def test_dirty_tree_validation_and_tests_refuse_unless_forced(tmp_path, airbuild_cache, registry):
+def test_dirty_tree_validation_and_tests_refuse_unless_forced(tmp_path, airbuild_cache, registry, debian_rootfs):
     target = f"{registry}/{repo_name()}"
-    project = make_deploy_project(tmp_path, f"targets:\n  prod:\n    registry: {target}\n")
+    project = make_deploy_project(tmp_path, f"targets:\n  prod:\n    registry: {target}\n", rootfs=debian_rootfs)
+    (project / "requirements.txt").write_text("pytest==8.3.5\n")  # --pytest runs the image's pytest
     git(project, "init", "-q")
     git(project, "add", "-A")
     git(project, "commit", "-qm", "Release 1: first DAGs\n\nwith a body")
@@ -144,7 +148,7 @@ def test_dirty_tree_validation_and_tests_refuse_unless_forced(tmp_path, airbuild
     git(project, "add", "-A")
     git(project, "commit", "-qm", "failing test")
     failing = deploy(project, "--pytest", check=False)
-    assert failing.returncode == 2 and "tests failed" in failing.stderr
+    assert failing.returncode == 2 and "tests failed in the sandbox" in failing.stderr
     (project / "tests" / "dags" / "test_dags.py").write_text("def test_passes():\n    assert True\n")
     git(project, "commit", "-qam", "passing test")
     assert deploy(project, "--pytest")["manifest_digest"]
