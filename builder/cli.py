@@ -69,6 +69,22 @@ def make_parser() -> argparse.ArgumentParser:
     _project_args(parse)
     parse.add_argument("--junit", metavar="FILE", type=Path, help="also write a JUnit XML report for CI")
 
+    watch = commands.add_parser(
+        "watch", help="rebuild and validate on every save; optionally load or deploy each good image",
+        description="Watch the project and build on every change: only changed files are re-read, only "
+                    "changed layers rebuilt, only changed DAG files imported (by a sandboxed Airflow kept "
+                    "running). Bursts of writes make one build; changes during a build make the next one. "
+                    "A failing build keeps the last good image. Ctrl-C stops cleanly.")
+    watch.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    watch.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    shipping = watch.add_mutually_exclusive_group()
+    shipping.add_argument("--load", action="store_true", help="docker load each new image")
+    shipping.add_argument("--deploy", metavar="TARGET", help="push each new image to this target of astro.yaml")
+    watch.add_argument("--no-validate", action="store_true", help="do not import the DAGs in the sandbox")
+    watch.add_argument("--json", action="store_true",
+                       help='one JSON object per line: {"event": "build", "manifest_digest", "latency_s", '
+                            '"changed", "rebuilt_layers", "errors", ...}')
+
     test = commands.add_parser(
         "test", help="run the project's tests/ with pytest in the DAG sandbox",
         description="Run pytest (installed in the image: add it to requirements.txt) on the project's tests/, "
@@ -236,6 +252,13 @@ def cmd_parse(args) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
+def cmd_watch(args) -> int:
+    from builder.watch import WatchOptions, watch
+
+    return watch(args.project, WatchOptions(build_options=lambda: _options(args), load=args.load,
+                                            deploy_target=args.deploy, json_lines=args.json))
+
+
 def cmd_test(args) -> int:
     from builder.build import run_tests
 
@@ -367,6 +390,6 @@ def cmd_history(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"build": cmd_build, "parse": cmd_parse, "test": cmd_test, "plan": cmd_plan, "lock": cmd_lock,
+COMMANDS = {"build": cmd_build, "parse": cmd_parse, "test": cmd_test, "watch": cmd_watch, "plan": cmd_plan, "lock": cmd_lock,
             "inspect": cmd_inspect, "deploy": cmd_deploy, "login": cmd_login, "logout": cmd_logout,
             "history": cmd_history}

@@ -9,18 +9,20 @@ files without one, and the duplicate-dag_id check always runs over all results.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import posixpath
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from builder.errors import BuildError, InputError
 from builder.rootfs_cache import chain_id, unpacked
-from builder.sandbox import Mount, SandboxRun, run
+from builder.sandbox import Mount, SandboxRun, Session, run
 from builder.store import LayerRecord, Store
 
 HARNESS_VERSION = "1"
@@ -94,6 +96,8 @@ def validate(inputs: ValidationInputs) -> Report:
                       "environment": sorted(_airflow_environment().items())})
     whole = _hash({"settings": settings, "dags": sorted(inputs.dag_hashes.items())})
     cached_run = inputs.store.get_record("dag-runs", whole)
+    if cached_run is not None and _warm is not None:
+        _warm_session(inputs)  # watch mode: Airflow imports in the background, ready for the next edit
     if cached_run is not None:
         report = _report_from(cached_run, inputs, cached=True)
         report.duration_s = round(time.monotonic() - started, 3)
@@ -176,31 +180,73 @@ def run_project_tests(inputs: ValidationInputs, pytest_args: list[str], to_stder
     return run(job, capture=False, stdout_to_stderr=to_stderr).returncode
 
 
-def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> dict:
+def _harness_work_dir(inputs: ValidationInputs, name: str) -> Path:
+    """A directory holding the rendered harness, mounted at /airbuild in the sandbox."""
     import jinja2
 
-    template = jinja2.Template((TEMPLATES / "dag_harness.py.j2").read_text())
-    work = inputs.store.root / "tmp" / f"{os.getpid()}.validate"
+    work = inputs.store.root / "tmp" / f"{os.getpid()}.{name}"
     work.mkdir(parents=True, exist_ok=True)
+    template = jinja2.Template((TEMPLATES / "dag_harness.py.j2").read_text())
+    (work / "harness.py").write_text(template.render(harness_version=HARNESS_VERSION))
+    return work
+
+
+def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> dict:
+    folder = posixpath.join(inputs.workdir, "dags")
+    request = {"dags_folder": folder, "known": sorted(known), "timeout_s": inputs.limits.timeout_s,
+               "limits": asdict(inputs.limits), "writable": ["/tmp/", "/dev/"], "safe_mode": inputs.safe_mode,
+               "variables": inputs.variables, "connections": inputs.connections}
+    if _warm is not None:
+        return json.loads(_warm_session(inputs).request(json.dumps(request)))
+    work = _harness_work_dir(inputs, "validate")
     try:
-        (work / "harness.py").write_text(template.render(harness_version=HARNESS_VERSION))
-        folder = posixpath.join(inputs.workdir, "dags")
-        request = {"dags_folder": folder, "known": sorted(known), "timeout_s": inputs.limits.timeout_s,
-                   "limits": asdict(inputs.limits), "writable": ["/tmp/", "/dev/"], "safe_mode": inputs.safe_mode,
-                   "variables": inputs.variables, "connections": inputs.connections}
         (work / "request.json").write_text(json.dumps(request))
         timeout = 120 + inputs.limits.timeout_s * (len(inputs.dag_hashes) + 1)
         proc = run(project_job(inputs, ["python3", "/airbuild/harness.py", "/airbuild/request.json"], PROJECT_DIRS,
                                work, timeout))
     finally:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
     try:
         return json.loads(proc.stdout)
     except ValueError:
         raise BuildError(f"the DAG harness failed in the sandbox (exit {proc.returncode}):\n"
                          f"{(proc.stderr.strip() or proc.stdout.strip())[-3000:]}") from None
+
+
+# -- watch mode: one harness per environment, kept running between builds -------------------------
+
+_warm: dict[str, tuple[Session, Path]] | None = None
+
+
+@contextlib.contextmanager
+def warm_harness() -> Iterator[None]:
+    """While active, validations reuse a running harness (Airflow imported once) per environment."""
+    global _warm
+    _warm = {}
+    try:
+        yield
+    finally:
+        sessions, _warm = _warm, None
+        for session, work in sessions.values():
+            session.close()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _warm_session(inputs: ValidationInputs) -> Session:
+    key = _hash({"env": chain_id(inputs.env_layers), "project": str(inputs.project), "workdir": inputs.workdir,
+                 "dirs": [d for d in PROJECT_DIRS if (inputs.project / d).is_dir()]})
+    entry = _warm.get(key)
+    if entry is not None and entry[0].alive():
+        return entry[0]
+    for session, work in _warm.values():  # another environment (requirements changed): its harness goes
+        session.close()
+        shutil.rmtree(work, ignore_errors=True)
+    _warm.clear()
+    work = _harness_work_dir(inputs, f"harness-{key[:12]}")
+    session = Session(project_job(inputs, ["python3", "/airbuild/harness.py", "--serve"], PROJECT_DIRS, work,
+                                  timeout_s=0))
+    _warm[key] = (session, work)
+    return session
 
 
 def _airflow_environment() -> dict[str, str]:

@@ -1,0 +1,182 @@
+"""`airbuild watch`: rebuild (and validate, and optionally load or deploy) on every save.
+
+One process, imports done once, a DAG harness kept running with Airflow imported; file
+events come from watchfiles, grouped until the tree is quiet for `STEP_MS`. Events that
+arrive during a build are gathered by watchfiles meanwhile and make the next build: never
+two at once. A failing build (a broken DAG, a bad astro.yaml) reports and keeps the last
+good image; the next save tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from builder.errors import AirbuildError
+from builder.ignore import IgnoreRules
+from builder.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
+
+STEP_MS = 40           # quiet time that ends a burst of writes
+MAX_BURST_MS = 2000    # a burst never delays a build longer than this
+WAKE_MS = 500          # how often the watcher wakes without events (to notice it started)
+EDITOR_TEMP = ("4913",)
+EDITOR_SUFFIXES = (".swp", ".swx", ".swo", "~", ".tmp")
+# Not in any layer, but they shape the build or its validation.
+ALWAYS_WATCHED = (MANIFEST_NAME, DOCKERIGNORE_NAME, "airflow_settings.yaml")
+
+
+@dataclass
+class WatchOptions:
+    build_options: Callable[[], object]          # fresh BuildOptions for each build
+    load: bool = False
+    deploy_target: str | None = None
+    json_lines: bool = False
+    max_builds: int | None = None                # stop after this many builds (tests, benchmarks)
+    emit: Callable[[dict], None] | None = None
+
+
+@dataclass
+class WatchFilter:
+    project: Path
+    ignore: IgnoreRules = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ignore = IgnoreRules.for_project(self.project)
+
+    def __call__(self, change, path: str) -> bool:
+        rel = os.path.relpath(path, self.project)
+        name = os.path.basename(rel)
+        if rel.startswith(OUTPUT_DIR + os.sep) or rel == OUTPUT_DIR:
+            return False
+        if name in EDITOR_TEMP or name.endswith(EDITOR_SUFFIXES) or name.startswith((".#", "#")):
+            return False
+        if rel in ALWAYS_WATCHED:
+            if rel == DOCKERIGNORE_NAME:
+                self.ignore = IgnoreRules.for_project(self.project)
+            return True
+        return not self.ignore.ignored(rel.replace(os.sep, "/"))
+
+
+def watch(project: Path, options: WatchOptions) -> int:
+    import watchfiles
+
+    from builder.validate import warm_harness
+
+    project = project.resolve()
+    emit = options.emit or (lambda event: _print(event, options.json_lines))
+    builds = 0
+    emit({"event": "start", "project": str(project)})
+    with warm_harness():
+        # The first (empty) yield comes once the file watches are in place: the starting image is built
+        # then, so no save made after its event can be missed.
+        started = False
+        for changes in watchfiles.watch(project, watch_filter=WatchFilter(project), step=STEP_MS,
+                                        debounce=MAX_BURST_MS, rust_timeout=WAKE_MS, yield_on_timeout=True,
+                                        raise_interrupt=False):
+            if started and not changes:
+                continue
+            changed = sorted({os.path.relpath(path, project) for _, path in changes})
+            _build_once(options, changed, _event_time(project, changed) if changed else time.time(), emit)
+            started = True
+            builds += 1
+            if options.max_builds is not None and builds >= options.max_builds:
+                break
+    emit({"event": "stop"})
+    return 0
+
+
+def _event_time(project: Path, changed: list[str]) -> float:
+    """When the newest change was written (its mtime), so latency counts from the save itself."""
+    times = []
+    for rel in changed:
+        try:
+            times.append(os.stat(project / rel).st_mtime)
+        except FileNotFoundError:
+            pass
+    return max(times) if times else time.time()
+
+
+def _build_once(options: WatchOptions, changed: list[str], event_time: float, emit) -> None:
+    from builder.build import build
+
+    build_options = options.build_options()
+    if options.load:
+        build_options.archive = build_options.project.resolve() / OUTPUT_DIR / "watch-image.tar"
+    try:
+        result = build(build_options)
+    except AirbuildError as exc:
+        report = getattr(exc, "report", None)
+        emit({"event": "error", "changed": changed, "error": exc.render(),
+              "errors": _validation_errors(report.to_json()) if report is not None else [],
+              "latency_s": round(time.time() - event_time, 4)})
+        return
+    digest = result.manifest_digest
+    latency = round(time.time() - event_time, 4)
+    event = {"event": "build", "manifest_digest": digest, "tag": result.tag, "latency_s": latency,
+             "changed": changed, "rebuilt_layers": [l.rule for l in result.layers if not l.cached],
+             "errors": _validation_errors(result.validation) if result.validation else [],
+             "validation": (result.validation or {}).get("status", "off")}
+    try:
+        if options.load:
+            event["loaded"] = _load(result)
+        if options.deploy_target:
+            event["deployed"] = _deploy(build_options, options.deploy_target)
+    except AirbuildError as exc:
+        event["errors"].append({"file": None, "kind": "ship", "message": exc.render()})
+    emit(event)
+
+
+def _validation_errors(report: dict) -> list[dict]:
+    errors = [{"file": f["file"], "kind": e["kind"], "message": e["message"]}
+              for f in report.get("files", []) if not f.get("allowed_to_fail") for e in f["errors"]]
+    errors += [{"file": ", ".join(d["files"]), "kind": "duplicate_dag_id", "message": d["dag_id"]}
+               for d in report.get("duplicates", [])]
+    if report.get("reason") and report.get("status") == "failed":
+        errors.append({"file": None, "kind": "environment", "message": report["reason"]})
+    return errors
+
+
+def _load(result) -> str:
+    """`docker load` the new image from the archive the build wrote."""
+    import subprocess
+
+    from builder.errors import BuildError
+
+    proc = subprocess.run(["docker", "load", "-i", result.archive], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"docker load failed: {proc.stderr.strip()}")
+    return f"{result.image_name}:{result.tag}"
+
+
+def _deploy(build_options, target: str) -> str:
+    from builder.deploy import DeployOptions, deploy
+
+    # A developer's tree is dirty by nature while watching: the git check is waived (force).
+    outcome = deploy(DeployOptions(project=build_options.project, target=target, force=True,
+                                   base=build_options.base, progress=build_options.progress))
+    return outcome.reference
+
+
+def _print(event: dict, json_lines: bool) -> None:
+    if json_lines:
+        print(json.dumps(event), flush=True)
+        return
+    kind = event["event"]
+    stamp = time.strftime("%H:%M:%S")
+    if kind == "start":
+        print(f"[{stamp}] watching {event['project']} (Ctrl-C to stop)", flush=True)
+    elif kind == "build":
+        rebuilt = ", ".join(event["rebuilt_layers"]) or "nothing"
+        state = "DAG errors: " + "; ".join(f"{e['file']}: {e['message']}" for e in event["errors"]) \
+            if event["errors"] else f"DAGs {event['validation']}"
+        print(f"[{stamp}] {event['tag']} in {event['latency_s'] * 1000:.0f} ms  rebuilt: {rebuilt}  {state}",
+              flush=True)
+    elif kind == "error":
+        print(f"[{stamp}] build failed, keeping the last good image: {event['error']}", file=sys.stderr, flush=True)
+    elif kind == "stop":
+        print(f"[{stamp}] stopped", flush=True)
