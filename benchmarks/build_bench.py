@@ -329,14 +329,22 @@ def bench_buildkit(docker: Docker, template: Path, work: Path, base: Path, repea
     }
 
 
-def run_buildkit(template: Path, work: Path, base: Path, repeat: int) -> tuple[dict | None, str | None]:
-    """BuildKit's numbers, or None and why they are missing."""
+def usable_buildkit_client() -> tuple[str | None, str | None]:
+    """(a docker CLI that can run BuildKit builds against a reachable daemon, None) or (None, why not)."""
     client = buildkit_client()
     if client is None:
         return None, "no docker CLI on PATH can run BuildKit builds (no buildx plugin, CLI >= 23)"
     info = subprocess.run([client, "info"], capture_output=True, text=True)
     if info.returncode != 0:
         return None, f"`docker info` failed: {info.stderr.strip()[-500:]}"
+    return client, None
+
+
+def run_buildkit(template: Path, work: Path, base: Path, repeat: int) -> tuple[dict | None, str | None]:
+    """BuildKit's numbers, or None and why they are missing."""
+    client, missing = usable_buildkit_client()
+    if client is None:
+        return None, missing
     (work / "Dockerfile.buildkit").write_text(BUILDKIT_DOCKERFILE)
     docker = Docker(client, work / "Dockerfile.buildkit", work / "buildkit.iid")
     try:

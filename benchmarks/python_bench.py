@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from build_bench import (  # noqa: E402  (the sibling module, found through the path above)
-    DAG_TEMPLATE, OWNER, REPO, TOP_LEVEL, WORKDIR, Docker, buildkit_client, debian_rootfs, log, spread, timed,
-    tiny_project,
+    DAG_TEMPLATE, OWNER, REPO, TOP_LEVEL, WORKDIR, Docker, debian_rootfs, log, spread, timed,
+    tiny_project, usable_buildkit_client,
 )
 
 # Pins that resolve for CPython 3.11 on linux x86_64 without Airflow's constraints file.
@@ -280,12 +280,9 @@ def bench_buildkit(docker: PipDocker, template: Path, work: Path, base: Path, re
 
 
 def run_buildkit(template: Path, work: Path, repeat: int, no_compile: bool) -> tuple[dict | None, str | None]:
-    client = buildkit_client()
+    client, missing = usable_buildkit_client()
     if client is None:
-        return None, "no docker CLI on PATH can run BuildKit builds (no buildx plugin, CLI >= 23)"
-    info = subprocess.run([client, "info"], capture_output=True, text=True)
-    if info.returncode != 0:
-        return None, f"`docker info` failed: {info.stderr.strip()[-500:]}"
+        return None, missing
     base = debian_rootfs("python3-pip")
     ca_bundle = host_ca_bundle()
     (work / "Dockerfile.buildkit").write_text(buildkit_dockerfile(no_compile, ca_bundle is not None))
