@@ -175,7 +175,7 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
     if manifest.owner is not None:
         owner = resolve_owner(manifest.owner.user, manifest.owner.group, base, store, "owner")
     else:
-        owner = resolve_owner(initial.user.split(":")[0] or None, 0, base, store, f"the base image's USER")
+        owner = resolve_owner(initial.user.split(":")[0] or None, 0, base, store, "the base image's USER")
 
     options.progress.step("hashing project files")
     statcache = StatCache(output_dir / "statcache.json")

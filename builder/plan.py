@@ -6,7 +6,6 @@ layer mtime). A key found in the store is reused without reading or writing laye
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field

@@ -81,7 +81,7 @@ def detect_python(base: BaseImage, store: Store, platform: Platform) -> PythonTa
 def installed_distributions(base: BaseImage, store: Store, target: PythonTarget) -> dict[str, str]:
     """Normalised name -> version of what the base's Python already has, in any of its site directories."""
     minor = target.version[1]
-    roots = (f"usr/lib/python3/dist-packages/", f"usr/lib/python3.{minor}/site-packages/",
+    roots = ("usr/lib/python3/dist-packages/", f"usr/lib/python3.{minor}/site-packages/",
              f"usr/local/lib/python3.{minor}/dist-packages/", f"usr/local/lib/python3.{minor}/site-packages/",
              target.site_packages.strip("/") + "/")
 

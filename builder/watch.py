@@ -36,8 +36,6 @@ class WatchOptions:
     load: bool = False
     deploy_target: str | None = None
     json_lines: bool = False
-    max_builds: int | None = None                # stop after this many builds (tests, benchmarks)
-    emit: Callable[[dict], None] | None = None
 
 
 @dataclass
@@ -68,8 +66,9 @@ def watch(project: Path, options: WatchOptions) -> int:
     from builder.validate import warm_harness
 
     project = project.resolve()
-    emit = options.emit or (lambda event: _print(event, options.json_lines))
-    builds = 0
+    def emit(event: dict) -> None:
+        _print(event, options.json_lines)
+
     emit({"event": "start", "project": str(project)})
     with warm_harness():
         # The first (empty) yield comes once the file watches are in place: the starting image is built
@@ -83,9 +82,6 @@ def watch(project: Path, options: WatchOptions) -> int:
             changed = sorted({os.path.relpath(path, project) for _, path in changes})
             _build_once(options, changed, _event_time(project, changed) if changed else time.time(), emit)
             started = True
-            builds += 1
-            if options.max_builds is not None and builds >= options.max_builds:
-                break
     emit({"event": "stop"})
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run, run_cli, tool
+from tests.helpers import run, run_cli, tool
 from tests.projects import make_project, set_age
 
 

@@ -7,7 +7,6 @@ import hashlib
 import http.server
 import io
 import json
-import shutil
 import threading
 import zipfile
 from pathlib import Path
