@@ -81,7 +81,10 @@ class BuildResult:
     notes: list[str] = field(default_factory=list)  # what the user should know (skipped scripts...)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        # Shallow (the validation report is already plain data): asdict would deep-copy it on every call.
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["layers"] = [dataclasses.asdict(layer) for layer in self.layers]
+        return out
 
 
 @dataclass

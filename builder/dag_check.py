@@ -38,8 +38,18 @@ def check_dags(ctx: BuildContext, plan: Plan) -> Report:
     return validate(inputs)
 
 
+_environment_checked: dict[str, str | None] = {}  # layer chain -> _without_airflow's answer, for this process
+
+
 def _without_airflow(ctx: BuildContext, env_layers: list) -> str | None:
     """Why DAGs cannot be imported against this image (read from its files), or None."""
+    chain = "|".join(layer.diff_id for layer in env_layers)
+    if chain not in _environment_checked:
+        _environment_checked[chain] = _check_environment(ctx, env_layers)
+    return _environment_checked[chain]
+
+
+def _check_environment(ctx: BuildContext, env_layers: list) -> str | None:
     image = dataclasses.replace(ctx.base, layers=tuple(env_layers))
     try:
         target = detect_python(image, ctx.store, ctx.platform)

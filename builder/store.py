@@ -143,7 +143,9 @@ class Store:
             return None
 
     def put_record(self, kind: str, name: str, value: dict) -> None:
-        atomic_write_bytes(self.root / kind / f"{name}.json", json.dumps(value, sort_keys=True).encode())
+        # Records are caches: a torn one after a crash reads as missing (get_record), so no fsync.
+        atomic_write_bytes(self.root / kind / f"{name}.json", json.dumps(value, sort_keys=True).encode(),
+                           fsync=False)
 
     # -- housekeeping ------------------------------------------------------------------
 

@@ -67,7 +67,10 @@ class Report:
         return self.status == "failed"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies every nested value, which a watch build pays for each save.
+        return {"status": self.status, "reason": self.reason, "airflow_version": self.airflow_version,
+                "files": [dict(vars(f)) for f in self.files], "duplicates": self.duplicates,
+                "imported": self.imported, "duration_s": self.duration_s}
 
 
 @dataclass
@@ -103,7 +106,7 @@ def validate(inputs: ValidationInputs) -> Report:
         report.duration_s = round(time.monotonic() - started, 3)
         return report
 
-    known = {rel: inputs.store.get_record("dag-results", _file_key(settings, rel, digest))
+    known = {rel: _stored_result(inputs.store, _file_key(settings, rel, digest))
              for rel, digest in inputs.dag_hashes.items()}
     known = {rel: result for rel, result in known.items() if result is not None}
     outcome = _run_harness(inputs, known)
@@ -121,7 +124,9 @@ def validate(inputs: ValidationInputs) -> Report:
         results[rel] = result
         digest = inputs.dag_hashes.get(rel)
         if digest is not None:
-            inputs.store.put_record("dag-results", _file_key(settings, rel, digest), result)
+            key = _file_key(settings, rel, digest)
+            inputs.store.put_record("dag-results", key, result)
+            _results_seen[key] = result
     run_record = {"airflow_version": outcome["airflow_version"], "results": results,
                   "imported": len(outcome["results"])}
     inputs.store.put_record("dag-runs", whole, run_record)
@@ -266,6 +271,18 @@ def _support_hash(project: Path) -> str:
     for ignore in sorted((project / "dags").rglob(".airflowignore")):
         h.update(ignore.read_bytes())
     return h.hexdigest()
+
+
+_results_seen: dict[str, dict] = {}  # file key -> result, for this process (watch asks again on every save)
+
+
+def _stored_result(store: Store, key: str) -> dict | None:
+    result = _results_seen.get(key)
+    if result is None:
+        result = store.get_record("dag-results", key)
+        if result is not None:
+            _results_seen[key] = result
+    return result
 
 
 def _file_key(settings: str, rel: str, digest: str) -> str:

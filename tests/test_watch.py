@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -126,13 +127,20 @@ def test_broken_dag_keeps_the_last_good_image_and_requirements_rebuild(tmp_path,
     index = json.loads((project / ".airbuild" / "image" / "index.json").read_text())
     assert index["manifests"][0]["digest"] == good["manifest_digest"], "the last good image stays"
 
-    (project / "dags" / "half.py").write_text((SAMPLES / "good.py").read_text().replace('"good"', '"whole"'))
+    # Unique content: the shared test store keeps layers from earlier runs.
+    (project / "dags" / "half.py").write_text((SAMPLES / "good.py").read_text().replace('"good"', '"whole"')
+                                              + f"# run {uuid.uuid4().hex}\n")
     fixed = watcher.next_build()
     assert fixed["event"] == "build" and fixed["errors"] == [] and fixed["rebuilt_layers"] == ["dags"]
 
+    def python_layer() -> str:
+        record = json.loads((project / ".airbuild" / "build.json").read_text())
+        return next(l["digest"] for l in record["layers"] if l["rule"] == "python-requirements")
+
+    before = python_layer()
     (project / "requirements.txt").write_text(AIRFLOW_3 + "tabulate==0.9.0\n")
     upgraded = watcher.next_build(timeout=600)
-    assert upgraded["event"] == "build", upgraded
-    assert "python-requirements" in upgraded["rebuilt_layers"] and upgraded["validation"] == "ok"
+    assert upgraded["event"] == "build" and upgraded["changed"] == ["requirements.txt"], upgraded
+    assert python_layer() != before and upgraded["validation"] == "ok", "a new Python layer, validated against"
     assert watcher.stop() in (0, 130)
     assert harness_processes() == [], "the warm harness stops with watch"
