@@ -1,6 +1,8 @@
-"""The `dockerfile` action: the Dockerfile's instructions after FROM, natively.
+"""The `dockerfile` action: the Dockerfile's instructions after FROM.
 
-Config instructions change the image config; each COPY becomes a layer of project files.
+Config instructions change the image config natively; each COPY becomes a layer of project
+files; consecutive RUNs (with the config instructions between them) become one segment that
+BuildKit runs, a layer per RUN (builder/action_run.py), unless the backend is `native`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import posixpath
 import re
 
 from builder.action_files import complete_parents, layer_items
+from builder.build_secrets import check_secrets
 from builder.container_config import ContainerConfig
-from builder.dockerfile_parse import Instruction, expand, pairs, parse_arg, unquote
+from builder.dockerfile_parse import Instruction, check_instruction, expand, pairs, parse_arg, unquote
 from builder.errors import InputError
 from builder.ignore import compile_pattern
 from builder.layer_tar import LayerItem
@@ -24,28 +27,62 @@ _GLOB = re.compile(r"[*?\[]")
 
 
 def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
+    from builder.action_run import run_step
+    from builder.run_segment import RunSegment
+
     args: dict[str, str] = {}
     steps: list[Step] = []
     path = ctx.dockerfile.path
+    segment: RunSegment | None = None
+    if ctx.secrets:
+        check_secrets(ctx)
     for inst in ctx.dockerfile.instructions:
+        check_instruction(inst, path, ctx.backend)
         variables = {**args, **config.env_dict()}
         try:
+            if inst.keyword == "RUN":
+                if segment is None:
+                    segment = RunSegment(ctx, rule, config, dict(args))
+                segment.add(inst)
+                steps.append(run_step(segment, rule, ctx, config, args, inst))
+                continue
             if inst.keyword == "COPY":
+                segment = _finish(segment)
                 steps.append(_copy(rule, ctx, config, inst, variables))
                 continue
-            config = _apply(inst, config, args, variables)
+            config = _apply(inst, config, args, variables, ctx)
         except InputError as exc:
             raise InputError(exc.message, path=path, line=inst.line) from None
+        if segment is not None:
+            segment.add(inst)
         if inst.keyword not in ("ARG", "MAINTAINER"):
             steps.append(ConfigStep(rule.name, inst.original))
+    _finish(segment)
     return ActionResult(steps, config)
 
 
-def _apply(inst: Instruction, config: ContainerConfig, args: dict[str, str], variables: dict[str, str]) -> ContainerConfig:
+def _finish(segment) -> None:
+    if segment is not None:
+        segment.finish()
+    return None
+
+
+def _apply(inst: Instruction, config: ContainerConfig, args: dict[str, str], variables: dict[str, str],
+           ctx: BuildContext) -> ContainerConfig:
     keyword = inst.keyword
-    if keyword == "ARG":
+    if keyword == "ARG":  # a build arg wins; a bare ARG takes the global ARG's value, as Docker does
+        inherited = dict(ctx.dockerfile.global_args)
         for name, default in parse_arg(inst):
-            args.setdefault(name, expand(default or "", variables))
+            if name in ctx.build_args:
+                args[name] = ctx.build_args[name]
+            elif default is not None:
+                args[name] = expand(default, variables)
+            else:
+                args.setdefault(name, inherited.get(name, ""))
+    elif keyword == "SHELL":
+        shell = ("Shell", list(inst.args))
+        config = dataclasses.replace(config, extra=tuple(sorted([*(i for i in config.extra if i[0] != "Shell"),
+                                                                 shell])))
     elif keyword == "ENV":
         for key, value in pairs(inst, variables):
             config = config.with_env(key, value)
