@@ -84,9 +84,11 @@ class EngineClient:
     def save(self, image: str, output: Path) -> None:
         from python_on_whales.exceptions import DockerException
 
+        from python_on_whales.utils import run
+
         self._count()
-        try:
-            self.docker.image.save(image, output=output)
+        try:  # not docker.image.save(): it inspects the image first, one more call
+            run(self.docker.client_config.docker_cmd + ["image", "save", "--output", str(output), image])
         except DockerException as exc:
             raise BuildError(f"docker save of the image BuildKit built failed: {_tail(exc)}") from None
 

@@ -3,9 +3,10 @@
 Astro applies a Dockerfile's own instructions after its ONBUILD `COPY . .`, so a RUN may use
 project files (`pip install ./include/mypkg`, `sh include/setup.sh`). A word that names a path
 of the project (relative to the RUN's working directory, or absolute under the project's
-workdir in the image) makes that file, or that directory and everything under it, visible
-to the RUN: in its key and in the filesystem it runs on. `.` (or the workdir itself) is the
-whole project.
+workdir in the image) makes files visible to the RUN, in its key and in the filesystem it runs
+on: a directory with everything under it; a file with the rest of its directory (a script or a
+requirements file usually reads its neighbours), or alone at the project's top level. `.` (or
+the workdir itself) is the whole project.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def _select(tree: ProjectTree, relative: str) -> dict[str, Entry]:
         roots = [relative] if relative in tree.entries else []
     chosen: dict[str, Entry] = {}
     for root in roots:
+        if tree.entries[root].kind != "dir" and "/" in root:
+            root = posixpath.dirname(root)
         chosen[root] = tree.entries[root]
         if tree.entries[root].kind == "dir":
             chosen.update((e.relpath, e) for e in tree.select(root, None))
