@@ -5,8 +5,8 @@
   long names and extended attributes (`security.capability`...);
 - whiteouts (`.wh.NAME`, `.wh..wh..opq`) kept: they delete files of the layers below;
 - volatile files dropped: logs, apt lists and caches, other tools' caches (VOLATILE);
-- `/etc/shadow` password-change days after SOURCE_DATE_EPOCH clamped to it (empty at 0,
-  which disables ageing, as shadow's own SOURCE_DATE_EPOCH support does);
+- `/etc/shadow` password-change days the RUN wrote (today's) clamped to SOURCE_DATE_EPOCH's
+  (empty at 0, which disables ageing, as shadow's own SOURCE_DATE_EPOCH support does);
 - `.pyc` files compiled from a source in the same layer record the source's clamped mtime,
   so they stay valid.
 
@@ -21,6 +21,7 @@ import posixpath
 import re
 import shutil
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterable
@@ -139,7 +140,9 @@ def _drop_dangling_hardlinks(state: _State) -> None:
 
 
 def _fix_shadow(state: _State) -> None:
+    """Days the RUN wrote (today's, or yesterday's across midnight) become SOURCE_DATE_EPOCH's day."""
     day = state.epoch // 86400
+    written = time.time() // 86400 - 1
     for path in SHADOW:
         item = state.items.get(path)
         if item is None or item.kind != "file":
@@ -147,7 +150,7 @@ def _fix_shadow(state: _State) -> None:
         lines = Path(item.source).read_bytes().split(b"\n")
         for n, line in enumerate(lines):
             fields = line.split(b":")
-            if len(fields) > 2 and fields[2].isdigit() and int(fields[2]) > day:
+            if len(fields) > 2 and fields[2].isdigit() and int(fields[2]) > day and int(fields[2]) >= written:
                 fields[2] = str(day).encode() if day else b""
                 lines[n] = b":".join(fields)
         body = state.body()
