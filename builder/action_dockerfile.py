@@ -2,7 +2,8 @@
 
 Config instructions change the image config natively; each COPY becomes a layer of project
 files; consecutive RUNs (with the config instructions between them) become one segment that
-BuildKit runs, a layer per RUN (builder/action_run.py), unless the backend is `native`.
+BuildKit runs, a layer per RUN (builder/action_run.py), unless the backend is `native`. With the
+`buildkit` backend, COPY joins the segment too: BuildKit makes every layer of the Dockerfile.
 """
 
 from __future__ import annotations
@@ -27,24 +28,24 @@ _GLOB = re.compile(r"[*?\[]")
 
 
 def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
-    from builder.action_run import run_step
-    from builder.run_segment import RunSegment
+    from builder.action_run import engine_step
+    from builder.engine_segment import EngineSegment
 
     args: dict[str, str] = {}
     steps: list[Step] = []
     path = ctx.dockerfile.path
-    segment: RunSegment | None = None
+    segment: EngineSegment | None = None
     if ctx.secrets:
         check_secrets(ctx)
     for inst in ctx.dockerfile.instructions:
         check_instruction(inst, path, ctx.backend)
         variables = {**args, **config.env_dict()}
         try:
-            if inst.keyword == "RUN":
+            if inst.keyword == "RUN" or (inst.keyword == "COPY" and ctx.backend == "buildkit"):
                 if segment is None:
-                    segment = RunSegment(ctx, rule, config, dict(args))
+                    segment = EngineSegment(ctx, rule, config, dict(args))
                 segment.add(inst)
-                steps.append(run_step(segment, rule, ctx, config, args, inst))
+                steps.append(engine_step(segment, rule, ctx, config, args, inst, variables))
                 continue
             if inst.keyword == "COPY":
                 segment = _finish(segment)
@@ -115,11 +116,8 @@ def _single(inst: Instruction) -> str:
 
 def _copy(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, inst: Instruction,
           variables: dict[str, str]) -> LayerStep:
-    *sources, dest = [expand(a, variables) for a in inst.args]
+    sources, dest_abs, selections, all_entries = copy_sources(ctx, config, inst, variables)
     workdir = config.workdir or "/"
-    dest_abs = posixpath.join(workdir, dest)
-    into_dir = dest.endswith("/") or len(sources) > 1
-
     chown = inst.flag("chown")
     owner = resolve_owner(expand(chown, variables), None, ctx.base, ctx.store, f"COPY --chown={chown}") if chown \
         else resolve_owner(None, None, ctx.base, ctx.store, "COPY")
@@ -128,24 +126,6 @@ def _copy(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, inst: Inst
         chmod = int(chmod_text, 8) if chmod_text else None
     except ValueError:
         raise InputError(f"COPY --chmod={chmod_text}: expected an octal mode such as 0644") from None
-
-    selections: list[tuple[list[Entry], str | None, str]] = []  # (entries, the dir copied or None, target)
-    for source in sources:
-        matches = _match(ctx, source)
-        if not matches:
-            raise InputError(f"COPY source {source!r} is not in the build context (missing, or excluded by "
-                             ".dockerignore)")
-        for entry in matches:
-            if entry.kind == "dir":
-                base = "" if entry.relpath == "." else entry.relpath
-                inner = [e for e in ctx.tree.select(base or ".", None) if e.relpath != entry.relpath]
-                selections.append((inner, base, dest_abs))
-            else:
-                single = not into_dir and len(matches) == 1
-                target = dest_abs if single else posixpath.join(dest_abs, posixpath.basename(entry.relpath))
-                selections.append(([entry], None, target))
-    all_entries = sorted({e.relpath: e for entries, _, _ in selections for e in entries}.values(),
-                         key=lambda e: e.relpath)
 
     def make_items() -> list[LayerItem]:
         items: dict[str, LayerItem] = {}
@@ -168,6 +148,31 @@ def _copy(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, inst: Inst
         make_items=make_items,
         created_by=inst.original,
     )
+
+
+def copy_sources(ctx: BuildContext, config: ContainerConfig, inst: Instruction, variables: dict[str, str]):
+    """(sources, absolute destination, [(entries, the directory copied or None, target)], every entry taken)."""
+    *sources, dest = [expand(a, variables) for a in inst.args]
+    dest_abs = posixpath.join(config.workdir or "/", dest)
+    into_dir = dest.endswith("/") or len(sources) > 1
+    selections: list[tuple[list[Entry], str | None, str]] = []  # (entries, the dir copied or None, target)
+    for source in sources:
+        matches = _match(ctx, source)
+        if not matches:
+            raise InputError(f"COPY source {source!r} is not in the build context (missing, or excluded by "
+                             ".dockerignore)")
+        for entry in matches:
+            if entry.kind == "dir":
+                base = "" if entry.relpath == "." else entry.relpath
+                inner = [e for e in ctx.tree.select(base or ".", None) if e.relpath != entry.relpath]
+                selections.append((inner, base, dest_abs))
+            else:
+                single = not into_dir and len(matches) == 1
+                target = dest_abs if single else posixpath.join(dest_abs, posixpath.basename(entry.relpath))
+                selections.append(([entry], None, target))
+    all_entries = sorted({e.relpath: e for entries, _, _ in selections for e in entries}.values(),
+                         key=lambda e: e.relpath)
+    return sources, dest_abs, selections, all_entries
 
 
 def _match(ctx: BuildContext, source: str) -> list[Entry]:

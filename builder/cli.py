@@ -49,7 +49,8 @@ def _project_args(parser: argparse.ArgumentParser) -> None:
 def _engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("auto", "native", "buildkit"),
                         help="how the Dockerfile's instructions are built (default: astro.yaml's `backend`, else "
-                             "auto): auto runs RUN in BuildKit and everything else natively; native refuses RUN")
+                             "auto): auto runs RUN in BuildKit and everything else natively; buildkit also its "
+                             "COPY; native refuses RUN")
     parser.add_argument("--build-arg", metavar="NAME[=VALUE]", action="append", default=[],
                         help="a value for the Dockerfile's ARG NAME (repeatable; NAME alone takes it from the "
                              "environment), over astro.yaml's build_args")

@@ -108,7 +108,13 @@ def check_instruction(inst: Instruction, path: Path, backend: str) -> None:
                          f"{', '.join(sorted(NATIVE | RUNS_A_COMMAND))} and FROM.", path=path, line=inst.line)
     if inst.keyword == "SHELL" and not inst.json_form:
         raise InputError('SHELL takes a JSON array, e.g. SHELL ["/bin/bash", "-c"]', path=path, line=inst.line)
-    if inst.keyword == "COPY":
+    if inst.keyword == "COPY" and backend == "buildkit":  # BuildKit reads the flags; one stage only
+        if inst.flag("from") is not None:
+            raise InputError("COPY --from needs a multi-stage build, which is not supported yet", path=path,
+                             line=inst.line)
+        if len(inst.args) < 2 or inst.heredoc:
+            raise InputError("COPY needs at least one source and a destination", path=path, line=inst.line)
+    elif inst.keyword == "COPY":
         if inst.heredoc:
             raise InputError("COPY with a here-document is not supported natively yet", path=path, line=inst.line)
         unsupported = [f for f in inst.flags if not f.startswith(("--chown=", "--chmod="))]

@@ -56,7 +56,7 @@ def print_build(result: dict[str, Any]) -> None:
     engine = result.get("engine")
     if engine:
         print(f"engine    {engine['description'] or 'BuildKit (not reached)'}: {engine['builds']} build(s), "
-              f"{engine['instructions']} RUN instruction(s)")
+              f"{engine['instructions']} Dockerfile instruction(s)")
     for note in result.get("notes", []):
         print(f"note: {note}")
 

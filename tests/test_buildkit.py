@@ -319,3 +319,43 @@ def test_native_backend_in_the_manifest(tmp_path, debian_rootfs, airbuild_cache)
     proc = build(project, debian_rootfs, "--backend", "buildkit", env={"DOCKER_HOST": "unix:///nonexistent"},
                  check=False)
     assert proc.returncode == 1 and "none is reachable" in proc.stderr, "--backend overrides the manifest"
+
+
+EVERY_LAYER = """\
+FROM scratch
+USER root
+RUN useradd --uid 4444 copier
+COPY --chown=copier include/data.csv /opt/data.csv
+COPY include /opt/include
+WORKDIR /opt/work
+RUN ls /opt/include > listing
+USER astro
+"""
+
+
+def test_buildkit_backend_builds_every_dockerfile_layer(tmp_path, debian_rootfs, airbuild_cache, docker_client,
+                                                        engine_images):
+    """`--backend buildkit`: COPY runs in BuildKit too (here with --chown to a user a RUN made, which the native
+    COPY could not resolve); project files and DAGs stay native. The context keeps airbuild's modes."""
+    engine_images.append("bk-all")
+    project = run_project(tmp_path / "bk-all", EVERY_LAYER)
+    (project / "include" / "run.sh").chmod(0o700)
+    archive = tmp_path / "image.tar"
+    result = build(project, debian_rootfs, "--backend", "buildkit", "--archive", archive)
+    assert [l["rule"] for l in result["layers"]] == ["base", "dockerfile:RUN@3", "dockerfile:COPY@4",
+                                                     "dockerfile:COPY@5", "dockerfile:RUN@7", "project-files", "dags"]
+    assert result["engine"]["builds"] == 1 and result["engine"]["instructions"] == 4
+    ref = f"bk-all:{result['tag']}"
+    engine_images.append(ref)
+    docker_client("load", "-i", archive)
+    shown = docker_client("run", "--rm", "--network", "none", ref, "sh", "-c",
+                          "stat -c '%U %a' /opt/data.csv /opt/include/run.sh && cat /opt/work/listing").stdout
+    assert shown.splitlines()[:2] == ["copier 644", "root 755"]
+    assert "nested" in shown.splitlines()[2:]
+
+    (project / "include" / "data.csv").write_text("a,b\n7,8\n")
+    edited = build(project, debian_rootfs, "--backend", "buildkit")
+    assert [l["rule"] for l in edited["layers"] if not l["cached"]] == [
+        "dockerfile:COPY@4", "dockerfile:COPY@5", "dockerfile:RUN@7", "project-files", "dags"]
+    assert layer(edited, "dockerfile:COPY@4")["reason"] == "changed: include/data.csv"
+    assert edited["engine"]["builds"] == 1

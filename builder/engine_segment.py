@@ -1,7 +1,8 @@
-"""Consecutive RUN instructions, run by BuildKit in one engine invocation, each its own layer.
+"""Consecutive Dockerfile instructions run by BuildKit in one engine invocation: each RUN (and, with
+the `buildkit` backend, each COPY) its own layer.
 
-Every RUN is a layer step keyed like any other (builder/action_run.py says what the key
-covers), chained to its parent's key. When one of them is missing from the store, the
+Every such instruction is a layer step keyed like any other (builder/action_run.py says what
+the key covers), chained to its parent's key. When one of them is missing from the store, the
 whole segment runs again from its start: on the layers below it, loaded into the engine as
 one image (unless the engine has it already), with the ENV, USER, WORKDIR and SHELL in
 effect there as its config. So each RUN sees what the one before it left, as under
@@ -39,19 +40,20 @@ from builder.store import LayerRecord
 from builder.tree import Entry
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "buildkit.Dockerfile.j2"
-RENDERED = {"ARG", "ENV", "USER", "WORKDIR", "SHELL", "RUN"}  # what the rendered Dockerfile needs of the original
+RENDERED = {"ARG", "ENV", "USER", "WORKDIR", "SHELL", "RUN", "COPY"}  # what the rendered Dockerfile needs
 LAYER_KEYWORDS = ("RUN", "COPY", "ADD")  # BuildKit history entries that stand for a step's layer
 
 
 @dataclass
-class RunSegment:
+class EngineSegment:
     ctx: BuildContext
     rule: RuleSpec
-    start_config: ContainerConfig   # in effect at the first RUN: the parent image's config
+    start_config: ContainerConfig   # in effect at the segment's start: the parent image's config
     start_args: dict[str, str]      # ARGs in scope there, declared again in the rendered Dockerfile
     lines: list[Instruction] = field(default_factory=list)
     steps: list[LayerStep] = field(default_factory=list)
     visible: dict[str, Entry] = field(default_factory=dict)  # project files the RUNs use
+    context: dict[str, Entry] = field(default_factory=dict)  # project files the COPYs copy (buildkit backend)
     _outputs: dict[int, list[LayerItem]] | None = None
     _work: Path | None = None
 
@@ -61,12 +63,14 @@ class RunSegment:
         if inst.keyword in RENDERED:
             self.lines.append(inst)
 
-    def add_step(self, step: LayerStep, used: dict[str, Entry]) -> None:
+    def add_step(self, step: LayerStep, used: dict[str, Entry] | None = None,
+                 context: list[Entry] | None = None) -> None:
         index = len(self.steps)
         step.make_items = lambda: self.make_items(index)
         step.cleanup = lambda: self.release(index)
         self.steps.append(step)
-        self.visible.update(used)
+        self.visible.update(used or {})
+        self.context.update((e.relpath, e) for e in context or [])
 
     def finish(self) -> None:
         """Every RUN of the segment sees the files any of them uses: each one's key covers them all."""
@@ -74,15 +78,21 @@ class RunSegment:
 
         entries = [self.visible[p] for p in sorted(self.visible)]
         root = merkle_root(entries, "")
-        for step in self.steps:
+        for step, inst in zip(self.steps, self.layer_lines):
+            if inst.keyword != "RUN":
+                continue
             step.entries, step.input_hash = entries, root
             if entries:
                 owner = self.ctx.owner
                 step.config["project_files"] = {"workdir": self.ctx.manifest.workdir, "owner": [owner.uid, owner.gid]}
 
     @property
+    def layer_lines(self) -> list[Instruction]:
+        return [inst for inst in self.lines if inst.keyword in LAYER_KEYWORDS]
+
+    @property
     def first(self) -> Instruction:
-        return next(inst for inst in self.lines if inst.keyword == "RUN")
+        return self.layer_lines[0]
 
     # -- building ------------------------------------------------------------------------------
 
@@ -114,9 +124,9 @@ class RunSegment:
 
         parent_image = self._parent_image()
         parent = self._load_parent(client, parent_image)
-        last_run = max(i for i, inst in enumerate(self.lines) if inst.keyword == "RUN")
-        lines = self.lines[:last_run + 1]
-        (self._work / "context").mkdir()
+        last = max(i for i, inst in enumerate(self.lines) if inst.keyword in LAYER_KEYWORDS)
+        lines = self.lines[:last + 1]
+        self._stage_context(self._work / "context")
         dockerfile = self._work / "Dockerfile"
         dockerfile.write_text(jinja2.Template(TEMPLATE.read_text(), keep_trailing_newline=True,
                                               trim_blocks=True).render(
@@ -125,7 +135,7 @@ class RunSegment:
             lines=[inst.original for inst in lines]))
         declared = {name for inst in lines if inst.keyword == "ARG" for name in _arg_names(inst)}
         build_args = {**self.start_args, **{k: v for k, v in ctx.build_args.items() if k in declared}}
-        ctx.engine.instructions += sum(1 for inst in lines if inst.keyword == "RUN")
+        ctx.engine.instructions += len(self.steps)
         with engine_secrets(ctx, self._work / "secrets") as secrets:
             try:
                 image = client.build(self._work / "context", dockerfile, build_args, secrets, self._work / "iid")
@@ -141,6 +151,20 @@ class RunSegment:
             client.remove(image)  # BuildKit's cache keeps what it needs; the store keeps the layers
         self._outputs = self._normalise(saved, len(parent_image.layers))
         saved.unlink()
+
+    def _stage_context(self, directory: Path) -> None:
+        """The build context of the segment's COPYs: their files, with airbuild's modes (umask-proof)."""
+        directory.mkdir()
+        for path, entry in sorted(self.context.items()):
+            target = directory / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if entry.kind == "dir":
+                target.mkdir(exist_ok=True)
+            elif entry.kind == "symlink":
+                os.symlink(entry.link_target, target)
+            else:
+                shutil.copyfile(entry.abspath, target)
+                os.chmod(target, entry.mode)
 
     def _parent_image(self) -> BuiltImage:
         """The image the segment runs on: the base, the layers below it and the project files it uses."""
@@ -212,8 +236,8 @@ class RunSegment:
         if pending and groups:
             groups[-1].extend(pending)
         if len(groups) != len(self.steps):
-            raise BuildError(f"BuildKit's image has {len(groups)} layer(s) for the {len(self.steps)} RUN "
-                             f"instruction(s) of lines {self.first.line}-{self.lines[-1].line}",
+            raise BuildError(f"BuildKit's image has {len(groups)} layer(s) for the {len(self.steps)} "
+                             f"instruction(s) of lines {self.first.line}-{self.lines[-1].line} that make one",
                              path=self.ctx.dockerfile.path, line=self.first.line)
         return groups
 
@@ -233,6 +257,6 @@ def _failed_instruction(output: str, lines: list[Instruction]) -> Instruction | 
     for match in re.finditer(r"^\s*> \[[^\]]*\] (.+?):?\s*$", output, re.MULTILINE):
         shown = " ".join(match.group(1).split())
         for inst in lines:
-            if inst.keyword == "RUN" and " ".join(inst.original.split()).startswith(shown.rstrip(":")[:60]):
+            if inst.keyword in LAYER_KEYWORDS and " ".join(inst.original.split()).startswith(shown.rstrip(":")[:60]):
                 return inst
     return None
