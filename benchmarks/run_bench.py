@@ -97,26 +97,7 @@ def bench_docker(docker: bench.Docker, template: Path, work: Path, base: Path, r
     shutil.copytree(template, project, symlinks=True)
     bench.log(f"docker: importing the base as {bench.BASE_TAG} with Astro's ONBUILD (not timed)")
     docker.run("import", *[arg for change in ONBUILD for arg in ("--change", change)], str(base), bench.BASE_TAG)
-    docker.reset()
-    bench.log("docker: cold build (no build cache)")
-    cold_s = docker.build(project)
-    noop = []
-    for n in range(repeat):
-        bench.log(f"docker: no-op rebuild {n + 1}/{repeat}")
-        noop.append(docker.build(project))
-    edit = []
-    for n in range(repeat):
-        bench.log(f"docker: one-DAG edit {n + 1}/{repeat} (COPY . . is below the RUN: it runs again)")
-        bench.edit_dag(project, n)
-        edit.append(docker.build(project))
-    return {
-        "docker_client": docker.client,
-        "docker_server_version": docker.run("version", "--format", "{{.Server.Version}}").stdout.strip(),
-        "docker_storage_driver": docker.run("info", "--format", "{{.Driver}}").stdout.strip(),
-        "cold_s": round(cold_s, 4),
-        "noop_s": bench.spread(noop),
-        "dag_edit_s": bench.spread(edit),
-    }
+    return bench.docker_numbers(docker, project, repeat)  # a DAG edit runs the RUN again: COPY . . is below it
 
 
 def parse_args() -> argparse.Namespace:
