@@ -119,8 +119,14 @@ def _copy(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, inst: Inst
     sources, dest_abs, selections, all_entries = copy_sources(ctx, config, inst, variables)
     workdir = config.workdir or "/"
     chown = inst.flag("chown")
-    owner = resolve_owner(expand(chown, variables), None, ctx.base, ctx.store, f"COPY --chown={chown}") if chown \
-        else resolve_owner(None, None, ctx.base, ctx.store, "COPY")
+    try:
+        owner = resolve_owner(expand(chown, variables), None, ctx.base, ctx.store, f"COPY --chown={chown}") \
+            if chown else resolve_owner(None, None, ctx.base, ctx.store, "COPY")
+    except InputError as exc:
+        if not ctx.dockerfile.runs_commands:
+            raise
+        raise InputError(f"{exc.message} (the native COPY reads the base's; for a user a RUN creates, build the "
+                         "Dockerfile with `backend: buildkit`)") from None
     chmod_text = inst.flag("chmod")
     try:
         chmod = int(chmod_text, 8) if chmod_text else None
