@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -38,9 +39,11 @@ def check_secrets(ctx: BuildContext) -> None:
 
 
 @contextlib.contextmanager
-def engine_secrets(ctx: BuildContext, directory: Path) -> Iterator[list[str]]:
-    """`--secret` values for the engine (`id=ID,src=FILE`); files made for `env` secrets are removed after."""
+def engine_secrets(ctx: BuildContext) -> Iterator[list[str]]:
+    """`--secret` values for the engine (`id=ID,src=FILE`); files made for `env` secrets (in a private
+    temporary directory, outside the store) are removed after."""
     values = []
+    directory = Path(tempfile.mkdtemp(prefix="airbuild-secrets-"))  # mode 0700
     try:
         for spec in ctx.secrets:
             if spec.src is not None:
@@ -51,7 +54,6 @@ def engine_secrets(ctx: BuildContext, directory: Path) -> Iterator[list[str]]:
                 value = os.environ.get(spec.env)
                 if value is None:
                     raise InputError(f"secret {spec.id!r}: the environment variable {spec.env} is not set")
-                directory.mkdir(mode=0o700, exist_ok=True)
                 path = directory / spec.id
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as handle:

@@ -37,7 +37,7 @@ from builder.manifest import RuleSpec
 from builder.build_secrets import engine_secrets
 from builder.steps import BuildContext, LayerStep
 from builder.store import LayerRecord
-from builder.tree import Entry
+from builder.tree import Entry, merkle_root
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "buildkit.Dockerfile.j2"
 RENDERED = {"ARG", "ENV", "USER", "WORKDIR", "SHELL", "RUN", "COPY"}  # what the rendered Dockerfile needs
@@ -74,8 +74,6 @@ class EngineSegment:
 
     def finish(self) -> None:
         """Every RUN of the segment sees the files any of them uses: each one's key covers them all."""
-        from builder.tree import merkle_root
-
         entries = [self.visible[p] for p in sorted(self.visible)]
         root = merkle_root(entries, "")
         for step, inst in zip(self.steps, self.layer_lines):
@@ -127,16 +125,11 @@ class EngineSegment:
         last = max(i for i, inst in enumerate(self.lines) if inst.keyword in LAYER_KEYWORDS)
         lines = self.lines[:last + 1]
         self._stage_context(self._work / "context")
-        dockerfile = self._work / "Dockerfile"
-        dockerfile.write_text(jinja2.Template(TEMPLATE.read_text(), keep_trailing_newline=True,
-                                              trim_blocks=True).render(
-            dockerfile=path.name, first_line=first.line, last_line=lines[-1].line, rule=self.rule.name,
-            parent=parent, steps=len(self.steps), args=sorted(self.start_args),
-            lines=[inst.original for inst in lines]))
+        dockerfile = self._render(parent, lines)
         declared = {name for inst in lines if inst.keyword == "ARG" for name in _arg_names(inst)}
         build_args = {**self.start_args, **{k: v for k, v in ctx.build_args.items() if k in declared}}
         ctx.engine.instructions += len(self.steps)
-        with engine_secrets(ctx, self._work / "secrets") as secrets:
+        with engine_secrets(ctx) as secrets:
             try:
                 image = client.build(self._work / "context", dockerfile, build_args, secrets, self._work / "iid")
             except EngineBuildFailed as exc:
@@ -151,6 +144,16 @@ class EngineSegment:
             client.remove(image)  # BuildKit's cache keeps what it needs; the store keeps the layers
         self._outputs = self._normalise(saved, len(parent_image.layers))
         saved.unlink()
+
+    def _render(self, parent: str, lines: list[Instruction]) -> Path:
+        """The Dockerfile BuildKit runs: FROM the parent, the ARGs in scope, the segment's lines."""
+        dockerfile = self._work / "Dockerfile"
+        template = jinja2.Template(TEMPLATE.read_text(), keep_trailing_newline=True, trim_blocks=True)
+        dockerfile.write_text(template.render(
+            dockerfile=self.ctx.dockerfile.path.name, first_line=self.first.line, last_line=lines[-1].line,
+            rule=self.rule.name, parent=parent, steps=len(self.steps), args=sorted(self.start_args),
+            lines=[inst.original for inst in lines]))
+        return dockerfile
 
     def _stage_context(self, directory: Path) -> None:
         """The build context of the segment's COPYs: their files, with airbuild's modes (umask-proof)."""
