@@ -304,6 +304,11 @@ def bench_buildkit(docker: Docker, template: Path, work: Path, base: Path, repea
     shutil.copytree(template, project, symlinks=True)
     log(f"buildkit: importing the base as {BASE_TAG} (not timed)")
     docker.run("import", str(base), BASE_TAG)
+    return docker_numbers(docker, project, repeat)
+
+
+def docker_numbers(docker: Docker, project: Path, repeat: int) -> dict:
+    """Cold (no build cache), no-op and one-DAG-edit `docker build`s of `project`, the base imported."""
     docker.reset()
     log("buildkit: cold build (no build cache)")
     cold_s = docker.build(project)

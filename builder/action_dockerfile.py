@@ -1,6 +1,9 @@
-"""The `dockerfile` action: the Dockerfile's instructions after FROM, natively.
+"""The `dockerfile` action: the Dockerfile's instructions after FROM.
 
-Config instructions change the image config; each COPY becomes a layer of project files.
+Config instructions change the image config natively; each COPY becomes a layer of project
+files; consecutive RUNs (with the config instructions between them) become one segment that
+BuildKit runs, a layer per RUN (builder/action_run.py), unless the backend is `native`. With the
+`buildkit` backend, COPY joins the segment too: BuildKit makes every layer of the Dockerfile.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import posixpath
 import re
 
 from builder.action_files import complete_parents, layer_items
+from builder.build_secrets import check_secrets
 from builder.container_config import ContainerConfig
-from builder.dockerfile_parse import Instruction, expand, pairs, parse_arg, unquote
+from builder.dockerfile_parse import Instruction, check_instruction, expand, pairs, parse_arg, unquote
 from builder.errors import InputError
 from builder.ignore import compile_pattern
 from builder.layer_tar import LayerItem
@@ -24,28 +28,62 @@ _GLOB = re.compile(r"[*?\[]")
 
 
 def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
+    from builder.action_run import engine_step
+    from builder.engine_segment import EngineSegment
+
     args: dict[str, str] = {}
     steps: list[Step] = []
     path = ctx.dockerfile.path
+    segment: EngineSegment | None = None
+    if ctx.secrets:
+        check_secrets(ctx)
     for inst in ctx.dockerfile.instructions:
+        check_instruction(inst, path, ctx.backend)
         variables = {**args, **config.env_dict()}
         try:
+            if inst.keyword == "RUN" or (inst.keyword == "COPY" and ctx.backend == "buildkit"):
+                if segment is None:
+                    segment = EngineSegment(ctx, rule, config, dict(args))
+                segment.add(inst)
+                steps.append(engine_step(segment, rule, ctx, config, args, inst, variables))
+                continue
             if inst.keyword == "COPY":
+                segment = _finish(segment)
                 steps.append(_copy(rule, ctx, config, inst, variables))
                 continue
-            config = _apply(inst, config, args, variables)
+            config = _apply(inst, config, args, variables, ctx)
         except InputError as exc:
             raise InputError(exc.message, path=path, line=inst.line) from None
+        if segment is not None:
+            segment.add(inst)
         if inst.keyword not in ("ARG", "MAINTAINER"):
             steps.append(ConfigStep(rule.name, inst.original))
+    _finish(segment)
     return ActionResult(steps, config)
 
 
-def _apply(inst: Instruction, config: ContainerConfig, args: dict[str, str], variables: dict[str, str]) -> ContainerConfig:
+def _finish(segment) -> None:
+    if segment is not None:
+        segment.finish()
+    return None
+
+
+def _apply(inst: Instruction, config: ContainerConfig, args: dict[str, str], variables: dict[str, str],
+           ctx: BuildContext) -> ContainerConfig:
     keyword = inst.keyword
-    if keyword == "ARG":
+    if keyword == "ARG":  # a build arg wins; a bare ARG takes the global ARG's value, as Docker does
+        inherited = dict(ctx.dockerfile.global_args)
         for name, default in parse_arg(inst):
-            args.setdefault(name, expand(default or "", variables))
+            if name in ctx.build_args:
+                args[name] = ctx.build_args[name]
+            elif default is not None:
+                args[name] = expand(default, variables)
+            else:
+                args.setdefault(name, inherited.get(name, ""))
+    elif keyword == "SHELL":
+        shell = ("Shell", list(inst.args))
+        config = dataclasses.replace(config, extra=tuple(sorted([*(i for i in config.extra if i[0] != "Shell"),
+                                                                 shell])))
     elif keyword == "ENV":
         for key, value in pairs(inst, variables):
             config = config.with_env(key, value)
@@ -78,37 +116,22 @@ def _single(inst: Instruction) -> str:
 
 def _copy(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, inst: Instruction,
           variables: dict[str, str]) -> LayerStep:
-    *sources, dest = [expand(a, variables) for a in inst.args]
+    sources, dest_abs, selections, all_entries = copy_sources(ctx, config, inst, variables)
     workdir = config.workdir or "/"
-    dest_abs = posixpath.join(workdir, dest)
-    into_dir = dest.endswith("/") or len(sources) > 1
-
     chown = inst.flag("chown")
-    owner = resolve_owner(expand(chown, variables), None, ctx.base, ctx.store, f"COPY --chown={chown}") if chown \
-        else resolve_owner(None, None, ctx.base, ctx.store, "COPY")
+    try:
+        owner = resolve_owner(expand(chown, variables), None, ctx.base, ctx.store, f"COPY --chown={chown}") \
+            if chown else resolve_owner(None, None, ctx.base, ctx.store, "COPY")
+    except InputError as exc:
+        if not ctx.dockerfile.runs_commands:
+            raise
+        raise InputError(f"{exc.message} (the native COPY reads the base's; for a user a RUN creates, build the "
+                         "Dockerfile with `backend: buildkit`)") from None
     chmod_text = inst.flag("chmod")
     try:
         chmod = int(chmod_text, 8) if chmod_text else None
     except ValueError:
         raise InputError(f"COPY --chmod={chmod_text}: expected an octal mode such as 0644") from None
-
-    selections: list[tuple[list[Entry], str | None, str]] = []  # (entries, the dir copied or None, target)
-    for source in sources:
-        matches = _match(ctx, source)
-        if not matches:
-            raise InputError(f"COPY source {source!r} is not in the build context (missing, or excluded by "
-                             ".dockerignore)")
-        for entry in matches:
-            if entry.kind == "dir":
-                base = "" if entry.relpath == "." else entry.relpath
-                inner = [e for e in ctx.tree.select(base or ".", None) if e.relpath != entry.relpath]
-                selections.append((inner, base, dest_abs))
-            else:
-                single = not into_dir and len(matches) == 1
-                target = dest_abs if single else posixpath.join(dest_abs, posixpath.basename(entry.relpath))
-                selections.append(([entry], None, target))
-    all_entries = sorted({e.relpath: e for entries, _, _ in selections for e in entries}.values(),
-                         key=lambda e: e.relpath)
 
     def make_items() -> list[LayerItem]:
         items: dict[str, LayerItem] = {}
@@ -131,6 +154,31 @@ def _copy(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, inst: Inst
         make_items=make_items,
         created_by=inst.original,
     )
+
+
+def copy_sources(ctx: BuildContext, config: ContainerConfig, inst: Instruction, variables: dict[str, str]):
+    """(sources, absolute destination, [(entries, the directory copied or None, target)], every entry taken)."""
+    *sources, dest = [expand(a, variables) for a in inst.args]
+    dest_abs = posixpath.join(config.workdir or "/", dest)
+    into_dir = dest.endswith("/") or len(sources) > 1
+    selections: list[tuple[list[Entry], str | None, str]] = []  # (entries, the dir copied or None, target)
+    for source in sources:
+        matches = _match(ctx, source)
+        if not matches:
+            raise InputError(f"COPY source {source!r} is not in the build context (missing, or excluded by "
+                             ".dockerignore)")
+        for entry in matches:
+            if entry.kind == "dir":
+                base = "" if entry.relpath == "." else entry.relpath
+                inner = [e for e in ctx.tree.select(base or ".", None) if e.relpath != entry.relpath]
+                selections.append((inner, base, dest_abs))
+            else:
+                single = not into_dir and len(matches) == 1
+                target = dest_abs if single else posixpath.join(dest_abs, posixpath.basename(entry.relpath))
+                selections.append(([entry], None, target))
+    all_entries = sorted({e.relpath: e for entries, _, _ in selections for e in entries}.values(),
+                         key=lambda e: e.relpath)
+    return sources, dest_abs, selections, all_entries
 
 
 def _match(ctx: BuildContext, source: str) -> list[Entry]:

@@ -24,7 +24,7 @@ from builder.image import BuiltImage, assemble
 from builder.layer_tar import FileChangedError, store_layer
 from builder.layout import write_archive, write_layout
 from builder.lockfile import BasePin, Lock, LockState, check_base
-from builder.manifest import BaseSource, Manifest, load_manifest
+from builder.manifest import BaseSource, Manifest, SecretSpec, load_manifest
 from builder.oci import Platform
 from builder.owner import resolve_owner
 from builder.plan import Plan, make_plan
@@ -52,6 +52,9 @@ class BuildOptions:
     validate: bool = True                 # import the DAGs in the sandbox before writing anything
     force: bool = False                   # ship despite DAG errors
     started_ns: int = field(default_factory=time.time_ns)
+    backend: str | None = None            # overrides the manifest's: native | auto | buildkit
+    build_args: dict[str, str] = field(default_factory=dict)  # over the manifest's build_args
+    secrets: tuple[str, ...] = ()         # --secret values (id=ID,src=FILE|env=VAR), besides the manifest's
 
 
 @dataclass
@@ -79,6 +82,7 @@ class BuildResult:
     lock_changed: bool = False
     validation: dict | None = None
     notes: list[str] = field(default_factory=list)  # what the user should know (skipped scripts...)
+    engine: dict | None = None  # the container engine RUN layers were built with; None when none was used
 
     def to_json(self) -> dict:
         # Shallow (the validation report is already plain data): asdict would deep-copy it on every call.
@@ -130,7 +134,7 @@ def load_inputs(options: BuildOptions, store: Store) -> Inputs:
     if not project.is_dir():
         raise InputError(f"project directory {options.project} does not exist")
     manifest, manifest_path = load_manifest(project)
-    dockerfile = parse_dockerfile(project / manifest.dockerfile)
+    dockerfile = parse_dockerfile(project / manifest.dockerfile, {**manifest.build_args, **options.build_args})
     platform = Platform.parse(manifest.platform)
     codec = Codec(manifest.compression.codec, manifest.compression.effective_level)
     lock_path = project / manifest.lockfile
@@ -189,16 +193,31 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
                        dockerfile=inputs.dockerfile, base=base, store=store, tree=tree, platform=inputs.platform,
                        codec=inputs.codec, epoch=epoch, lock=lock_state,
                        owner=owner, variables={"workdir": manifest.workdir, "name": image_name(project, manifest.name),
-                                               "platform": str(inputs.platform)})
+                                               "platform": str(inputs.platform)},
+                       backend=options.backend or manifest.backend,
+                       build_args={**manifest.build_args, **options.build_args},
+                       secrets=_secrets(manifest.secrets, options.secrets))
     previous = PreviousBuild.load(output_dir / "state.json")
     plan = make_plan(ctx, rule_list(manifest, inputs.manifest_path), initial, previous, statcache.hashed_paths)
     lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))
     return Prepared(ctx, plan, lock, statcache, previous, output_dir, scanned, inputs)
 
 
+def _secrets(from_manifest: list[SecretSpec], given: tuple[str, ...]) -> tuple[SecretSpec, ...]:
+    """The manifest's secrets (files relative to the project) and --secret ones (relative to here); same id: --secret."""
+    by_id = {s.id: s for s in from_manifest}
+    for text in given:
+        spec = SecretSpec.parse(text)
+        if spec.src is not None:
+            spec = spec.model_copy(update={"src": str(Path(spec.src).resolve())})
+        by_id[spec.id] = spec
+    return tuple(by_id.values())
+
+
 def build(options: BuildOptions) -> BuildResult:
     started = time.monotonic()
     store = Store(default_store_dir())
+    prepared = None
     try:
         prepared = prepare(options, store)
         ctx, plan = prepared.ctx, prepared.plan
@@ -228,6 +247,15 @@ def build(options: BuildOptions) -> BuildResult:
         result.validation = report.to_json() if report else None
         _record(prepared, result, options, image, oci_dir)
         return result
+    finally:
+        _end(prepared, store)
+
+
+def _end(prepared: "Prepared | None", store: Store) -> None:
+    """Run what the build's steps left to clean up (engine staging), then release the store."""
+    try:
+        for cleanup in reversed(prepared.ctx.cleanups if prepared else []):
+            cleanup()
     finally:
         store.close()
 
@@ -285,6 +313,7 @@ def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, 
         image_name=name,
         lock_changed=lock_changed,
         notes=list(prepared.ctx.notes),
+        engine=prepared.ctx.engine.summary() if prepared.ctx.engine else None,
     )
 
 
@@ -314,7 +343,8 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
 def build_settings(options: BuildOptions) -> dict:
     base = f"{options.base.kind}:{options.base.location}" if options.base else None
     return stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked,
-                          options.validate, options.force)
+                          options.validate, options.force,
+                          stamp.engine_settings(options.backend, options.build_args, options.secrets))
 
 
 def _ensure_output_dir(path: Path) -> None:
@@ -351,12 +381,15 @@ def run_tests(options: BuildOptions, pytest_args: list[str], to_stderr: bool = F
 def _environment(options: BuildOptions):
     """A prepared build whose environment layers (everything but the project's files) are in the store."""
     store = Store(default_store_dir())
+    prepared = None
     try:
         prepared = prepare(options, store)
-        for layer in prepared.plan.layers:
-            if layer.record is None and not layer.step.project_content:
+        layers = prepared.plan.layers
+        last = max((i for i, layer in enumerate(layers) if not layer.step.project_content), default=-1)
+        for layer in layers[:last + 1]:  # project files under an environment layer (a RUN) are built too
+            if layer.record is None:
                 layer.record = _build_layer(prepared.ctx, layer, options.progress)
         yield prepared
         prepared.statcache.save()
     finally:
-        store.close()
+        _end(prepared, store)

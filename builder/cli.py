@@ -43,6 +43,34 @@ def _project_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--locked", action="store_true",
                         help="build exactly what astro.lock pins; fail (exit 2) if the inputs no longer match it")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    _engine_args(parser)
+
+
+def _engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("auto", "native", "buildkit"),
+                        help="how the Dockerfile's instructions are built (default: astro.yaml's `backend`, else "
+                             "auto): auto runs RUN in BuildKit and everything else natively; buildkit also its "
+                             "COPY; native refuses RUN")
+    parser.add_argument("--build-arg", metavar="NAME[=VALUE]", action="append", default=[],
+                        help="a value for the Dockerfile's ARG NAME (repeatable; NAME alone takes it from the "
+                             "environment), over astro.yaml's build_args")
+    parser.add_argument("--secret", metavar="id=ID,src=FILE", action="append", default=[],
+                        help="a build secret for RUN --mount=type=secret,id=ID: a file (src=) or an environment "
+                             "variable (env=); repeatable; never stored in a layer or a key")
+
+
+def build_args(values: list[str]) -> dict[str, str]:
+    """--build-arg values, as Docker reads them: NAME=VALUE, or NAME taking the environment's value if set."""
+    import os
+
+    out: dict[str, str] = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if sep:
+            out[name] = value
+        elif name in os.environ:
+            out[name] = os.environ[name]
+    return out
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -92,6 +120,7 @@ def make_parser() -> argparse.ArgumentParser:
                     "to pytest (airbuild test -- -k dags -x). Exits with pytest's code.")
     test.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
     test.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    _engine_args(test)
 
 
     plan = commands.add_parser("plan", help="show the layers a build would produce, and why each would be rebuilt",
@@ -212,6 +241,9 @@ def _options(args):
         validate=not getattr(args, "no_validate", False),
         force=getattr(args, "force", False),
         progress=Progress(None if not args.json else False),
+        backend=getattr(args, "backend", None),
+        build_args=build_args(getattr(args, "build_arg", [])),
+        secrets=tuple(getattr(args, "secret", [])),
     )
 
 
@@ -223,7 +255,8 @@ def cmd_build(args) -> int:
     started_ns = time.time_ns()
     # An unchanged project is answered from the last build's stamp, before the heavy imports.
     settings = stamp.settings(args.project.resolve(), args.base, args.oci, args.archive, args.locked,
-                              not args.no_validate, args.force)
+                              not args.no_validate, args.force,
+                              stamp.engine_settings(args.backend, build_args(args.build_arg), tuple(args.secret)))
     result, scanned = stamp.try_noop(args.project.resolve(), settings)
     if result is None:
         from builder.build import build
@@ -314,7 +347,8 @@ def cmd_deploy(args) -> int:
         project=args.project, target=args.target, to=args.to, insecure=args.insecure, force=args.force,
         pytest=args.pytest, dags_only=args.dags, description=args.description, locked=args.locked,
         base=BaseSource.parse(args.base) if args.base else None, ca_bundle=args.ca_bundle,
-        progress=Progress(None if not args.json else False)))
+        progress=Progress(None if not args.json else False), backend=args.backend,
+        build_args=build_args(args.build_arg), secrets=tuple(args.secret)))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return EXIT_OK

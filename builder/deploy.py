@@ -55,6 +55,9 @@ class DeployOptions:
     base: BaseSource | None = None
     ca_bundle: Path | None = None
     progress: Progress = field(default_factory=lambda: Progress(False))
+    backend: str | None = None            # as for build: --backend, --build-arg, --secret
+    build_args: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -157,7 +160,8 @@ def deploy(options: DeployOptions) -> DeployResult:
     os.environ.setdefault(docker_config.ENV_REGISTRY, repo.registry)
 
     build_options = BuildOptions(project=project, locked=options.locked, base=options.base,
-                                 progress=options.progress, force=options.force)
+                                 progress=options.progress, force=options.force, backend=options.backend,
+                                 build_args=options.build_args, secrets=options.secrets)
     if options.pytest:
         options.progress.step("running the project's tests in the sandbox")
         failed = _run_pytest(build_options)

@@ -11,8 +11,9 @@ import dockerfile
 
 from builder.errors import InputError
 
-NATIVE = {"ARG", "ENV", "LABEL", "USER", "WORKDIR", "EXPOSE", "CMD", "ENTRYPOINT", "COPY"}
-NEEDS_BUILDKIT = {"RUN", "ADD", "SHELL", "HEALTHCHECK", "VOLUME", "STOPSIGNAL", "ONBUILD"}
+NATIVE = {"ARG", "ENV", "LABEL", "USER", "WORKDIR", "EXPOSE", "CMD", "ENTRYPOINT", "COPY", "SHELL"}
+RUNS_A_COMMAND = {"RUN"}  # the instructions the BuildKit backend runs in a container
+UNSUPPORTED = {"ADD", "HEALTHCHECK", "VOLUME", "STOPSIGNAL", "ONBUILD"}
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,16 @@ class Dockerfile:
     base_ref: str | None  # after substituting the ARGs declared before FROM
     base_line: int | None
     instructions: tuple[Instruction, ...]  # everything after FROM
+    global_args: tuple[tuple[str, str], ...] = ()  # ARGs declared before FROM, build args applied
+
+    @property
+    def runs_commands(self) -> bool:
+        return any(inst.keyword in RUNS_A_COMMAND for inst in self.instructions)
 
 
-def parse_dockerfile(path: Path) -> Dockerfile:
+def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> Dockerfile:
+    """Instructions are checked for what every backend needs here; `check_instruction` does the rest."""
+    build_args = build_args or {}
     try:
         commands = dockerfile.parse_file(str(path))
     except FileNotFoundError:
@@ -62,7 +70,7 @@ def parse_dockerfile(path: Path) -> Dockerfile:
         if inst.keyword == "FROM":
             if base_ref is not None:
                 raise InputError(
-                    "multi-stage builds (a second FROM) need the BuildKit backend, which is not available yet",
+                    "multi-stage builds (a second FROM) are not supported yet",
                     path=path, line=inst.line)
             if not inst.args:
                 raise InputError("FROM needs an image reference", path=path, line=inst.line)
@@ -75,22 +83,38 @@ def parse_dockerfile(path: Path) -> Dockerfile:
             if inst.keyword != "ARG":
                 raise InputError(f"{inst.keyword} before FROM: only ARG may come first", path=path, line=inst.line)
             for name, value in parse_arg(inst):
-                global_args[name] = value or ""
+                global_args[name] = build_args.get(name, expand(value or "", global_args))
         else:
-            check_native(inst, path)
+            if inst.keyword not in NATIVE | RUNS_A_COMMAND | UNSUPPORTED | {"MAINTAINER"}:
+                raise InputError(f"unknown instruction {inst.keyword}", path=path, line=inst.line)
             body.append(inst)
-    return Dockerfile(path=path, base_ref=base_ref, base_line=base_line, instructions=tuple(body))
+    return Dockerfile(path=path, base_ref=base_ref, base_line=base_line, instructions=tuple(body),
+                      global_args=tuple(global_args.items()))
 
 
-def check_native(inst: Instruction, path: Path) -> None:
-    if inst.keyword in NEEDS_BUILDKIT:
-        raise InputError(
-            f"{inst.keyword} needs a container to run in: it needs the BuildKit backend, which is not "
-            f"available yet. The native backend supports {', '.join(sorted(NATIVE))} and FROM.",
-            path=path, line=inst.line)
-    if inst.keyword not in NATIVE and inst.keyword != "MAINTAINER":
-        raise InputError(f"unknown instruction {inst.keyword}", path=path, line=inst.line)
-    if inst.keyword == "COPY":
+def check_instruction(inst: Instruction, path: Path, backend: str) -> None:
+    """An error naming the line for what `backend` cannot do."""
+    if inst.keyword in RUNS_A_COMMAND:
+        if backend == "native":
+            raise InputError(
+                f"{inst.keyword} needs a container to run in: the native backend cannot run it. Use the BuildKit "
+                "backend for it (`backend: auto` in astro.yaml, the default, or --backend auto).",
+                path=path, line=inst.line)
+        if inst.heredoc:
+            raise InputError(f"{inst.keyword} with a here-document is not supported", path=path, line=inst.line)
+        return
+    if inst.keyword in UNSUPPORTED:
+        raise InputError(f"{inst.keyword} is not supported yet (by either backend). airbuild supports "
+                         f"{', '.join(sorted(NATIVE | RUNS_A_COMMAND))} and FROM.", path=path, line=inst.line)
+    if inst.keyword == "SHELL" and not inst.json_form:
+        raise InputError('SHELL takes a JSON array, e.g. SHELL ["/bin/bash", "-c"]', path=path, line=inst.line)
+    if inst.keyword == "COPY" and backend == "buildkit":  # BuildKit reads the flags; one stage only
+        if inst.flag("from") is not None:
+            raise InputError("COPY --from needs a multi-stage build, which is not supported yet", path=path,
+                             line=inst.line)
+        if len(inst.args) < 2 or inst.heredoc:
+            raise InputError("COPY needs at least one source and a destination", path=path, line=inst.line)
+    elif inst.keyword == "COPY":
         if inst.heredoc:
             raise InputError("COPY with a here-document is not supported natively yet", path=path, line=inst.line)
         unsupported = [f for f in inst.flags if not f.startswith(("--chown=", "--chmod="))]

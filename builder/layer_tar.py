@@ -32,6 +32,8 @@ class LayerItem:
     data: bytes | None = None  # or the content itself
     link: str = ""            # symlink target, or the path a hardlink points at
     digest: str = ""          # expected sha256 hex of `source`: the layer key was computed from it
+    mtime: int | None = None  # its own modification time, else the layer's
+    xattrs: tuple[tuple[str, str], ...] = ()  # extended attributes (security.capability...), as PAX records
 
 
 class FileChangedError(OSError):
@@ -56,7 +58,9 @@ _USTAR_MAX_ID = 0o7777777
 def _header(item: LayerItem, mtime: int) -> bytes:
     """A ustar header built directly, byte-identical to tarfile's; tarfile's own PAX path when one is needed."""
     name = item.path + "/" if item.kind == "dir" else item.path
-    if (len(name) <= 100 and len(item.link) <= 100 and name.isascii() and item.link.isascii()
+    if item.mtime is not None:
+        mtime = item.mtime
+    if (not item.xattrs and len(name) <= 100 and len(item.link) <= 100 and name.isascii() and item.link.isascii()
             and item.uid <= _USTAR_MAX_ID and item.gid <= _USTAR_MAX_ID and item.size < 8 ** 11 and mtime < 8 ** 11):
         size = item.size if item.kind == "file" else 0
         header = bytearray(b"".join((
@@ -82,6 +86,7 @@ def _pax_header(item: LayerItem, mtime: int) -> bytes:
     info.uid, info.gid = item.uid, item.gid
     info.uname = info.gname = ""
     info.mtime = mtime
+    info.pax_headers = {f"SCHILY.xattr.{key}": value for key, value in item.xattrs}
     if item.kind == "file":
         info.type, info.size = tarfile.REGTYPE, item.size
     elif item.kind == "dir":

@@ -183,6 +183,46 @@ class Target(Strict):
         return value
 
 
+BACKENDS = ("auto", "native", "buildkit")
+Backend = Literal["auto", "native", "buildkit"]
+
+
+class SecretSpec(Strict):
+    """A build secret for `RUN --mount=type=secret,id=ID`: never part of a layer, a key or the output."""
+
+    id: str = Field(description="the id RUN --mount=type=secret,id=... names")
+    src: str | None = Field(None, description="file holding the secret (relative to the project for the manifest)")
+    env: str | None = Field(None, description="or: environment variable holding it")
+
+    @model_validator(mode="after")
+    def one_source(self) -> "SecretSpec":
+        if (self.src is None) == (self.env is None):
+            raise ValueError("a secret needs exactly one of `src` (a file) or `env` (an environment variable)")
+        if not re.match(r"^[A-Za-z0-9._-]+$", self.id):
+            raise ValueError(f"secret id {self.id!r}: use letters, digits, '.', '_' and '-'")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> "SecretSpec":
+        """The CLI form, as Docker's: `id=NAME,src=PATH` or `id=NAME,env=VAR` (`source=`, `type=file` too)."""
+        fields: dict[str, str] = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            key = {"source": "src", "required": "", "type": ""}.get(key.strip(), key.strip())
+            if not sep or (key and key not in ("id", "src", "env")):
+                raise InputError(f"--secret {text!r}: expected id=NAME,src=PATH or id=NAME,env=VARIABLE")
+            if key:
+                fields[key] = value
+        if "id" not in fields:
+            raise InputError(f"--secret {text!r}: no id=")
+        if "src" not in fields and "env" not in fields:  # Docker: the id names an environment variable
+            fields["env"] = fields["id"]
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise InputError(f"--secret {text!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+
+
 class Manifest(Strict):
     name: str | None = Field(None, description="image name; default: the project directory's name")
     platform: str = "linux/amd64"
@@ -198,6 +238,10 @@ class Manifest(Strict):
     apt: Apt | None = Field(None, description="apt sources for packages.txt; default: the base image's")
     layers: list[Union[str, RuleSpec]] | None = None
     targets: dict[str, Target] = Field(default_factory=dict, description="registries `airbuild deploy` pushes to")
+    backend: Backend = Field("auto", description="auto: BuildKit only for Dockerfile instructions that run a "
+                                                 "command (RUN); native: never; buildkit: all the Dockerfile's layers")
+    build_args: dict[str, str] = Field(default_factory=dict, description="values for the Dockerfile's ARGs")
+    secrets: list[SecretSpec] = Field(default_factory=list, description="build secrets for RUN --mount=type=secret")
 
     @field_validator("targets")
     @classmethod

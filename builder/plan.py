@@ -75,6 +75,7 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
             if isinstance(step, ConfigStep):
                 history.append({"created_by": step.created_by, "empty_layer": True})
                 continue
+            step.below = tuple(layers)
             key = layer_key(step, parent_key, ctx)
             stored = ctx.store.get_layer(key)
             record = ctx.store.get_compressed(stored.diff_id, ctx.codec.cache_id) if stored else None

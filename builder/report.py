@@ -53,6 +53,10 @@ def print_build(result: dict[str, Any]) -> None:
         errors = sum(1 for f in validation["files"] if f["errors"] and not f["allowed_to_fail"])
         print(f"DAGs      {len(validation['files'])} files, {errors} with errors, "
               f"{validation['imported']} imported (Airflow {validation['airflow_version']})")
+    engine = result.get("engine")
+    if engine:
+        print(f"engine    {engine['description'] or 'BuildKit (not reached)'}: {engine['builds']} build(s), "
+              f"{engine['instructions']} Dockerfile instruction(s)")
     for note in result.get("notes", []):
         print(f"note: {note}")
 

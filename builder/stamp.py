@@ -28,9 +28,10 @@ FORMAT = 1
 
 
 def settings(project: Path, base: str | None, oci: Path | None, archive: Path | None, locked: bool,
-             validate: bool = True, force: bool = False) -> dict[str, Any]:
-    """Everything besides files that shapes a build's outputs."""
+             validate: bool = True, force: bool = False, engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything besides files that shapes a build's outputs (`engine`: backend, build args, secrets)."""
     return {
+        "engine": engine,
         "validate": validate,
         "force": force,
         "airflow_environment": sorted((k, v) for k, v in os.environ.items()
@@ -44,6 +45,12 @@ def settings(project: Path, base: str | None, oci: Path | None, archive: Path | 
         "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0"),
         "AIRBUILD_CACHE_DIR": os.environ.get("AIRBUILD_CACHE_DIR"),
     }
+
+
+def engine_settings(backend: str | None, build_args: dict[str, str], secrets: tuple[str, ...]) -> dict[str, Any]:
+    """The command-line options that shape RUN layers (--secret as given: ids and files, never values)."""
+    return {"backend": backend, "build_args": sorted(build_args.items()), "secrets": sorted(secrets),
+            "cwd": os.getcwd() if secrets else None}
 
 
 def _path_signature(path: str) -> str:
@@ -107,7 +114,7 @@ def write(output_dir: Path, scanned: list[Scanned], extra_paths: list[str], buil
             continue
         if st.st_mtime_ns >= horizon or st.st_ctime_ns >= horizon:
             return
-    noop = dict(result, lock_changed=False,
+    noop = dict(result, lock_changed=False, engine=None,
                 layers=[dict(layer, cached=True, reason=layer["reason"] if layer["rule"] == "base" else "unchanged",
                              files_read=0) for layer in result["layers"]])
     payload = {"format": FORMAT, "fingerprint": fingerprint(scanned, extra_paths, build_settings),

@@ -14,7 +14,7 @@ from builder.container_config import ContainerConfig
 from builder.dockerfile_parse import Dockerfile
 from builder.layer_tar import LayerItem
 from builder.lockfile import LockState
-from builder.manifest import Manifest
+from builder.manifest import Manifest, SecretSpec
 from builder.oci import Platform
 from builder.owner import Ownership
 from builder.store import Store
@@ -37,6 +37,11 @@ class BuildContext:
     variables: dict[str, str]
     lock: LockState  # pinned sections to reuse; resolving rules record theirs here
     notes: list[str] = field(default_factory=list)  # for the build output (e.g. skipped maintainer scripts)
+    backend: str = "auto"                   # native | auto | buildkit (see builder/engine.py)
+    build_args: dict[str, str] = field(default_factory=dict)  # values for the Dockerfile's ARGs
+    secrets: tuple[SecretSpec, ...] = ()    # for RUN --mount=type=secret; never in a key or a layer
+    engine: Any = None                      # builder.engine.EngineSession: found on first use only
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when the build ends, however it ends
 
 
 @dataclass
@@ -50,6 +55,7 @@ class LayerStep:
     created_by: str
     cleanup: Callable[[], None] | None = None  # removes what make_items staged, once the layer is stored
     project_content: bool = False  # the project's own files (not part of the environment DAGs import against)
+    below: tuple[Any, ...] = ()     # the planned layers under this one (builder.plan.PlannedLayer), set by the plan
 
     @property
     def config_hash(self) -> str:

@@ -189,9 +189,9 @@ def test_symlink_out_of_the_project_is_an_error(project, debian_rootfs, airbuild
 
 def test_run_instruction_names_its_line_and_the_backend(project, debian_rootfs, airbuild_cache):
     (project / "Dockerfile").write_text("FROM scratch\nUSER root\nRUN apt-get update\n")
-    proc = build(project, debian_rootfs, check=False)
+    proc = build(project, debian_rootfs, "--backend", "native", check=False)
     assert proc.returncode == 2
-    assert "Dockerfile:3:" in proc.stderr and "BuildKit" in proc.stderr
+    assert "Dockerfile:3:" in proc.stderr and "BuildKit" in proc.stderr and "native backend" in proc.stderr
 
 
 def test_dockerfile_copy_and_config(project, debian_rootfs, airbuild_cache):
