@@ -73,9 +73,10 @@ def engine_images(docker_client):
     yield made
     for ref in made:
         docker_client("image", "rm", "-f", ref, check=False)
-        listed = docker_client("image", "ls", "-q", f"airbuild-parent/{ref}", check=False).stdout.split()
+        listed = docker_client("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", f"airbuild-parent/{ref}",
+                               check=False).stdout.split()
         if listed:
-            docker_client("image", "rm", "-f", *sorted(set(listed)), check=False)
+            docker_client("image", "rm", *listed, check=False)
 
 
 def test_the_suite_runs_this_checkout():
