@@ -38,8 +38,9 @@ from builder.build_secrets import engine_secrets
 from builder.steps import BuildContext, LayerStep
 from builder.store import LayerRecord
 from builder.tree import Entry, merkle_root
+from builder.resources import template_text
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "buildkit.Dockerfile.j2"
+TEMPLATE = "buildkit.Dockerfile.j2"
 RENDERED = {"ARG", "ENV", "USER", "WORKDIR", "SHELL", "RUN", "COPY"}  # what the rendered Dockerfile needs
 LAYER_KEYWORDS = ("RUN", "COPY", "ADD")  # BuildKit history entries that stand for a step's layer
 
@@ -148,7 +149,7 @@ class EngineSegment:
     def _render(self, parent: str, lines: list[Instruction]) -> Path:
         """The Dockerfile BuildKit runs: FROM the parent, the ARGs in scope, the segment's lines."""
         dockerfile = self._work / "Dockerfile"
-        template = jinja2.Template(TEMPLATE.read_text(), keep_trailing_newline=True, trim_blocks=True)
+        template = jinja2.Template(template_text(TEMPLATE), keep_trailing_newline=True, trim_blocks=True)
         dockerfile.write_text(template.render(
             dockerfile=self.ctx.dockerfile.path.name, first_line=self.first.line, last_line=lines[-1].line,
             rule=self.rule.name, parent=parent, steps=len(self.steps), args=sorted(self.start_args),

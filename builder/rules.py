@@ -6,18 +6,12 @@ import re
 from pathlib import Path
 
 from builder.errors import InputError
+from builder.resources import data_dir
 from builder.manifest import Manifest, RuleSpec, validate
 from builder.yaml_source import load_yaml
 
-RULES_DIR = Path(__file__).resolve().parent.parent / "rules"  # a checkout
-
-
 def rules_dir() -> Path:
-    if RULES_DIR.is_dir():
-        return RULES_DIR
-    import importlib.resources
-
-    return Path(str(importlib.resources.files("airbuild_rules")))
+    return data_dir("rules")
 
 
 def load_rule(name: str) -> RuleSpec:

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from builder.errors import BuildError, InputError
+from builder.resources import template_text
 from builder.rootfs_cache import chain_id, unpacked
 from builder.sandbox import Mount, SandboxRun, Session, run
 from builder.store import LayerRecord, Store
 
 HARNESS_VERSION = "1"
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PROJECT_DIRS = ("dags", "plugins", "include")
 
 
@@ -191,7 +191,7 @@ def _harness_work_dir(inputs: ValidationInputs, name: str) -> Path:
 
     work = inputs.store.root / "tmp" / f"{os.getpid()}.{name}"
     work.mkdir(parents=True, exist_ok=True)
-    template = jinja2.Template((TEMPLATES / "dag_harness.py.j2").read_text())
+    template = jinja2.Template(template_text("dag_harness.py.j2"))
     (work / "harness.py").write_text(template.render(harness_version=HARNESS_VERSION))
     return work
 

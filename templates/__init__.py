@@ -1,0 +1,1 @@
+"""Jinja2 templates (the DAG-import harness, the BuildKit Dockerfile), shipped as `airbuild_templates`."""
