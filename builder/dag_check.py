@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 from builder.errors import AirbuildError, InputError
@@ -66,10 +67,14 @@ def validation_inputs(ctx: BuildContext, plan: Plan) -> ValidationInputs:
     env_layers = list(ctx.base.layers) + [layer.record for layer in plan.layers if not layer.step.project_content]
     dag_hashes = {path[len("dags/"):]: entry.digest for path, entry in ctx.tree.entries.items()
                   if path.startswith("dags/") and entry.kind == "file"}
+    # From the walk the build already made (content hashes), not a second walk of those directories.
+    support = hashlib.sha256("".join(
+        f"{path}\0{entry.identity}\n" for path, entry in sorted(ctx.tree.entries.items())
+        if path.startswith(("plugins/", "include/")) or path.endswith("/.airflowignore")).encode()).hexdigest()
     variables, connections = airflow_settings(ctx.project / "airflow_settings.yaml")
     return ValidationInputs(
         project=ctx.project, store=ctx.store, env_layers=env_layers, workdir=ctx.manifest.workdir,
-        dag_hashes=dag_hashes,
+        dag_hashes=dag_hashes, support_hash=support,
         limits=Limits(settings.timeout_s, settings.memory_mb, settings.processes, settings.cpu_s),
         allowed_failures=tuple(settings.allowed_failures), safe_mode=settings.safe_mode,
         variables=variables, connections=connections)

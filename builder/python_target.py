@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from builder.base_fs import find_files, list_paths
 from builder.base_image import BaseImage
+from builder.container_config import ContainerConfig
 from builder.errors import InputError
 from builder.oci import Platform
 from builder.store import Store
@@ -58,7 +59,8 @@ def detect_python(base: BaseImage, store: Store, platform: Platform) -> PythonTa
     if not interpreters:
         raise InputError(f"the base image {base.description} has no Python 3 interpreter (looked for python3.X in "
                          "/usr/local/bin, /usr/bin, /bin, /opt/*/bin): requirements.txt needs one")
-    env_path = _env(base, "PATH") or "/usr/local/bin:/usr/bin:/bin"
+    env_path = ContainerConfig.from_oci(base.config.get("config")).env_dict().get("PATH") or \
+        "/usr/local/bin:/usr/bin:/bin"
     chosen = None
     for directory in env_path.split(":"):
         if directory.strip("/") in interpreters:
@@ -116,14 +118,6 @@ def normalise(name: str) -> str:
 
 def _interesting(path: str) -> bool:
     return "python3." in path and ("/bin/" in f"/{path}" or path.startswith("bin/"))
-
-
-def _env(base: BaseImage, key: str) -> str | None:
-    for item in (base.config.get("config") or {}).get("Env") or []:
-        name, _, value = item.partition("=")
-        if name == key:
-            return value
-    return None
 
 
 def _glibc(base: BaseImage, store: Store) -> tuple[int, int]:

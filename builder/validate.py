@@ -80,6 +80,7 @@ class ValidationInputs:
     env_layers: list[LayerRecord]          # the image below the project's files
     workdir: str
     dag_hashes: dict[str, str]             # relpath of each file under dags/ -> content sha256
+    support_hash: str                      # plugins/, include/, .airflowignore: a change re-imports every DAG
     limits: Limits = field(default_factory=Limits)
     allowed_failures: tuple[str, ...] = ()
     safe_mode: bool = True
@@ -95,7 +96,7 @@ def validate(inputs: ValidationInputs) -> Report:
     env_id = chain_id(inputs.env_layers)
     settings = _hash({"harness": HARNESS_VERSION, "limits": asdict(inputs.limits), "safe_mode": inputs.safe_mode,
                       "variables": inputs.variables, "connections": inputs.connections, "env": env_id,
-                      "workdir": inputs.workdir, "support": _support_hash(inputs.project),
+                      "workdir": inputs.workdir, "support": inputs.support_hash,
                       "environment": sorted(_airflow_environment().items())})
     whole = _hash({"settings": settings, "dags": sorted(inputs.dag_hashes.items())})
     cached_run = inputs.store.get_record("dag-runs", whole)
@@ -257,20 +258,6 @@ def _warm_session(inputs: ValidationInputs) -> Session:
 def _airflow_environment() -> dict[str, str]:
     """Connections and variables set in the environment, as Airflow reads them."""
     return {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
-
-
-def _support_hash(project: Path) -> str:
-    """plugins/, include/ and .airflowignore files: a change there re-imports every DAG."""
-    h = hashlib.sha256()
-    for directory in ("plugins", "include"):
-        root = project / directory
-        for path in sorted(root.rglob("*")) if root.is_dir() else []:
-            if path.is_file():
-                st = path.stat()
-                h.update(f"{path.relative_to(project)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    for ignore in sorted((project / "dags").rglob(".airflowignore")):
-        h.update(ignore.read_bytes())
-    return h.hexdigest()
 
 
 _results_seen: dict[str, dict] = {}  # file key -> result, for this process (watch asks again on every save)
