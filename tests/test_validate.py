@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,12 @@ def test_broken_and_hostile_dags_are_reported_and_contained(tmp_path, debian_roo
     (project / "dags" / ".airflowignore").write_text("ignored_file.py\n")
     shutil.copy(SAMPLES / "syntax_error.py", project / "dags" / "ignored_file.py")
 
-    proc, report = parse(project, debian_rootfs, env={"AIRFLOW_VAR_OWNER_FROM_ENV": "env-owner"})
+    # A variable unique to this run: results are keyed by content, and the store outlives test runs,
+    # so without it the hostile files would be answered from an earlier run instead of being imported.
+    env = {"AIRFLOW_VAR_OWNER_FROM_ENV": "env-owner", "AIRFLOW_VAR_TEST_RUN": uuid.uuid4().hex}
+    proc, report = parse(project, debian_rootfs, env=env)
     assert proc.returncode == 1, proc.stderr
+    assert report["imported"] == len(report["files"]), "a fresh run imports every file"
     assert report["status"] == "failed" and report["airflow_version"] == "3.3.2"
     by_file = {r["file"].removeprefix("dags/"): r for r in report["files"]}
     assert "not_a_dag.py" not in by_file, "safe mode skips files without 'airflow' and 'dag'"
@@ -94,14 +99,14 @@ def test_broken_and_hostile_dags_are_reported_and_contained(tmp_path, debian_roo
 
     # Fix one file: only it is imported again; the duplicate check still sees every file.
     (project / "dags" / "cycle.py").write_text((SAMPLES / "good.py").read_text().replace('"good"', '"fixed"'))
-    proc, again = parse(project, debian_rootfs, env={"AIRFLOW_VAR_OWNER_FROM_ENV": "env-owner"})
+    proc, again = parse(project, debian_rootfs, env=env)
     assert again["imported"] == 1
     fixed = next(r for r in again["files"] if r["file"] == "dags/cycle.py")
     assert fixed["errors"] == [] and not fixed["cached"]
     assert again["duplicates"] == report["duplicates"]
     junit = tmp_path / "report.xml"
     run_cli(["parse", project, "--base", f"rootfs:{debian_rootfs}", "--junit", junit], check=False,
-            env={"AIRBUILD_CACHE_DIR": str(TEST_STORE), "AIRFLOW_VAR_OWNER_FROM_ENV": "env-owner"})
+            env={"AIRBUILD_CACHE_DIR": str(TEST_STORE), **env})
     xml = junit.read_text()
     assert 'name="dags/hostile_loop.py"' in xml and 'type="timeout"' in xml and "duplicate_dag_id" in xml
 
