@@ -55,6 +55,7 @@ class BuildOptions:
     backend: str | None = None            # overrides the manifest's: native | auto | buildkit
     build_args: dict[str, str] = field(default_factory=dict)  # over the manifest's build_args
     secrets: tuple[str, ...] = ()         # --secret values (id=ID,src=FILE|env=VAR), besides the manifest's
+    sandbox: str | None = None            # --sandbox / --no-sandbox, over validation.sandbox
 
 
 @dataclass
@@ -196,7 +197,7 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
                                                "platform": str(inputs.platform)},
                        backend=options.backend or manifest.backend,
                        build_args={**manifest.build_args, **options.build_args},
-                       secrets=_secrets(manifest.secrets, options.secrets))
+                       secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox)
     previous = PreviousBuild.load(output_dir / "state.json")
     plan = make_plan(ctx, rule_list(manifest, inputs.manifest_path), initial, previous, statcache.hashed_paths)
     lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))

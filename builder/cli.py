@@ -73,6 +73,15 @@ def build_args(values: list[str]) -> dict[str, str]:
     return out
 
 
+def _sandbox_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sandbox", choices=("auto", "bwrap", "docker", "none"),
+                        help="where DAG files are imported (default: astro.yaml's validation.sandbox, else auto): "
+                             "auto uses bubblewrap, else `docker run --network none --read-only`, else stops "
+                             "with an error")
+    parser.add_argument("--no-sandbox", dest="sandbox", action="store_const", const="none",
+                        help="import DAG files unconfined, with your rights on this machine (same as --sandbox none)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airbuild", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,14 +97,17 @@ def make_parser() -> argparse.ArgumentParser:
                        help="also write one tarball that `docker load` and OCI tools (skopeo, umoci) accept")
     build.add_argument("--no-validate", action="store_true", help="do not import the DAGs in the sandbox first")
     build.add_argument("--force", action="store_true", help="write the image even if DAGs fail to import")
+    _sandbox_args(build)
 
     parse = commands.add_parser(
         "parse", help="import every DAG file in a sandbox against the image's Python environment",
-        description="Build the image's environment (cached), then import each DAG file in a bubblewrap sandbox "
+        description="Build the image's environment (cached), then import each DAG file in a sandbox "
+                    "(bubblewrap, else Docker) "
                     "(read-only root, no network, limits per file), only the files that changed since the last "
                     "run. Reports import errors, cycles, duplicate task ids and duplicate dag_ids across files.")
     _project_args(parse)
     parse.add_argument("--junit", metavar="FILE", type=Path, help="also write a JUnit XML report for CI")
+    _sandbox_args(parse)
 
     watch = commands.add_parser(
         "watch", help="rebuild and validate on every save; optionally load or deploy each good image",
@@ -109,6 +121,7 @@ def make_parser() -> argparse.ArgumentParser:
     shipping.add_argument("--load", action="store_true", help="docker load each new image")
     shipping.add_argument("--deploy", metavar="TARGET", help="push each new image to this target of astro.yaml")
     watch.add_argument("--no-validate", action="store_true", help="do not import the DAGs in the sandbox")
+    _sandbox_args(watch)
     watch.add_argument("--json", action="store_true",
                        help='one JSON object per line: {"event": "build", "manifest_digest", "latency_s", '
                             '"changed", "rebuilt_layers", "errors", ...}')
@@ -121,6 +134,7 @@ def make_parser() -> argparse.ArgumentParser:
     test.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
     test.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
     _engine_args(test)
+    _sandbox_args(test)
 
 
     plan = commands.add_parser("plan", help="show the layers a build would produce, and why each would be rebuilt",
@@ -163,6 +177,7 @@ def _registry_parsers(commands) -> None:
     deploy.add_argument("--force", action="store_true",
                         help="deploy despite a dirty git tree, DAG errors or failing tests")
     deploy.add_argument("--pytest", action="store_true", help="run the project's tests/ with pytest first")
+    _sandbox_args(deploy)
     deploy.add_argument("--dags", action="store_true",
                         help="DAG-only deploy: replace the DAG layer of the target's current image (its first "
                              "tag, else the last deploy recorded here) and push that layer, config and manifest")
@@ -244,6 +259,7 @@ def _options(args):
         backend=getattr(args, "backend", None),
         build_args=build_args(getattr(args, "build_arg", [])),
         secrets=tuple(getattr(args, "secret", [])),
+        sandbox=getattr(args, "sandbox", None),
     )
 
 
@@ -348,7 +364,7 @@ def cmd_deploy(args) -> int:
         pytest=args.pytest, dags_only=args.dags, description=args.description, locked=args.locked,
         base=BaseSource.parse(args.base) if args.base else None, ca_bundle=args.ca_bundle,
         progress=Progress(None if not args.json else False), backend=args.backend,
-        build_args=build_args(args.build_arg), secrets=tuple(args.secret)))
+        build_args=build_args(args.build_arg), secrets=tuple(args.secret), sandbox=args.sandbox))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return EXIT_OK

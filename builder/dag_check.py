@@ -77,7 +77,7 @@ def validation_inputs(ctx: BuildContext, plan: Plan) -> ValidationInputs:
         dag_hashes=dag_hashes, support_hash=support,
         limits=Limits(settings.timeout_s, settings.memory_mb, settings.processes, settings.cpu_s),
         allowed_failures=tuple(settings.allowed_failures), safe_mode=settings.safe_mode,
-        variables=variables, connections=connections)
+        variables=variables, connections=connections, sandbox=ctx.sandbox or settings.sandbox)
 
 
 def airflow_settings(path: Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -58,6 +58,7 @@ class DeployOptions:
     backend: str | None = None            # as for build: --backend, --build-arg, --secret
     build_args: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+    sandbox: str | None = None            # as for build: --sandbox / --no-sandbox
 
 
 @dataclass
@@ -161,7 +162,7 @@ def deploy(options: DeployOptions) -> DeployResult:
 
     build_options = BuildOptions(project=project, locked=options.locked, base=options.base,
                                  progress=options.progress, force=options.force, backend=options.backend,
-                                 build_args=options.build_args, secrets=options.secrets)
+                                 build_args=options.build_args, secrets=options.secrets, sandbox=options.sandbox)
     if options.pytest:
         options.progress.step("running the project's tests in the sandbox")
         failed = _run_pytest(build_options)

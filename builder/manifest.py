@@ -151,6 +151,9 @@ class Validation(Strict):
     cpu_s: int = Field(60, ge=1, description="CPU time for one file's import")
     safe_mode: bool = Field(True, description="Airflow's dag_discovery_safe_mode: skip files without 'airflow' and 'dag'")
     allowed_failures: list[str] = Field(default_factory=list, description="files (globs) allowed to fail")
+    sandbox: Literal["auto", "bwrap", "docker", "none"] = Field(
+        "auto", description="auto: bubblewrap, else `docker run --network none --read-only`, else an error; "
+                            "none: import unconfined (only on machines you trust the DAGs on)")
 
 
 class Target(Strict):

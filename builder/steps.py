@@ -38,6 +38,7 @@ class BuildContext:
     lock: LockState  # pinned sections to reuse; resolving rules record theirs here
     notes: list[str] = field(default_factory=list)  # for the build output (e.g. skipped maintainer scripts)
     backend: str = "auto"                   # native | auto | buildkit (see builder/engine.py)
+    sandbox: str | None = None              # for DAG validation, over the manifest's (see builder/sandbox.py)
     build_args: dict[str, str] = field(default_factory=dict)  # values for the Dockerfile's ARGs
     secrets: tuple[SecretSpec, ...] = ()    # for RUN --mount=type=secret; never in a key or a layer
     engine: Any = None                      # builder.engine.EngineSession: found on first use only

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from builder.errors import BuildError, InputError
 from builder.resources import template_text
 from builder.rootfs_cache import chain_id, unpacked
-from builder.sandbox import Mount, SandboxRun, Session, run
+from builder.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run
 from builder.store import LayerRecord, Store
 
 HARNESS_VERSION = "1"
@@ -86,6 +86,26 @@ class ValidationInputs:
     safe_mode: bool = True
     variables: dict[str, str] = field(default_factory=dict)
     connections: dict[str, str] = field(default_factory=dict)
+    sandbox: str = "auto"                  # auto | bwrap | docker | none (see builder/sandbox.py)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the job sees the project, its scratch space and the harness: the image's paths inside a
+    sandbox, the host's without one."""
+
+    sandbox: str                           # resolved: bwrap | docker | none
+    workdir: str
+    tmp: str
+    harness_dir: str
+
+
+def placement(inputs: ValidationInputs, work: Path) -> Placement:
+    sandbox = choose(inputs.sandbox)
+    if sandbox in CONFINED:
+        return Placement(sandbox, inputs.workdir, "/tmp", "/airbuild")
+    (work / "tmp").mkdir(parents=True, exist_ok=True)
+    return Placement(sandbox, str(inputs.project), str(work / "tmp"), str(work))
 
 
 def validate(inputs: ValidationInputs) -> Report:
@@ -94,7 +114,10 @@ def validate(inputs: ValidationInputs) -> Report:
     if not dags_dir.is_dir():
         return Report("skipped", "the project has no dags/ directory")
     env_id = chain_id(inputs.env_layers)
-    settings = _hash({"harness": HARNESS_VERSION, "limits": asdict(inputs.limits), "safe_mode": inputs.safe_mode,
+    # Any confined sandbox gives the same results; an unconfined run may not (a write that succeeds).
+    confinement = "none" if choose(inputs.sandbox) == "none" else "confined"
+    settings = _hash({"sandbox": confinement, "harness": HARNESS_VERSION, "limits": asdict(inputs.limits),
+                      "safe_mode": inputs.safe_mode,
                       "variables": inputs.variables, "connections": inputs.connections, "env": env_id,
                       "workdir": inputs.workdir, "support": inputs.support_hash,
                       "environment": sorted(_airflow_environment().items())})
@@ -110,11 +133,10 @@ def validate(inputs: ValidationInputs) -> Report:
     known = {rel: _stored_result(inputs.store, _file_key(settings, rel, digest))
              for rel, digest in inputs.dag_hashes.items()}
     known = {rel: result for rel, result in known.items() if result is not None}
-    outcome = _run_harness(inputs, known)
+    outcome, folder = _run_harness(inputs, known)
     if outcome.get("airflow_version") is None:  # installed, but it does not import: nothing can be validated
         return Report("failed", outcome.get("error", "Airflow cannot be imported in the image"),
                       duration_s=round(time.monotonic() - started, 3))
-    folder = posixpath.join(inputs.workdir, "dags")
     results: dict[str, dict] = {}
     for path in outcome["files"]:
         rel = posixpath.relpath(path, folder)
@@ -155,65 +177,86 @@ def _report_from(record: dict, inputs: ValidationInputs, cached: bool) -> Report
                   duplicates=duplicates, imported=0 if cached else record["imported"])
 
 
-def project_job(inputs: ValidationInputs, argv: list[str], directories: tuple[str, ...], work: Path | None,
-                timeout_s: float) -> SandboxRun:
-    """A sandbox run over the image's environment, with the project's `directories` mounted read-only."""
+def project_job(inputs: ValidationInputs, place: Placement, argv: list[str], directories: tuple[str, ...],
+                work: Path, timeout_s: float) -> SandboxRun:
+    """A run over the image's environment, the project's `directories` read-only, `work` as the harness dir."""
     rootfs = unpacked(inputs.store, inputs.env_layers)
-    for directory in directories:
-        (rootfs / inputs.workdir.strip("/") / directory).mkdir(parents=True, exist_ok=True)  # mount points
-    (rootfs / "airbuild").mkdir(exist_ok=True)
-    mounts = [Mount(inputs.project / d, posixpath.join(inputs.workdir, d))
-              for d in directories if (inputs.project / d).is_dir()]
-    if work is not None:
-        mounts.append(Mount(work, "/airbuild"))
-    folder = posixpath.join(inputs.workdir, "dags")
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "AIRFLOW_HOME": "/tmp/airflow",
+    mounts = []
+    if place.sandbox in CONFINED:
+        for directory in directories:
+            (rootfs / inputs.workdir.strip("/") / directory).mkdir(parents=True, exist_ok=True)  # mount points
+        (rootfs / place.harness_dir.strip("/")).mkdir(exist_ok=True)
+        mounts = [Mount(inputs.project / d, posixpath.join(place.workdir, d))
+                  for d in directories if (inputs.project / d).is_dir()]
+        mounts.append(Mount(work, place.harness_dir))
+    airflow_home = posixpath.join(place.tmp, "airflow")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": place.tmp, "AIRFLOW_HOME": airflow_home,
            "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONPATH": ":".join(posixpath.join(inputs.workdir, d) for d in ("dags", "plugins", "include")),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": folder,
-           "AIRFLOW__CORE__PLUGINS_FOLDER": posixpath.join(inputs.workdir, "plugins"),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////tmp/airflow/airflow.db",
+           "PYTHONPATH": ":".join(posixpath.join(place.workdir, d) for d in ("dags", "plugins", "include")),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": posixpath.join(place.workdir, "dags"),
+           "AIRFLOW__CORE__PLUGINS_FOLDER": posixpath.join(place.workdir, "plugins"),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(inputs.limits.timeout_s + 5), **_airflow_environment()}
-    return SandboxRun(rootfs, argv, mounts, env, workdir=inputs.workdir, timeout_s=timeout_s)
+    return SandboxRun(rootfs, argv, mounts, env, workdir=place.workdir, timeout_s=timeout_s, sandbox=place.sandbox,
+                      memory_mb=inputs.limits.memory_mb + 1024, processes=inputs.limits.processes + 32)
 
 
 def run_project_tests(inputs: ValidationInputs, pytest_args: list[str], to_stderr: bool = False) -> int:
     """`airbuild test`: the project's tests/ with the image's pytest, in the same sandbox; output streamed."""
     if not (inputs.project / "tests").is_dir():
         raise InputError("the project has no tests/ directory")
-    job = project_job(inputs, ["python3", "-m", "pytest", "-p", "no:cacheprovider", "tests", *pytest_args],
-                      (*PROJECT_DIRS, "tests"), None, timeout_s=3600)
-    return run(job, capture=False, stdout_to_stderr=to_stderr).returncode
+    work = _work_dir(inputs, "test")
+    try:
+        place = placement(inputs, work)
+        job = project_job(inputs, place, ["python3", "-m", "pytest", "-p", "no:cacheprovider", "tests", *pytest_args],
+                          (*PROJECT_DIRS, "tests"), work, timeout_s=3600)
+        return run(job, capture=False, stdout_to_stderr=to_stderr).returncode
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _work_dir(inputs: ValidationInputs, name: str) -> Path:
+    work = inputs.store.root / "tmp" / f"{os.getpid()}.{name}"
+    work.mkdir(parents=True, exist_ok=True)
+    return work
 
 
 def _harness_work_dir(inputs: ValidationInputs, name: str) -> Path:
-    """A directory holding the rendered harness, mounted at /airbuild in the sandbox."""
+    """A directory holding the rendered harness: the job's harness_dir."""
     import jinja2
 
-    work = inputs.store.root / "tmp" / f"{os.getpid()}.{name}"
-    work.mkdir(parents=True, exist_ok=True)
+    work = _work_dir(inputs, name)
     template = jinja2.Template(template_text("dag_harness.py.j2"))
     (work / "harness.py").write_text(template.render(harness_version=HARNESS_VERSION))
     return work
 
 
-def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> dict:
-    folder = posixpath.join(inputs.workdir, "dags")
-    request = {"dags_folder": folder, "known": sorted(known), "timeout_s": inputs.limits.timeout_s,
-               "limits": asdict(inputs.limits), "writable": ["/tmp/", "/dev/"], "safe_mode": inputs.safe_mode,
-               "variables": inputs.variables, "connections": inputs.connections}
+def _request(inputs: ValidationInputs, place: Placement, known: dict[str, dict]) -> dict:
+    return {"dags_folder": posixpath.join(place.workdir, "dags"), "known": sorted(known),
+            "timeout_s": inputs.limits.timeout_s, "limits": asdict(inputs.limits),
+            "writable": [place.tmp.rstrip("/") + "/", "/dev/"], "safe_mode": inputs.safe_mode,
+            "own_pid_namespace": place.sandbox in CONFINED,
+            "variables": inputs.variables, "connections": inputs.connections}
+
+
+def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> tuple[dict, str]:
+    """The harness's answer, and the DAG folder as it named the files."""
     if _warm is not None:
-        return json.loads(_warm_session(inputs).request(json.dumps(request)))
+        session, place = _warm_session(inputs)
+        return json.loads(session.request(json.dumps(_request(inputs, place, known)))), \
+            posixpath.join(place.workdir, "dags")
     work = _harness_work_dir(inputs, "validate")
     try:
-        (work / "request.json").write_text(json.dumps(request))
+        place = placement(inputs, work)
+        (work / "request.json").write_text(json.dumps(_request(inputs, place, known)))
         timeout = 120 + inputs.limits.timeout_s * (len(inputs.dag_hashes) + 1)
-        proc = run(project_job(inputs, ["python3", "/airbuild/harness.py", "/airbuild/request.json"], PROJECT_DIRS,
-                               work, timeout))
+        harness = posixpath.join(place.harness_dir, "harness.py")
+        proc = run(project_job(inputs, place, ["python3", harness, posixpath.join(place.harness_dir, "request.json")],
+                               PROJECT_DIRS, work, timeout))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     try:
-        return json.loads(proc.stdout)
+        return json.loads(proc.stdout), posixpath.join(place.workdir, "dags")
     except ValueError:
         raise BuildError(f"the DAG harness failed in the sandbox (exit {proc.returncode}):\n"
                          f"{(proc.stderr.strip() or proc.stdout.strip())[-3000:]}") from None
@@ -221,7 +264,7 @@ def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> dict:
 
 # -- watch mode: one harness per environment, kept running between builds -------------------------
 
-_warm: dict[str, tuple[Session, Path]] | None = None
+_warm: dict[str, tuple[Session, Path, Placement]] | None = None
 
 
 @contextlib.contextmanager
@@ -233,26 +276,27 @@ def warm_harness() -> Iterator[None]:
         yield
     finally:
         sessions, _warm = _warm, None
-        for session, work in sessions.values():
+        for session, work, _ in sessions.values():
             session.close()
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _warm_session(inputs: ValidationInputs) -> Session:
+def _warm_session(inputs: ValidationInputs) -> tuple[Session, Placement]:
     key = _hash({"env": chain_id(inputs.env_layers), "project": str(inputs.project), "workdir": inputs.workdir,
-                 "dirs": [d for d in PROJECT_DIRS if (inputs.project / d).is_dir()]})
+                 "sandbox": inputs.sandbox, "dirs": [d for d in PROJECT_DIRS if (inputs.project / d).is_dir()]})
     entry = _warm.get(key)
     if entry is not None and entry[0].alive():
-        return entry[0]
-    for session, work in _warm.values():  # another environment (requirements changed): its harness goes
+        return entry[0], entry[2]
+    for session, work, _ in _warm.values():  # another environment (requirements changed): its harness goes
         session.close()
         shutil.rmtree(work, ignore_errors=True)
     _warm.clear()
     work = _harness_work_dir(inputs, f"harness-{key[:12]}")
-    session = Session(project_job(inputs, ["python3", "/airbuild/harness.py", "--serve"], PROJECT_DIRS, work,
-                                  timeout_s=0))
-    _warm[key] = (session, work)
-    return session
+    place = placement(inputs, work)
+    session = Session(project_job(inputs, place, ["python3", posixpath.join(place.harness_dir, "harness.py"),
+                                                  "--serve"], PROJECT_DIRS, work, timeout_s=0))
+    _warm[key] = (session, work, place)
+    return session, place
 
 
 def _airflow_environment() -> dict[str, str]:

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -45,7 +46,14 @@ def harness_processes() -> list[str]:
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
-def test_broken_and_hostile_dags_are_reported_and_contained(tmp_path, debian_rootfs):
+def sandbox_containers() -> list[str]:
+    out = subprocess.run(["docker", "ps", "--all", "--quiet", "--filter", "name=airbuild-sandbox-"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "docker"])
+def test_broken_and_hostile_dags_are_reported_and_contained(tmp_path, debian_rootfs, docker_client, sandbox):
     files = ["good.py", "settings_reader.py", "syntax_error.py", "missing_module.py", "cycle.py",
              "duplicate_task.py", "duplicate_dag_id.py", "hostile_loop.py", "hostile_forks.py",
              "hostile_memory.py", "hostile_network.py", "hostile_writer.py", "not_a_dag.py"]
@@ -65,7 +73,7 @@ def test_broken_and_hostile_dags_are_reported_and_contained(tmp_path, debian_roo
     # A variable unique to this run: results are keyed by content, and the store outlives test runs,
     # so without it the hostile files would be answered from an earlier run instead of being imported.
     env = {"AIRFLOW_VAR_OWNER_FROM_ENV": "env-owner", "AIRFLOW_VAR_TEST_RUN": uuid.uuid4().hex}
-    proc, report = parse(project, debian_rootfs, env=env)
+    proc, report = parse(project, debian_rootfs, "--sandbox", sandbox, env=env)
     assert proc.returncode == 1, proc.stderr
     assert report["imported"] == len(report["files"]), "a fresh run imports every file"
     assert report["status"] == "failed" and report["airflow_version"] == "3.3.2"
@@ -95,17 +103,18 @@ def test_broken_and_hostile_dags_are_reported_and_contained(tmp_path, debian_roo
     listener.close()
     assert not (project / "dags" / "pwned.txt").exists()
     assert not list(TEST_STORE.glob("rootfs/*/usr/local/lib/pwned.txt"))
-    assert harness_processes() == []
+    assert harness_processes() == [] and sandbox_containers() == []
 
     # Fix one file: only it is imported again; the duplicate check still sees every file.
     (project / "dags" / "cycle.py").write_text((SAMPLES / "good.py").read_text().replace('"good"', '"fixed"'))
-    proc, again = parse(project, debian_rootfs, env=env)
+    proc, again = parse(project, debian_rootfs, "--sandbox", sandbox, env=env)
     assert again["imported"] == 1
     fixed = next(r for r in again["files"] if r["file"] == "dags/cycle.py")
     assert fixed["errors"] == [] and not fixed["cached"]
     assert again["duplicates"] == report["duplicates"]
     junit = tmp_path / "report.xml"
-    run_cli(["parse", project, "--base", f"rootfs:{debian_rootfs}", "--junit", junit], check=False,
+    run_cli(["parse", project, "--base", f"rootfs:{debian_rootfs}", "--sandbox", sandbox, "--junit", junit],
+            check=False,
             env={"AIRBUILD_CACHE_DIR": str(TEST_STORE), **env})
     xml = junit.read_text()
     assert 'name="dags/hostile_loop.py"' in xml and 'type="timeout"' in xml and "duplicate_dag_id" in xml
@@ -172,3 +181,32 @@ def test_project_tests_run_with_pytest_in_the_sandbox(tmp_path, debian_rootfs):
     proc = run_cli(["test", project, "--base", f"rootfs:{debian_rootfs}", "--", "-q"], env=env, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "1 failed, 2 passed" in proc.stdout and "test_fails_on_purpose" in proc.stdout
+
+
+def test_without_a_sandbox_parse_refuses_unless_told_to_run_unconfined(tmp_path, debian_rootfs):
+    project = project_with(tmp_path, AIRFLOW_3, ["good.py", "cycle.py"])
+    (project / "dags" / "writer.py").write_text(
+        "from pathlib import Path\nfrom airflow import DAG\n"
+        "Path(__file__).with_name('written.txt').write_text('x')\n")
+    env = {"AIRFLOW_VAR_TEST_RUN": uuid.uuid4().hex}
+    parse(project, debian_rootfs, env=env)  # the environment, built with every tool at hand
+    # A machine with neither bubblewrap nor a Docker daemon: only python3 and uv on PATH.
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "python3").symlink_to(sys.executable)
+    (bare / "uv").symlink_to(shutil.which("uv"))
+    no_tools = {**env, "PATH": str(bare), "AIRBUILD_DOCKER": str(tmp_path / "no-docker")}
+    proc = run_cli(["parse", project, "--base", f"rootfs:{debian_rootfs}", "--json"], check=False,
+                   env={"AIRBUILD_CACHE_DIR": str(TEST_STORE), **no_tools})
+    assert proc.returncode == 2 and "no sandbox" in json.loads(proc.stdout)["error"]
+    assert "--no-sandbox" in proc.stderr
+
+    proc, report = parse(project, debian_rootfs, "--no-sandbox", env=no_tools)
+    assert proc.returncode == 1, proc.stderr
+    assert report["airflow_version"] == "3.3.2", "the image's Python and Airflow, not the host's"
+    by_file = {r["file"]: r for r in report["files"]}
+    assert not any(r["cached"] for r in report["files"]), "results from a confined run are not reused unconfined"
+    assert by_file["dags/good.py"]["dags"] == [{"dag_id": "good", "tasks": 2}]
+    assert [e["kind"] for e in by_file["dags/cycle.py"]["errors"]] == ["cycle"]
+    assert "sandbox" in {e["kind"] for e in by_file["dags/writer.py"]["errors"]}, "writes are still reported"
+    assert not (project / "dags" / "written.txt").exists()
