@@ -44,6 +44,7 @@ class SandboxRun:
     sandbox: str = "bwrap"       # resolved by choose(): bwrap | docker | none
     memory_mb: int = 4096        # docker: the container's memory ceiling (the harness limits each file)
     processes: int = 512         # docker: the container's pids limit
+    writable_root: bool = False  # bwrap: the rootfs bound read-write (airbuild's own jobs, never DAG code)
 
 
 @dataclass
@@ -116,7 +117,7 @@ def command(job: SandboxRun) -> Launch:
 
 
 def _bwrap(job: SandboxRun) -> Launch:
-    argv = ["bwrap", "--ro-bind", str(job.rootfs), "/", "--dev", "/dev", "--proc", "/proc",
+    argv = ["bwrap", "--bind" if job.writable_root else "--ro-bind", str(job.rootfs), "/", "--dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp", "--unshare-all", "--uid", str(SANDBOX_UID), "--gid", "0",
             "--die-with-parent", "--new-session", "--clearenv", "--chdir", job.workdir]
     for mount in job.mounts:

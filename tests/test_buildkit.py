@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import tarfile
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run, run_cli
+from tests.helpers import REPO, run_cli
 from tests.projects import make_project, set_age
 
 SECRET = "s3cr3t-token-7f1d9a0c2b"

@@ -210,3 +210,27 @@ def test_without_a_sandbox_parse_refuses_unless_told_to_run_unconfined(tmp_path,
     assert [e["kind"] for e in by_file["dags/cycle.py"]["errors"]] == ["cycle"]
     assert "sandbox" in {e["kind"] for e in by_file["dags/writer.py"]["errors"]}, "writes are still reported"
     assert not (project / "dags" / "written.txt").exists()
+
+
+def test_airflow_modules_are_imported_once_and_compiled_but_project_code_stays_in_the_child(tmp_path, debian_rootfs):
+    project = project_with(tmp_path, AIRFLOW_3, ["good.py"])
+    # A module the project provides under the airflow namespace (Airflow extends airflow.__path__ over
+    # sys.path): the harness must not import it itself, or its loop would escape the per-file limits.
+    (project / "include" / "airflow").mkdir(parents=True)
+    (project / "include" / "airflow" / "project_hook.py").write_text("while True:\n    pass\n")
+    (project / "dags" / "shadow.py").write_text("from airflow.sdk import DAG\nfrom airflow.project_hook import x\n")
+    (project / "astro.yaml").write_text(MANIFEST.replace("timeout_s: 10", "timeout_s: 5"))
+    env = {"AIRFLOW_VAR_TEST_RUN": uuid.uuid4().hex}
+    _, first = parse(project, debian_rootfs, env=env)
+    site = TEST_STORE / "rootfs" / first["environment"] / "usr/local/lib/python3.11/dist-packages/airflow"
+    compiled = [site / "__pycache__" / "configuration.cpython-311.pyc",
+                site / "sdk" / "__pycache__" / "__init__.cpython-311.pyc"]
+    assert all(pyc.exists() for pyc in compiled), "the harness's imports were compiled into the unpacked environment"
+    for pyc in compiled:
+        pyc.unlink()
+
+    proc, report = parse(project, debian_rootfs, env={**env, "AIRFLOW_VAR_TEST_RUN": uuid.uuid4().hex})
+    by_file = {r["file"]: r for r in report["files"]}
+    assert [e["kind"] for e in by_file["dags/shadow.py"]["errors"]] == ["timeout"], "the loop ran in the child"
+    assert by_file["dags/good.py"]["errors"] == []
+    assert all(pyc.exists() for pyc in compiled), "recompiled after the run that imported them from source"
