@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.container_config import ContainerConfig
-from builder.deb_install import (base_view, entries_hash, fetch_packages, install, keyring_for,
-                                 layer_items, resolve_online, sources_json)
-from builder.deb_layer import Tree
-from builder.deb_repo import AptSource
-from builder.deb_resolve import Request, installed_from_status
 from builder.errors import InputError
 from builder.lockfile import LockSection
 from builder.manifest import RuleSpec
 from builder.steps import ActionResult, BuildContext, LayerStep
+
+if TYPE_CHECKING:  # the Debian modules load only for a packages.txt that names packages (~50 ms)
+    from builder.deb_repo import AptSource
+    from builder.deb_resolve import Request
 
 SECTION = "debian"
 FORMAT = 1
@@ -30,7 +30,7 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9+.\-]+$")
 
 def parse_package_list(text: str, path: Path) -> list[Request]:
     """packages.txt as Astro reads it: names (several a line allowed), `#` comments, CRLF, `name=version`."""
-    requests: dict[str, Request] = {}
+    listed: dict[str, tuple[str | None, int]] = {}  # name -> (version, line)
     for number, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
         for word in raw.split("#", 1)[0].split():
             name, sep, version = word.partition("=")
@@ -39,18 +39,24 @@ def parse_package_list(text: str, path: Path) -> list[Request]:
                        " (suite pins are not supported: use name=version)" if "/" in name else ""
                 raise InputError(f"{word!r} is not a Debian package name or name=version{hint}",
                                  path=path, line=number)
-            previous = requests.get(name)
-            if previous is not None and previous.version != (version or None):
+            previous = listed.get(name)
+            if previous is not None and previous[0] != (version or None):
                 raise InputError(f"{name} is listed twice with different versions "
-                                 f"(line {previous.line} and here)", path=path, line=number)
-            requests.setdefault(name, Request(name, version or None, number))
-    return list(requests.values())
+                                 f"(line {previous[1]} and here)", path=path, line=number)
+            listed.setdefault(name, (version or None, number))
+    if not listed:
+        return []
+    from builder.deb_resolve import Request
+
+    return [Request(name, version, line) for name, (version, line) in listed.items()]
 
 
 def manifest_sources(ctx: BuildContext) -> list[AptSource] | None:
     apt = getattr(ctx.manifest, "apt", None)
     if apt is None or not apt.sources:
         return None
+    from builder.deb_repo import AptSource
+
     return [AptSource(s.uri.rstrip("/"), suite, tuple(s.components)) for s in apt.sources for suite in s.suites]
 
 
@@ -71,6 +77,8 @@ def system_packages_action(rule: RuleSpec, ctx: BuildContext, config: ContainerC
     requests = parse_package_list(path.read_text(encoding="utf-8", errors="replace"), path)
     if not requests:
         return ActionResult([], config)
+    from builder.deb_install import entries_hash, sources_json
+
     arch = ctx.platform.architecture
     explicit = manifest_sources(ctx)
     inputs = entries_hash([{"format": FORMAT, "requests": [[r.name, r.version] for r in requests],
@@ -101,6 +109,9 @@ def system_packages_action(rule: RuleSpec, ctx: BuildContext, config: ContainerC
 
 def _resolve(ctx: BuildContext, requests: list[Request], explicit: list[AptSource] | None, arch: str,
              path: Path, inputs: str) -> LockSection:
+    from builder.deb_install import base_view, keyring_for, resolve_online
+    from builder.deb_resolve import installed_from_status
+
     view = base_view(ctx.store, ctx.base.layers, with_links=False)
     sources = explicit if explicit is not None else view.sources()
     if not sources:
@@ -119,6 +130,9 @@ def _resolve(ctx: BuildContext, requests: list[Request], explicit: list[AptSourc
 
 
 def _make_items(ctx: BuildContext, entries, arch: str, locked: str, remember_notes: bool):
+    from builder.deb_install import base_view, fetch_packages, install, layer_items
+    from builder.deb_layer import Tree
+
     view = base_view(ctx.store, ctx.base.layers)
     packages = fetch_packages(ctx.store, entries)
     tree = Tree(dict(view.links))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
+from typing import TYPE_CHECKING
 
 from builder.action_files import complete_parents, layer_items
 from builder.build_secrets import check_secrets
@@ -24,13 +25,13 @@ from builder.owner import resolve_owner
 from builder.steps import ActionResult, BuildContext, ConfigStep, LayerStep, Step
 from builder.tree import Entry, merkle_root
 
+if TYPE_CHECKING:
+    from builder.engine_segment import EngineSegment
+
 _GLOB = re.compile(r"[*?\[]")
 
 
 def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
-    from builder.action_run import engine_step
-    from builder.engine_segment import EngineSegment
-
     args: dict[str, str] = {}
     steps: list[Step] = []
     path = ctx.dockerfile.path
@@ -42,8 +43,11 @@ def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig
         variables = {**args, **config.env_dict()}
         try:
             if inst.keyword == "RUN" or (inst.keyword == "COPY" and ctx.backend == "buildkit"):
+                from builder import engine_segment  # the engine's modules, only for what needs them
+                from builder.action_run import engine_step
+
                 if segment is None:
-                    segment = EngineSegment(ctx, rule, config, dict(args))
+                    segment = engine_segment.EngineSegment(ctx, rule, config, dict(args))
                 segment.add(inst)
                 steps.append(engine_step(segment, rule, ctx, config, args, inst, variables))
                 continue

@@ -16,10 +16,7 @@ from builder.action_inputs import listed_lines
 from builder.container_config import ContainerConfig
 from builder.lockfile import LockSection
 from builder.manifest import RuleSpec
-from builder.python_resolve import Indexes, PinnedWheel, resolve, strip_credentials
-from builder.python_target import detect_python, installed_distributions
 from builder.steps import ActionResult, BuildContext, LayerStep
-from builder.wheel_install import fetch, install, remove, staged_items
 
 SECTION = "python"
 
@@ -29,6 +26,11 @@ def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) ->
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     if not listed_lines(text):
         return ActionResult([], config)
+    # Resolution and installation modules load only for a requirements.txt that lists something.
+    from builder.python_resolve import Indexes, PinnedWheel, resolve, strip_credentials
+    from builder.python_target import detect_python, installed_distributions
+    from builder.wheel_install import fetch, install, remove, staged_items
+
     target = detect_python(ctx.base, ctx.store, ctx.platform)
     base_dists = installed_distributions(ctx.base, ctx.store, target)
     indexes = Indexes(ctx.manifest.index_url, tuple(ctx.manifest.extra_index_urls))

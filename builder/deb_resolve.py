@@ -11,10 +11,13 @@ the chain of packages that led to it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from builder.deb_control import Dep, compare, paragraphs, provides, relations, satisfies
-from builder.deb_repo import Candidate
 from builder.errors import InputError
+
+if TYPE_CHECKING:
+    from builder.deb_repo import Candidate
 
 PRIORITY_RANK = {"required": 0, "important": 1, "standard": 2, "optional": 3, "extra": 4}
 
