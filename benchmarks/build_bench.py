@@ -8,6 +8,7 @@ Prints one JSON object on stdout (progress goes to stderr). See benchmarks/READM
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -396,6 +397,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     base = debian_rootfs()
+    # Bytecode for airbuild's own modules, as `pip install` writes it: without it every timed command
+    # compiles them again (PYTHONDONTWRITEBYTECODE is set on some machines).
+    compileall.compile_dir(REPO / "builder", quiet=1)
     with tempfile.TemporaryDirectory(prefix="airbuild-bench-") as tmp:
         work = Path(tmp)
         log(f"generating {args.dags} DAGs and {args.include_mb} MiB of include/ data in {work}")

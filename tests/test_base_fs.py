@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from builder.base_fs import find_files
+import pytest
+
+from builder.base_fs import find_files, list_paths
 from builder.compress import Codec
+from builder.errors import InputError
 from builder.layer_tar import LayerItem, store_layer
 from builder.store import Store
 
@@ -22,4 +25,23 @@ def test_upper_layers_and_whiteouts(tmp_path):
     assert find_files(store, [lower, upper], lambda p: p.startswith("etc/"), cache_name="etc") == {"etc/b": b"b1"}
     assert store.get_record("base-files", next((tmp_path / "store" / "base-files").iterdir()).stem)
     assert find_files(store, [lower, upper], lambda p: False, cache_name="etc") == {"etc/b": b"b1"}, "cached"
+    store.close()
+
+
+def test_one_pass_over_the_layers_answers_the_later_questions(tmp_path):
+    store = Store(tmp_path / "store")
+    lower = layer(store, {"etc/passwd": b"root:x:0:0::/root:/bin/sh\n", "usr/bin/tool": b"\x7fELF",
+                          "usr/lib/python3/dist-packages/a-1.dist-info/METADATA": b"Name: a\nVersion: 1\n"})
+    upper = layer(store, {"etc/group": b"root:x:0:\n",
+                          "usr/lib/python3/dist-packages/a-1.dist-info/.wh.METADATA": b""})
+    layers = [lower, upper]
+    assert list_paths(store, layers, lambda p: p.startswith("usr/bin/")) == {"usr/bin/tool": "file"}
+    for record in (lower, upper):  # from now on the layers cannot be read again
+        store.blob_path(record.digest).unlink()
+    assert find_files(store, layers, lambda p: p.startswith("etc/")) == {
+        "etc/passwd": b"root:x:0:0::/root:/bin/sh\n", "etc/group": b"root:x:0:\n"}
+    assert find_files(store, layers, lambda p: p.endswith("/METADATA")) == {}, "whiteouts hold in the memo too"
+    assert set(list_paths(store, layers, lambda p: p.startswith("etc/"))) == {"etc/passwd", "etc/group"}
+    with pytest.raises(InputError):  # a file no earlier pass kept needs the layers again
+        find_files(store, layers, lambda p: p == "usr/bin/tool")
     store.close()
