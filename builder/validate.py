@@ -265,6 +265,9 @@ def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> tuple[dict
                          f"{(proc.stderr.strip() or proc.stdout.strip())[-3000:]}") from None
 
 
+_compile_attempted: set[tuple[str, str]] = set()  # (rootfs, source) compiled or tried by this process
+
+
 def _compile_bytecode(inputs: ValidationInputs, sources: list[str]) -> None:
     """Compile what the harness imported from source into the unpacked environment (rootfs/ is airbuild's
     copy, not the image): Airflow's import then takes about half as long in every later run. compileall
@@ -273,6 +276,11 @@ def _compile_bytecode(inputs: ValidationInputs, sources: list[str]) -> None:
     if not sources or sandbox == "docker":  # docker runs an image imported from rootfs/ before: no gain
         return
     rootfs = unpacked(inputs.store, inputs.env_layers)
+    # Once per process and file: one that does not compile must not cost a sandbox run on every save.
+    sources = [s for s in sources if (str(rootfs), s) not in _compile_attempted]
+    if not sources:
+        return
+    _compile_attempted.update((str(rootfs), s) for s in sources)
     if sandbox == "none":  # the harness named host paths
         sources = [s for s in sources if s.startswith(os.path.join(str(rootfs), ""))]
     work = _work_dir(inputs, "compile")
@@ -282,7 +290,7 @@ def _compile_bytecode(inputs: ValidationInputs, sources: list[str]) -> None:
         job = SandboxRun(rootfs, ["python3", "-I", "-S", "-m", "compileall", "-q", "-i", listing],
                          [Mount(work, "/airbuild")] if sandbox != "none" else [], {"PATH": "/usr/bin:/bin"},
                          timeout_s=600, sandbox=sandbox, writable_root=True)
-        run(job)  # best effort: a source it cannot compile stays uncompiled, and is named again next time
+        run(job)  # best effort: a source it cannot compile stays uncompiled
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
