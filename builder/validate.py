@@ -116,7 +116,8 @@ def validate(inputs: ValidationInputs) -> Report:
         return Report("skipped", "the project has no dags/ directory")
     env_id = chain_id(inputs.env_layers)
     # Any confined sandbox gives the same results; an unconfined run may not (a write that succeeds).
-    confinement = "none" if choose(inputs.sandbox) == "none" else "confined"
+    # (auto never means none, so no probing here: a cached answer starts no process.)
+    confinement = "none" if inputs.sandbox == "none" else "confined"
     settings = _hash({"sandbox": confinement, "harness": HARNESS_VERSION, "limits": asdict(inputs.limits),
                       "safe_mode": inputs.safe_mode,
                       "variables": inputs.variables, "connections": inputs.connections, "env": env_id,
