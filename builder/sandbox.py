@@ -155,15 +155,26 @@ def _docker(job: SandboxRun) -> Launch:
 
 def docker_image(client: str, rootfs: Path) -> str:
     """The unpacked environment as a Docker image, imported once: its tag names the rootfs (content-addressed)."""
+    import fcntl
+
     tag = f"airbuild-sandbox:{rootfs.name}"
-    if subprocess.run([client, "image", "inspect", tag], capture_output=True).returncode == 0:
+
+    def present() -> bool:
+        return subprocess.run([client, "image", "inspect", tag], capture_output=True).returncode == 0
+
+    if present():
         return tag
-    print(f"airbuild: importing the environment into Docker for the sandbox (once): {tag}", file=sys.stderr)
-    tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", "-", "."], stdout=subprocess.PIPE)
-    imported = subprocess.run([client, "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True)
-    tar.stdout.close()
-    if tar.wait() != 0 or imported.returncode != 0:
-        raise BuildError(f"docker import of the sandbox environment failed: {imported.stderr.strip()[-2000:]}")
+    with open(rootfs.parent / f"{rootfs.name}.docker.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one import per environment, however many builds start at once
+        if present():
+            return tag
+        print(f"airbuild: importing the environment into Docker for the sandbox (once): {tag}", file=sys.stderr)
+        tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", "-", "."],
+                               stdout=subprocess.PIPE)
+        imported = subprocess.run([client, "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True)
+        tar.stdout.close()
+        if tar.wait() != 0 or imported.returncode != 0:
+            raise BuildError(f"docker import of the sandbox environment failed: {imported.stderr.strip()[-2000:]}")
     return tag
 
 
