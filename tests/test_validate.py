@@ -196,6 +196,9 @@ def test_without_a_sandbox_parse_refuses_unless_told_to_run_unconfined(tmp_path,
     (bare / "python3").symlink_to(sys.executable)
     (bare / "uv").symlink_to(shutil.which("uv"))
     no_tools = {**env, "PATH": str(bare), "AIRBUILD_DOCKER": str(tmp_path / "no-docker")}
+    proc, cached = parse(project, debian_rootfs, env=no_tools)
+    assert proc.returncode == 1 and cached["imported"] == 0, "nothing to import: answered without a sandbox"
+    (project / "dags" / "fresh.py").write_text((SAMPLES / "good.py").read_text().replace('"good"', '"fresh"'))
     proc = run_cli(["parse", project, "--base", f"rootfs:{debian_rootfs}", "--json"], check=False,
                    env={"AIRBUILD_CACHE_DIR": str(TEST_STORE), **no_tools})
     assert proc.returncode == 2 and "no sandbox" in json.loads(proc.stdout)["error"]
