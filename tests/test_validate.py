@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -237,3 +239,24 @@ def test_airflow_modules_are_imported_once_and_compiled_but_project_code_stays_i
     assert [e["kind"] for e in by_file["dags/shadow.py"]["errors"]] == ["timeout"], "the loop ran in the child"
     assert by_file["dags/good.py"]["errors"] == []
     assert all(pyc.exists() for pyc in compiled), "recompiled after the run that imported them from source"
+
+
+def test_ctrl_c_during_a_docker_sandbox_run_leaves_no_container(tmp_path, debian_rootfs, docker_client):
+    project = project_with(tmp_path, AIRFLOW_3, ["good.py"])
+    (project / "astro.yaml").write_text(MANIFEST.replace("timeout_s: 10", "timeout_s: 120"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AIRBUILD_CACHE_DIR": str(TEST_STORE),
+           "AIRFLOW_VAR_TEST_RUN": uuid.uuid4().hex}
+    parse(project, debian_rootfs, "--sandbox", "docker")  # the environment and its Docker image exist
+    shutil.copy(SAMPLES / "hostile_loop.py", project / "dags" / "hostile_loop.py")
+    before = set(sandbox_containers())
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "parse", str(project), "--base",
+                             f"rootfs:{debian_rootfs}", "--sandbox", "docker"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while set(sandbox_containers()) == before and time.monotonic() < deadline:  # the loop is running
+        time.sleep(0.2)
+    assert set(sandbox_containers()) - before, "a sandbox container ran"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr
+    assert set(sandbox_containers()) <= before, "the container was removed"
