@@ -89,7 +89,9 @@ def print_validation(report: dict[str, Any]) -> None:
         print(f"DAG validation {report['status']}: {report['reason']}")
         return
     imported = report["imported"]
-    print(f"DAGs: Airflow {report['airflow_version']}, {len(report['files'])} files, {imported} imported "
+    where = f" in the {report['sandbox']} sandbox" if report.get("sandbox") not in (None, "none") else \
+        " UNCONFINED (--no-sandbox)" if report.get("sandbox") == "none" else ""
+    print(f"DAGs: Airflow {report['airflow_version']}, {len(report['files'])} files, {imported} imported{where} "
           f"({len(report['files']) - imported} from cache) in {report['duration_s']:.2f}s")
     for result in report["files"]:
         dags = ", ".join(f"{d['dag_id']} ({d['tasks']})" for d in result["dags"]) or "-"

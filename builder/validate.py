@@ -26,7 +26,7 @@ from builder.rootfs_cache import chain_id, unpacked
 from builder.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run
 from builder.store import LayerRecord, Store
 
-HARNESS_VERSION = "2"
+HARNESS_VERSION = "3"
 PROJECT_DIRS = ("dags", "plugins", "include")
 
 
@@ -62,6 +62,7 @@ class Report:
     imported: int = 0
     duration_s: float = 0.0
     environment: str | None = None          # chain id of the layers imported against: the store's rootfs/<id>
+    sandbox: str | None = None              # where files were imported this time (bwrap, docker, none); None: cache
 
     @property
     def failed(self) -> bool:
@@ -71,7 +72,8 @@ class Report:
         # By hand: dataclasses.asdict deep-copies every nested value, which a watch build pays for each save.
         return {"status": self.status, "reason": self.reason, "airflow_version": self.airflow_version,
                 "files": [dict(vars(f)) for f in self.files], "duplicates": self.duplicates,
-                "imported": self.imported, "duration_s": self.duration_s, "environment": self.environment}
+                "imported": self.imported, "duration_s": self.duration_s, "environment": self.environment,
+                "sandbox": self.sandbox}
 
 
 @dataclass
@@ -135,7 +137,8 @@ def validate(inputs: ValidationInputs) -> Report:
     known = {rel: _stored_result(inputs.store, _file_key(settings, rel, digest))
              for rel, digest in inputs.dag_hashes.items()}
     known = {rel: result for rel, result in known.items() if result is not None}
-    outcome, folder = _run_harness(inputs, known)
+    outcome, place = _run_harness(inputs, known)
+    folder = posixpath.join(place.workdir, "dags")
     _compile_bytecode(inputs, outcome.get("uncompiled") or [])
     if outcome.get("airflow_version") is None:  # installed, but it does not import: nothing can be validated
         return Report("failed", outcome.get("error", "Airflow cannot be imported in the image"),
@@ -157,7 +160,7 @@ def validate(inputs: ValidationInputs) -> Report:
                   "imported": len(outcome["results"])}
     inputs.store.put_record("dag-runs", whole, run_record)
     report = _report_from(run_record, inputs, cached=False)
-    report.duration_s = round(time.monotonic() - started, 3)
+    report.duration_s, report.sandbox = round(time.monotonic() - started, 3), place.sandbox
     return report
 
 
@@ -243,12 +246,11 @@ def _request(inputs: ValidationInputs, place: Placement, known: dict[str, dict])
             "variables": inputs.variables, "connections": inputs.connections}
 
 
-def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> tuple[dict, str]:
-    """The harness's answer, and the DAG folder as it named the files."""
+def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> tuple[dict, Placement]:
+    """The harness's answer, and where it ran (its DAG folder names the files)."""
     if _warm is not None:
         session, place = _warm_session(inputs)
-        return json.loads(session.request(json.dumps(_request(inputs, place, known)))), \
-            posixpath.join(place.workdir, "dags")
+        return json.loads(session.request(json.dumps(_request(inputs, place, known)))), place
     work = _harness_work_dir(inputs, "validate")
     try:
         place = placement(inputs, work)
@@ -260,7 +262,7 @@ def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> tuple[dict
     finally:
         shutil.rmtree(work, ignore_errors=True)
     try:
-        return json.loads(proc.stdout), posixpath.join(place.workdir, "dags")
+        return json.loads(proc.stdout), place
     except ValueError:
         raise BuildError(f"the DAG harness failed in the sandbox (exit {proc.returncode}):\n"
                          f"{(proc.stderr.strip() or proc.stdout.strip())[-3000:]}") from None

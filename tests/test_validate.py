@@ -78,6 +78,7 @@ def test_broken_and_hostile_dags_are_reported_and_contained(tmp_path, debian_roo
     proc, report = parse(project, debian_rootfs, "--sandbox", sandbox, env=env)
     assert proc.returncode == 1, proc.stderr
     assert report["imported"] == len(report["files"]), "a fresh run imports every file"
+    assert report["sandbox"] == sandbox
     assert report["status"] == "failed" and report["airflow_version"] == "3.3.2"
     by_file = {r["file"].removeprefix("dags/"): r for r in report["files"]}
     assert "not_a_dag.py" not in by_file, "safe mode skips files without 'airflow' and 'dag'"
@@ -91,13 +92,14 @@ def test_broken_and_hostile_dags_are_reported_and_contained(tmp_path, debian_roo
     assert kinds["cycle.py"] == ["cycle"]
     assert kinds["duplicate_task.py"] == ["duplicate_task"]
     assert kinds["hostile_loop.py"] == ["timeout"]
-    assert kinds["hostile_forks.py"] in (["timeout"], ["killed"])
+    assert kinds["hostile_forks.py"] == ["processes"], "counted from outside: RLIMIT_NPROC spares root"
     assert kinds["hostile_memory.py"] in (["memory"], ["killed"], ["import"])
     assert "sandbox" in kinds["hostile_network.py"]
     assert "sandbox" in kinds["hostile_writer.py"]
     assert by_file["allowed_missing.py"]["allowed_to_fail"] and by_file["allowed_missing.py"]["errors"]
     assert report["duplicates"] == [{"dag_id": "good", "files": ["dags/duplicate_dag_id.py", "dags/good.py"]}]
-    assert all(r["duration_s"] < 10 + 5 for r in report["files"]), "every file within its limit"
+    slow = {r["file"]: (r["duration_s"], r["errors"]) for r in report["files"] if r["duration_s"] >= 10 + 5}
+    assert not slow, f"every file within its limit: {slow}"
 
     # Nothing escaped: no connection arrived, nothing was written, no process is left.
     with pytest.raises(TimeoutError):
@@ -199,7 +201,8 @@ def test_without_a_sandbox_parse_refuses_unless_told_to_run_unconfined(tmp_path,
     (bare / "uv").symlink_to(shutil.which("uv"))
     no_tools = {**env, "PATH": str(bare), "AIRBUILD_DOCKER": str(tmp_path / "no-docker")}
     proc, cached = parse(project, debian_rootfs, env=no_tools)
-    assert proc.returncode == 1 and cached["imported"] == 0, "nothing to import: answered without a sandbox"
+    assert proc.returncode == 1 and cached["imported"] == 0 and cached["sandbox"] is None, \
+        "nothing to import: answered without a sandbox"
     (project / "dags" / "fresh.py").write_text((SAMPLES / "good.py").read_text().replace('"good"', '"fresh"'))
     proc = run_cli(["parse", project, "--base", f"rootfs:{debian_rootfs}", "--json"], check=False,
                    env={"AIRBUILD_CACHE_DIR": str(TEST_STORE), **no_tools})
@@ -209,6 +212,7 @@ def test_without_a_sandbox_parse_refuses_unless_told_to_run_unconfined(tmp_path,
     proc, report = parse(project, debian_rootfs, "--no-sandbox", env=no_tools)
     assert proc.returncode == 1, proc.stderr
     assert report["airflow_version"] == "3.3.2", "the image's Python and Airflow, not the host's"
+    assert report["sandbox"] == "none"
     by_file = {r["file"]: r for r in report["files"]}
     assert not any(r["cached"] for r in report["files"]), "results from a confined run are not reused unconfined"
     assert by_file["dags/good.py"]["dags"] == [{"dag_id": "good", "tasks": 2}]
