@@ -242,7 +242,7 @@ def _request(inputs: ValidationInputs, place: Placement, known: dict[str, dict])
     return {"dags_folder": posixpath.join(place.workdir, "dags"), "known": sorted(known),
             "timeout_s": inputs.limits.timeout_s, "limits": asdict(inputs.limits),
             "writable": [place.tmp.rstrip("/") + "/", "/dev/"], "safe_mode": inputs.safe_mode,
-            "own_pid_namespace": place.sandbox in CONFINED,
+            "own_pid_namespace": place.sandbox in CONFINED, "rlimit_nproc": place.sandbox == "bwrap",
             "variables": inputs.variables, "connections": inputs.connections}
 
 
