@@ -356,15 +356,10 @@ def cmd_inspect(args) -> int:
 
 def cmd_deploy(args) -> int:
     from builder.deploy import DeployOptions, deploy
-    from builder.manifest import BaseSource
-    from builder.progress import Progress
 
     result = deploy(DeployOptions(
-        project=args.project, target=args.target, to=args.to, insecure=args.insecure, force=args.force,
-        pytest=args.pytest, dags_only=args.dags, description=args.description, locked=args.locked,
-        base=BaseSource.parse(args.base) if args.base else None, ca_bundle=args.ca_bundle,
-        progress=Progress(None if not args.json else False), backend=args.backend,
-        build_args=build_args(args.build_arg), secrets=tuple(args.secret), sandbox=args.sandbox))
+        build=_options(args), target=args.target, to=args.to, insecure=args.insecure, pytest=args.pytest,
+        dags_only=args.dags, description=args.description, ca_bundle=args.ca_bundle))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return EXIT_OK

@@ -9,12 +9,13 @@ layer, the config and the manifest.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import json
 import os
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from builder import deploy_record
@@ -23,9 +24,8 @@ from builder.dag_check import ValidationFailed, check_dags
 from builder.dag_syntax import syntax_errors
 from builder.errors import BuildError, InputError
 from builder.image import BuiltImage
-from builder.manifest import BaseSource, Manifest, Target, load_manifest
+from builder.manifest import Manifest, Target, load_manifest
 from builder.oci import CONFIG_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, canonical_json, descriptor
-from builder.progress import Progress
 from builder.registry import docker_config
 from builder.registry.connect import open_client
 from builder.registry.pull import Puller
@@ -43,22 +43,15 @@ class DeployRefused(InputError):
 
 @dataclass
 class DeployOptions:
-    project: Path
+    build: BuildOptions                   # the image, as `airbuild build` makes it; its force also waives a
+                                          # dirty git tree and failing tests
     target: str | None = None
     to: str | None = None
     insecure: bool = False
-    force: bool = False
     pytest: bool = False
     dags_only: bool = False
     description: str | None = None
-    locked: bool = False
-    base: BaseSource | None = None
     ca_bundle: Path | None = None
-    progress: Progress = field(default_factory=lambda: Progress(False))
-    backend: str | None = None            # as for build: --backend, --build-arg, --secret
-    build_args: dict[str, str] = field(default_factory=dict)
-    secrets: tuple[str, ...] = ()
-    sandbox: str | None = None            # as for build: --sandbox / --no-sandbox
 
 
 @dataclass
@@ -142,7 +135,9 @@ def _run_pytest(options: BuildOptions) -> str | None:
 
 def deploy(options: DeployOptions) -> DeployResult:
     started = time.monotonic()
-    project = options.project.resolve()
+    project = options.build.project.resolve()
+    build_options = dataclasses.replace(options.build, project=project)
+    force, progress = build_options.force, build_options.progress
     manifest, _ = load_manifest(project)
     name, target = choose_target(manifest, options.target, options.to, options.insecure)
     repo = parse_repository(target.registry)
@@ -151,23 +146,20 @@ def deploy(options: DeployOptions) -> DeployResult:
     git = git_state(project)
     if git.dirty:
         shown = ", ".join(git.dirty[:5]) + (f" (+{len(git.dirty) - 5} more)" if len(git.dirty) > 5 else "")
-        _refuse_or_warn(f"the git tree has uncommitted changes: {shown}", options.force, warnings)
-    options.progress.step("checking DAG files")
+        _refuse_or_warn(f"the git tree has uncommitted changes: {shown}", force, warnings)
+    progress.step("checking DAG files")
     errors = syntax_errors(project)
     if errors:
-        _refuse_or_warn("DAG files do not compile:\n  " + "\n  ".join(errors), options.force, warnings)
+        _refuse_or_warn("DAG files do not compile:\n  " + "\n  ".join(errors), force, warnings)
     description = options.description if options.description is not None else git.message
     # CI credentials in AIRBUILD_REGISTRY_* are for the target; a base pulled from the same registry uses them too.
     os.environ.setdefault(docker_config.ENV_REGISTRY, repo.registry)
 
-    build_options = BuildOptions(project=project, locked=options.locked, base=options.base,
-                                 progress=options.progress, force=options.force, backend=options.backend,
-                                 build_args=options.build_args, secrets=options.secrets, sandbox=options.sandbox)
     if options.pytest:
-        options.progress.step("running the project's tests in the sandbox")
+        progress.step("running the project's tests in the sandbox")
         failed = _run_pytest(build_options)
         if failed:
-            _refuse_or_warn(failed, options.force, warnings)
+            _refuse_or_warn(failed, force, warnings)
     with open_client(repo.registry, insecure=target.insecure, ca_bundle=options.ca_bundle,
                      env_registry=repo.registry) as client:
         store = Store(default_store_dir())
@@ -183,7 +175,7 @@ def deploy(options: DeployOptions) -> DeployResult:
                     warnings.append("DAG validation failed (deployed with --force)")
             tag = BuiltImage(manifest_digest, 0, "", ()).tag
             tags = [tag] + [t for t in target.tags if t != tag]
-            options.progress.step(f"pushing to {repo.name}")
+            progress.step(f"pushing to {repo.name}")
             stats = Pusher(client, store, repo.repository).push(manifest_digest, tags)
         finally:
             store.close()
@@ -199,7 +191,7 @@ def deploy(options: DeployOptions) -> DeployResult:
         "target": name, "registry": target.registry, "reference": reference, "digest": manifest_digest,
         "tag": tag, "tags": tags, "git_commit": git.commit, "description": description,
         "bytes_uploaded": stats.bytes_uploaded, "blobs_uploaded": stats.blobs_uploaded,
-        "dags_only": options.dags_only, "forced": bool(warnings) and options.force})
+        "dags_only": options.dags_only, "forced": bool(warnings) and force})
     return outcome
 
 

@@ -9,6 +9,7 @@ good image; the next save tries again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -152,9 +153,10 @@ def _load(result) -> str:
 def _deploy(build_options, target: str) -> str:
     from builder.deploy import DeployOptions, deploy
 
-    # A developer's tree is dirty by nature while watching: the git check is waived (force).
-    outcome = deploy(DeployOptions(project=build_options.project, target=target, force=True,
-                                   base=build_options.base, progress=build_options.progress))
+    # The image the watch just built (same base, engine, build args, secrets, sandbox), validated as every
+    # deploy is. A developer's tree is dirty by nature while watching: the git check is waived (force).
+    outcome = deploy(DeployOptions(build=dataclasses.replace(build_options, force=True, validate=True),
+                                   target=target))
     return outcome.reference
 
 
