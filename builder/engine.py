@@ -8,6 +8,7 @@ never calls Docker. AIRBUILD_DOCKER names the docker CLI to use instead of searc
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -50,9 +51,30 @@ def candidates() -> list[str]:
     return found
 
 
+def daemon_version(client: str) -> tuple[str, str, str]:
+    """(client version, server version, server OS/arch) from `docker version`: the CLI reaches a daemon.
+
+    Raises python-on-whales' DockerException, or OSError (FileNotFoundError for a CLI that is not there),
+    when it does not."""
+    from python_on_whales.utils import run
+
+    version = run(_command(client) + ["version", "--format", _VERSION_FORMAT])
+    client_version, server_version, server_platform = (version.strip().split("|") + ["", "", ""])[:3]
+    return client_version, server_version, server_platform
+
+
+def _command(client: str) -> list[str]:
+    from python_on_whales import DockerClient
+    from python_on_whales.client_config import ClientNotFoundError
+
+    try:
+        return DockerClient(client_call=[client]).client_config.docker_cmd
+    except ClientNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such docker CLI", client) from None
+
+
 def detect(calls: list[int] | None = None) -> Engine:
     """The first candidate CLI that reaches a daemon and can run BuildKit builds; NoEngine says why none does."""
-    from python_on_whales import DockerClient
     from python_on_whales.exceptions import DockerException
     from python_on_whales.utils import run
 
@@ -61,22 +83,20 @@ def detect(calls: list[int] | None = None) -> Engine:
     if not clients:
         raise NoEngine(["no `docker` CLI on PATH (set AIRBUILD_DOCKER to one)"])
     for client in clients:
-        command = DockerClient(client_call=[client]).client_config.docker_cmd
         try:
             if calls is not None:
                 calls[0] += 1
-            version = run(command + ["version", "--format", _VERSION_FORMAT])
+            client_version, server_version, server_platform = daemon_version(client)
         except DockerException as exc:
             reasons.append(f"{client}: {_last_line(exc.stderr) or 'cannot reach the Docker daemon'}")
             continue
         except OSError as exc:
             reasons.append(f"{client}: {exc.strerror or exc}")
             continue
-        client_version, server_version, server_platform = (version.strip().split("|") + ["", "", ""])[:3]
         try:
             if calls is not None:
                 calls[0] += 1
-            run(command + ["buildx", "version"])
+            run(_command(client) + ["buildx", "version"])
             mode = "buildx"
         except DockerException:
             major = client_version.split(".")[0]

@@ -92,17 +92,17 @@ def _bwrap_works() -> bool:
 
 @functools.cache
 def _docker_client() -> str | None:
-    """The first `docker` CLI that reaches a daemon."""
-    from builder.engine import candidates
+    """The first `docker` CLI that reaches a daemon (BuildKit not needed here, unlike builder.engine.detect)."""
+    from python_on_whales.exceptions import DockerException
+
+    from builder.engine import candidates, daemon_version
 
     for client in candidates():
         try:
-            answer = subprocess.run([client, "version", "--format", "{{.Server.Version}}"], capture_output=True,
-                                    text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
+            daemon_version(client)
+        except (DockerException, OSError):
             continue
-        if answer.returncode == 0 and answer.stdout.strip():
-            return client
+        return client
     return None
 
 
@@ -117,8 +117,8 @@ def command(job: SandboxRun) -> Launch:
 
 
 def _bwrap(job: SandboxRun) -> Launch:
-    argv = ["bwrap", "--bind" if job.writable_root else "--ro-bind", str(job.rootfs), "/", "--dev", "/dev", "--proc", "/proc",
-            "--tmpfs", "/tmp", "--unshare-all", "--uid", str(SANDBOX_UID), "--gid", "0",
+    argv = ["bwrap", "--bind" if job.writable_root else "--ro-bind", str(job.rootfs), "/",
+            "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--unshare-all", "--uid", str(SANDBOX_UID), "--gid", "0",
             "--die-with-parent", "--new-session", "--clearenv", "--chdir", job.workdir]
     for mount in job.mounts:
         argv += ["--ro-bind", str(mount.host), mount.image]
