@@ -288,10 +288,11 @@ def _compile_bytecode(inputs: ValidationInputs, sources: list[str]) -> None:
         sources = [s for s in sources if s.startswith(os.path.join(str(rootfs), ""))]
     work = _work_dir(inputs, "compile")
     try:
+        place = placement(inputs, work)
         (work / "sources.txt").write_text("".join(f"{source}\n" for source in sources if "\n" not in source))
-        listing = posixpath.join("/airbuild" if sandbox != "none" else str(work), "sources.txt")
+        listing = posixpath.join(place.harness_dir, "sources.txt")
         job = SandboxRun(rootfs, ["python3", "-I", "-S", "-m", "compileall", "-q", "-i", listing],
-                         [Mount(work, "/airbuild")] if sandbox != "none" else [], {"PATH": "/usr/bin:/bin"},
+                         [Mount(work, place.harness_dir)] if sandbox in CONFINED else [], {"PATH": "/usr/bin:/bin"},
                          timeout_s=600, sandbox=sandbox, writable_root=True)
         run(job)  # best effort: a source it cannot compile stays uncompiled
     finally:
