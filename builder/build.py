@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import stamp
+from builder import masking
 from builder.atomic import atomic_write_bytes
 from builder.base_image import BaseImage, resolve_base
 from builder.compress import Codec
@@ -325,7 +326,7 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
     if state != prepared.previous:
         state.save(prepared.output_dir / "state.json")
     atomic_write_bytes(prepared.output_dir / "build.json",
-                       json.dumps(result.to_json(), indent=2).encode(), fsync=False)
+                       json.dumps(masking.value(result.to_json()), indent=2).encode(), fsync=False)
     inputs = prepared.inputs
     if inputs.base.floating:  # a registry tag may move: the next build asks the registry again
         (prepared.output_dir / stamp.STAMP).unlink(missing_ok=True)

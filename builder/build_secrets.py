@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from builder import masking
 from builder.errors import InputError
 from builder.steps import BuildContext
 
@@ -50,10 +51,12 @@ def engine_secrets(ctx: BuildContext) -> Iterator[list[str]]:
                 path = secret_path(ctx, spec.src)
                 if not path.is_file():
                     raise InputError(f"secret {spec.id!r}: no such file {path}")
+                _mask_file(path)
             else:
                 value = os.environ.get(spec.env)
                 if value is None:
                     raise InputError(f"secret {spec.id!r}: the environment variable {spec.env} is not set")
+                masking.add(value)
                 path = directory / spec.id
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as handle:
@@ -62,3 +65,12 @@ def engine_secrets(ctx: BuildContext) -> Iterator[list[str]]:
         yield values
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _mask_file(path: Path) -> None:
+    """A secret file's content, whole and line by line, masked in what airbuild prints (a RUN may echo it)."""
+    if path.stat().st_size > 64 << 10:
+        return
+    content = path.read_text(errors="replace")
+    for secret in (content, content.strip(), *content.splitlines()):
+        masking.add(secret.strip())

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from builder import __version__
+from builder import __version__, masking
 from builder.errors import AirbuildError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -206,6 +206,7 @@ def _registry_parsers(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    masking.install()  # secrets of the caller's environment never reach what we print
     parser = make_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     passthrough: list[str] = []

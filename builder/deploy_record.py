@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from builder import masking
 from builder.paths import OUTPUT_DIR
 
 RECORDS = "deploys.jsonl"
@@ -19,7 +20,7 @@ def records_path(project: Path) -> Path:
 def append(project: Path, record: dict[str, Any]) -> None:
     path = records_path(project)
     path.parent.mkdir(exist_ok=True)
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    line = (json.dumps(masking.value(record), sort_keys=True) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)  # one write of one line: concurrent deploys never interleave within a record

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from builder import masking
 from builder.atomic import atomic_write_bytes
 from builder.validate import Report
 
@@ -23,4 +24,8 @@ def write_junit(report: Report, path: Path) -> None:
     for duplicate in report.duplicates:
         ET.SubElement(unique, "failure", type="duplicate_dag_id",
                       message=f"dag_id {duplicate['dag_id']} is defined in {', '.join(duplicate['files'])}")
+    for node in suite.iter():  # every value a report carries, masked before it is written
+        node.attrib = {key: masking.text(value) for key, value in node.attrib.items()}
+        if node.text:
+            node.text = masking.text(node.text)
     atomic_write_bytes(path, ET.tostring(suite, encoding="utf-8", xml_declaration=True))

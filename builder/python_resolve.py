@@ -9,7 +9,6 @@ every URL that is kept.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import tempfile
 import tomllib
@@ -21,6 +20,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from builder import masking
 from builder.errors import InputError
 from builder.python_target import PythonTarget, normalise
 
@@ -178,12 +178,9 @@ def strip_credentials(url: str) -> str:
 
 def redact(text: str) -> str:
     """Remove anything that looks like credentials, and the configured secrets, from a message."""
-    text = re.sub(r"(//)[^/@\s:]+:[^/@\s]+@", r"\1***@", text)
     for key in ("AIRBUILD_INDEX_PASSWORD", "AIRBUILD_INDEX_USERNAME"):
-        secret = os.environ.get(key)
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+        masking.add(os.environ.get(key))
+    return masking.text(text)
 
 
 def _uv_env() -> dict[str, str]:

@@ -7,6 +7,11 @@ docker: the same filesystem imported once as an image (tagged by its content), r
 container is removed however the run ends.
 none (only when asked for): the image's own interpreter run through the image's dynamic
 loader, on the host's filesystem; the harness still reports writes and connections.
+
+Nothing of the caller's environment is inherited: bwrap and the docker CLI are started with
+the job's environment only (plus what the docker CLI needs to find its daemon), and bwrap's
+command line, which the sandbox's /proc shows, is passed through a file descriptor. What a
+run prints is read in bounded pieces, so its size never decides airbuild's memory.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from builder.errors import BuildError, InputError
 
@@ -45,6 +53,10 @@ class SandboxRun:
     memory_mb: int = 4096        # docker: the container's memory ceiling (the harness limits each file)
     processes: int = 512         # docker: the container's pids limit
     writable_root: bool = False  # bwrap: the rootfs bound read-write (airbuild's own jobs, never DAG code)
+    # bwrap: the command is the namespace's init, so no bwrap process (holding our stdout) is visible
+    # inside; the DAG harness, which reaps what its children leave, runs so.
+    as_init: bool = False
+    stdout_limit: int = 64 << 20  # captured runs: more than this on stdout stops the run
 
 
 @dataclass
@@ -52,13 +64,26 @@ class Launch:
     """How to start a SandboxRun: the command line, its environment and directory, what to clean up."""
 
     argv: list[str]
-    env: dict[str, str] | None = None
+    env: dict[str, str]
     cwd: str | None = None
     container: str | None = None  # docker: removed if the run does not end by itself
+    args_file: IO[bytes] | None = None  # bwrap: its arguments, read from this descriptor (--args)
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self.args_file.fileno(),) if self.args_file is not None else ()
+
+    def started(self) -> None:
+        """The process has read what it needed: close our end of the arguments file."""
+        if self.args_file is not None:
+            self.args_file.close()
+            self.args_file = None
 
     def abandon(self) -> None:
+        self.started()
         if self.container is not None:
-            subprocess.run([_docker_client(), "rm", "-f", self.container], capture_output=True)
+            subprocess.run([_docker_client(), "rm", "-f", self.container], capture_output=True,
+                           env=_docker_cli_env())
 
 
 def choose(requested: str) -> str:
@@ -117,14 +142,21 @@ def command(job: SandboxRun) -> Launch:
 
 
 def _bwrap(job: SandboxRun) -> Launch:
-    argv = ["bwrap", "--bind" if job.writable_root else "--ro-bind", str(job.rootfs), "/",
-            "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--unshare-all", "--uid", str(SANDBOX_UID), "--gid", "0",
-            "--die-with-parent", "--new-session", "--clearenv", "--chdir", job.workdir]
+    options = ["--bind" if job.writable_root else "--ro-bind", str(job.rootfs), "/",
+               "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--unshare-all", "--uid", str(SANDBOX_UID),
+               "--gid", "0", "--die-with-parent", "--new-session", "--chdir", job.workdir]
+    if job.as_init:
+        options.append("--as-pid-1")
     for mount in job.mounts:
-        argv += ["--ro-bind", str(mount.host), mount.image]
-    for key, value in sorted(job.env.items()):
-        argv += ["--setenv", key, value]
-    return Launch(argv + job.argv)
+        options += ["--ro-bind", str(mount.host), mount.image]
+    # The options name host paths: bwrap reads them from a descriptor, so its command line (which
+    # /proc/1/cmdline shows inside when bwrap stays as init) is only `bwrap --args N`. The job's
+    # environment is bwrap's own, passed on unchanged: nothing of ours is in its /proc/1/environ.
+    args_file = tempfile.TemporaryFile()
+    args_file.write(b"".join(os.fsencode(option) + b"\0" for option in options))
+    args_file.seek(0)
+    bwrap = shutil.which("bwrap") or "bwrap"
+    return Launch([bwrap, "--args", str(args_file.fileno()), *job.argv], env=dict(job.env), args_file=args_file)
 
 
 _names = itertools.count()
@@ -143,7 +175,7 @@ def _docker(job: SandboxRun) -> Launch:
             "--memory", f"{job.memory_mb}m", "--memory-swap", f"{job.memory_mb}m", "--workdir", job.workdir]
     for mount in job.mounts:
         argv += ["--volume", f"{mount.host}:{mount.image}:ro"]
-    env = dict(os.environ)
+    env = _docker_cli_env()
     for key, value in sorted(job.env.items()):
         if key.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_")):  # may be secrets: through the CLI's environment,
             env[key] = value                                   # never on a command line
@@ -153,6 +185,15 @@ def _docker(job: SandboxRun) -> Launch:
     return Launch(argv + [image] + job.argv, env=env, container=name)
 
 
+# What the docker CLI needs to reach its daemon (and nothing else of ours: it is started for DAG code).
+_DOCKER_CLI_VARIABLES = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY",
+                         "DOCKER_CERT_PATH", "DOCKER_API_VERSION", "XDG_RUNTIME_DIR")
+
+
+def _docker_cli_env() -> dict[str, str]:
+    return {"LANG": "C.UTF-8", **{k: os.environ[k] for k in _DOCKER_CLI_VARIABLES if k in os.environ}}
+
+
 def docker_image(client: str, rootfs: Path) -> str:
     """The unpacked environment as a Docker image, imported once: its tag names the rootfs (content-addressed)."""
     import fcntl
@@ -160,7 +201,8 @@ def docker_image(client: str, rootfs: Path) -> str:
     tag = f"airbuild-sandbox:{rootfs.name}"
 
     def present() -> bool:
-        return subprocess.run([client, "image", "inspect", tag], capture_output=True).returncode == 0
+        return subprocess.run([client, "image", "inspect", tag], capture_output=True,
+                              env=_docker_cli_env()).returncode == 0
 
     if present():
         return tag
@@ -171,7 +213,8 @@ def docker_image(client: str, rootfs: Path) -> str:
         print(f"airbuild: importing the environment into Docker for the sandbox (once): {tag}", file=sys.stderr)
         tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", "-", "."],
                                stdout=subprocess.PIPE)
-        imported = subprocess.run([client, "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True)
+        imported = subprocess.run([client, "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True,
+                                  env=_docker_cli_env())
         tar.stdout.close()
         if tar.wait() != 0 or imported.returncode != 0:
             raise BuildError(f"docker import of the sandbox environment failed: {imported.stderr.strip()[-2000:]}")
@@ -218,21 +261,90 @@ def _inside(rootfs: Path, path: str) -> Path:
     return rootfs.joinpath(*resolved)
 
 
+STDERR_KEPT = 64 << 10  # a captured run's stderr: its last 64 KiB (for error messages)
+
+
 def run(job: SandboxRun, capture: bool = True, stdout_to_stderr: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run `job`; with capture=False its output goes straight to ours (all of it to stderr if asked)."""
+    """Run `job`. Captured: stdout up to the job's stdout_limit (more stops the run), the last 64 KiB of
+    stderr. Not captured: its output is streamed to ours (all of it to stderr if asked), secrets masked."""
     launch = command(job)
-    output = {"capture_output": True} if capture else {"stdout": sys.stderr if stdout_to_stderr else None}
+    proc: subprocess.Popen | None = None
     finished = False
     try:
-        proc = subprocess.run(launch.argv, text=True, timeout=job.timeout_s, stdin=subprocess.DEVNULL,
-                              env=launch.env, cwd=launch.cwd, **output)
+        proc = subprocess.Popen(launch.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE if capture else subprocess.STDOUT, env=launch.env,
+                                cwd=launch.cwd, pass_fds=launch.pass_fds)
+        launch.started()
+        if capture:
+            out, err = _Collect(proc.stdout, job.stdout_limit, keep="head"), _Collect(proc.stderr, STDERR_KEPT)
+            readers: list[threading.Thread] = [out, err]
+        else:
+            readers = [_Forward(proc.stdout, sys.stderr if stdout_to_stderr else sys.stdout)]
+        for reader in readers:
+            reader.start()
+        try:
+            proc.wait(timeout=job.timeout_s or None)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise BuildError(f"the sandbox did not finish within {job.timeout_s:.0f} s") from None
+        for reader in readers:
+            reader.join()
         finished = True
-        return proc
-    except subprocess.TimeoutExpired:
-        raise BuildError(f"the sandbox did not finish within {job.timeout_s:.0f} s") from None
+        if capture and out.overflowed:
+            raise BuildError(f"the sandbox printed more than {job.stdout_limit >> 20} MiB: stopped")
+        return subprocess.CompletedProcess(launch.argv, proc.returncode, out.text() if capture else None,
+                                           err.text() if capture else None)
     finally:
         if not finished:  # timed out or interrupted: nothing may keep running
+            if proc is not None and proc.poll() is None:
+                proc.kill()
             launch.abandon()
+
+
+class _Collect(threading.Thread):
+    """Reads a pipe to its end, keeping at most `limit` bytes: the first (stdout) or the last (stderr)."""
+
+    def __init__(self, pipe: IO[bytes], limit: int, keep: str = "tail"):
+        super().__init__(daemon=True)
+        self.pipe, self.limit, self.keep = pipe, limit, keep
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.overflowed = False
+
+    def run(self) -> None:
+        while chunk := self.pipe.read1(1 << 16):
+            self.size += len(chunk)
+            if self.keep == "head":
+                if self.size > self.limit:
+                    self.overflowed = True
+                    continue  # drained, not kept: the writer must not block
+                self.chunks.append(chunk)
+            else:
+                self.chunks.append(chunk)
+                kept = sum(len(c) for c in self.chunks)
+                while kept - len(self.chunks[0]) >= self.limit:
+                    kept -= len(self.chunks.pop(0))
+        self.pipe.close()
+
+    def text(self) -> str:
+        data = b"".join(self.chunks)
+        if self.keep == "tail" and len(data) > self.limit:
+            data = data[-self.limit:]
+        return data.decode("utf-8", "replace")
+
+
+class _Forward(threading.Thread):
+    """Copies a pipe to one of our (masking) text streams as it arrives."""
+
+    def __init__(self, pipe: IO[bytes], sink):
+        super().__init__(daemon=True)
+        self.pipe, self.sink = pipe, sink
+
+    def run(self) -> None:
+        while chunk := self.pipe.read1(1 << 16):
+            self.sink.write(chunk.decode("utf-8", "replace"))
+            self.sink.flush()
+        self.pipe.close()
 
 
 class Session:
@@ -242,7 +354,8 @@ class Session:
         self.launch = command(job)
         self.process = subprocess.Popen(self.launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True, bufsize=1, env=self.launch.env,
-                                        cwd=self.launch.cwd)
+                                        cwd=self.launch.cwd, pass_fds=self.launch.pass_fds)
+        self.launch.started()
 
     def alive(self) -> bool:
         return self.process.poll() is None

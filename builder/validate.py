@@ -20,13 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from builder import masking
 from builder.errors import BuildError, InputError
 from builder.resources import template_text
 from builder.rootfs_cache import chain_id, unpacked
 from builder.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run
 from builder.store import LayerRecord, Store
 
-HARNESS_VERSION = "3"
+HARNESS_VERSION = "4"
 PROJECT_DIRS = ("dags", "plugins", "include")
 
 
@@ -46,6 +47,11 @@ class FileResult:
     duration_s: float
     cached: bool = False
     allowed_to_fail: bool = False
+    # What the import printed: the first 64 KiB of each stream, and how much there was in all.
+    stdout: str = ""
+    stdout_bytes: int = 0
+    stderr: str = ""
+    stderr_bytes: int = 0
 
     @property
     def failed(self) -> bool:
@@ -149,7 +155,7 @@ def validate(inputs: ValidationInputs) -> Report:
         if rel in known:
             results[rel] = dict(known[rel], cached=True)
             continue
-        result = outcome["results"][path]
+        result = masking.value(outcome["results"][path])  # DAG code may print what it was given
         results[rel] = result
         digest = inputs.dag_hashes.get(rel)
         if digest is not None:
@@ -164,6 +170,9 @@ def validate(inputs: ValidationInputs) -> Report:
     return report
 
 
+_OUTPUT_FIELDS = {"stdout": "", "stdout_bytes": 0, "stderr": "", "stderr_bytes": 0}
+
+
 def _report_from(record: dict, inputs: ValidationInputs, cached: bool) -> Report:
     import fnmatch
 
@@ -172,7 +181,8 @@ def _report_from(record: dict, inputs: ValidationInputs, cached: bool) -> Report
         files.append(FileResult(
             file=f"dags/{rel}", dags=result["dags"], errors=result["errors"], duration_s=result["duration_s"],
             cached=cached or result.get("cached", False),
-            allowed_to_fail=any(fnmatch.fnmatch(f"dags/{rel}", pattern) for pattern in inputs.allowed_failures)))
+            allowed_to_fail=any(fnmatch.fnmatch(f"dags/{rel}", pattern) for pattern in inputs.allowed_failures),
+            **{k: result.get(k, default) for k, default in _OUTPUT_FIELDS.items()}))
     owners: dict[str, list[str]] = {}
     for result in files:
         for dag in result.dags:
@@ -257,8 +267,11 @@ def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> tuple[dict
         (work / "request.json").write_text(json.dumps(_request(inputs, place, known)))
         timeout = 120 + inputs.limits.timeout_s * (len(inputs.dag_hashes) + 1)
         harness = posixpath.join(place.harness_dir, "harness.py")
-        proc = run(project_job(inputs, place, ["python3", harness, posixpath.join(place.harness_dir, "request.json")],
-                               PROJECT_DIRS, work, timeout))
+        job = project_job(inputs, place, ["python3", harness, posixpath.join(place.harness_dir, "request.json")],
+                          PROJECT_DIRS, work, timeout)
+        job.as_init = True
+        job.stdout_limit = (8 << 20) + len(inputs.dag_hashes) * (1 << 20)  # a file's result is at most ~1 MiB
+        proc = run(job)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     try:
@@ -330,8 +343,10 @@ def _warm_session(inputs: ValidationInputs) -> tuple[Session, Placement]:
     _warm.clear()
     work = _harness_work_dir(inputs, f"harness-{key[:12]}")
     place = placement(inputs, work)
-    session = Session(project_job(inputs, place, ["python3", posixpath.join(place.harness_dir, "harness.py"),
-                                                  "--serve"], PROJECT_DIRS, work, timeout_s=0))
+    job = project_job(inputs, place, ["python3", posixpath.join(place.harness_dir, "harness.py"), "--serve"],
+                      PROJECT_DIRS, work, timeout_s=0)
+    job.as_init = True
+    session = Session(job)
     _warm[key] = (session, work, place)
     return session, place
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from packaging.utils import parse_wheel_filename
 
+from builder import masking
 from builder.errors import BuildError
 from builder.layer_tar import LayerItem, with_parents
 from builder.python_resolve import PinnedWheel, redact
@@ -63,6 +64,8 @@ def _auth_headers(url: str, index_hosts: set[str]) -> dict[str, str]:
             return {}
         user, _, password = found
     token = b64encode(f"{user}:{password}".encode()).decode()
+    masking.add(password)
+    masking.add(token)
     return {"Authorization": f"Basic {token}"}
 
 

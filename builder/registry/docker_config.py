@@ -17,6 +17,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder import masking
 from builder.atomic import atomic_write_bytes
 from builder.errors import AirbuildError, InputError
 from builder.registry.reference import DOCKER_HUB, DOCKER_HUB_CONFIG_KEY, normalise_registry
@@ -37,6 +38,10 @@ class Credential:
     identity_token: str | None = field(default=None, repr=False)   # OAuth2 refresh token for the token server
     registry_token: str | None = field(default=None, repr=False)   # a Bearer token sent to the registry as is
     source: str = ""                                               # where it came from, for messages
+
+    def __post_init__(self) -> None:
+        for secret in (self.password, self.identity_token, self.registry_token):
+            masking.add(secret)  # from now on masked in everything airbuild prints or writes
 
 
 def config_path() -> Path:
