@@ -57,6 +57,7 @@ class BuildOptions:
     build_args: dict[str, str] = field(default_factory=dict)  # over the manifest's build_args
     secrets: tuple[str, ...] = ()         # --secret values (id=ID,src=FILE|env=VAR), besides the manifest's
     sandbox: str | None = None            # --sandbox / --no-sandbox, over validation.sandbox
+    env_file: Path | None = None          # --env: the variables DAG code sees (default: the project's .env)
 
 
 @dataclass
@@ -198,7 +199,8 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
                                                "platform": str(inputs.platform)},
                        backend=options.backend or manifest.backend,
                        build_args={**manifest.build_args, **options.build_args},
-                       secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox)
+                       secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox,
+                       env_file=options.env_file)
     previous = PreviousBuild.load(output_dir / "state.json")
     plan = make_plan(ctx, rule_list(manifest, inputs.manifest_path), initial, previous, statcache.hashed_paths)
     lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))
@@ -391,6 +393,8 @@ def _environment(options: BuildOptions):
         for layer in layers[:last + 1]:  # project files under an environment layer (a RUN) are built too
             if layer.record is None:
                 layer.record = _build_layer(prepared.ctx, layer, options.progress)
+        if not options.locked:  # what was resolved is pinned, as a build pins it: the next run resolves nothing
+            prepared.lock.write(prepared.ctx.project / prepared.ctx.manifest.lockfile)
         yield prepared
         prepared.statcache.save()
     finally:

@@ -82,6 +82,12 @@ def _sandbox_args(parser: argparse.ArgumentParser) -> None:
                         help="import DAG files unconfined, with your rights on this machine (same as --sandbox none)")
 
 
+def _env_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-e", "--env", metavar="FILE", type=Path, dest="env_file",
+                        help="variables for the DAGs' environment, in docker's env-file syntax (default: the "
+                             "project's .env, as `astro dev parse` reads it); never in a layer, masked in output")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airbuild", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +114,7 @@ def make_parser() -> argparse.ArgumentParser:
     _project_args(parse)
     parse.add_argument("--junit", metavar="FILE", type=Path, help="also write a JUnit XML report for CI")
     _sandbox_args(parse)
+    _env_arg(parse)
 
     watch = commands.add_parser(
         "watch", help="rebuild and validate on every save; optionally load or deploy each good image",
@@ -122,6 +129,7 @@ def make_parser() -> argparse.ArgumentParser:
     shipping.add_argument("--deploy", metavar="TARGET", help="push each new image to this target of astro.yaml")
     watch.add_argument("--no-validate", action="store_true", help="do not import the DAGs in the sandbox")
     _sandbox_args(watch)
+    _env_arg(watch)
     watch.add_argument("--json", action="store_true",
                        help='one JSON object per line: {"event": "build", "manifest_digest", "latency_s", '
                             '"changed", "rebuilt_layers", "errors", ...}')
@@ -135,6 +143,7 @@ def make_parser() -> argparse.ArgumentParser:
     test.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
     _engine_args(test)
     _sandbox_args(test)
+    _env_arg(test)
 
 
     plan = commands.add_parser("plan", help="show the layers a build would produce, and why each would be rebuilt",
@@ -261,6 +270,7 @@ def _options(args):
         build_args=build_args(getattr(args, "build_arg", [])),
         secrets=tuple(getattr(args, "secret", [])),
         sandbox=getattr(args, "sandbox", None),
+        env_file=getattr(args, "env_file", None),
     )
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+from builder import dotenv
 from builder.errors import AirbuildError, InputError
 from builder.plan import Plan
 from builder.python_target import detect_python, installed_distributions
@@ -31,8 +32,10 @@ class ValidationFailed(AirbuildError):
 AIRFLOW_DISTRIBUTIONS = {"apache-airflow", "apache-airflow-core"}
 
 
-def check_dags(ctx: BuildContext, plan: Plan) -> Report:
-    inputs = validation_inputs(ctx, plan)
+def check_dags(ctx: BuildContext, plan: Plan, inputs: ValidationInputs | None = None) -> Report:
+    """The planned build's DAGs imported against its environment layers, or against `inputs`' (deploy --dags:
+    the target image's)."""
+    inputs = inputs or validation_inputs(ctx, plan)
     missing = _without_airflow(ctx, inputs.env_layers)
     if missing:
         return Report("skipped", missing)
@@ -72,12 +75,14 @@ def validation_inputs(ctx: BuildContext, plan: Plan) -> ValidationInputs:
         f"{path}\0{entry.identity}\n" for path, entry in sorted(ctx.tree.entries.items())
         if path.startswith(("plugins/", "include/")) or path.endswith("/.airflowignore")).encode()).hexdigest()
     variables, connections = airflow_settings(ctx.project / "airflow_settings.yaml")
+    env_file = dotenv.load(ctx.env_file or ctx.project / ".env", required=ctx.env_file is not None)
     return ValidationInputs(
         project=ctx.project, store=ctx.store, env_layers=env_layers, workdir=ctx.manifest.workdir,
         dag_hashes=dag_hashes, support_hash=support,
         limits=Limits(settings.timeout_s, settings.memory_mb, settings.processes, settings.cpu_s),
         allowed_failures=tuple(settings.allowed_failures), safe_mode=settings.safe_mode,
-        variables=variables, connections=connections, sandbox=ctx.sandbox or settings.sandbox)
+        variables=variables, connections=connections, sandbox=ctx.sandbox or settings.sandbox,
+        image_env=plan.config.env_dict(), dotenv=env_file.values, warnings=env_file.warnings)
 
 
 def airflow_settings(path: Path) -> tuple[dict[str, str], dict[str, str]]:

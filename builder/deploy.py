@@ -20,7 +20,8 @@ from pathlib import Path
 
 from builder import deploy_record
 from builder.build import BuildOptions, _build_layer, build, prepare, run_tests
-from builder.dag_check import ValidationFailed, check_dags
+from builder.container_config import ContainerConfig
+from builder.dag_check import ValidationFailed, check_dags, validation_inputs
 from builder.dag_syntax import syntax_errors
 from builder.errors import BuildError, InputError
 from builder.image import BuiltImage
@@ -32,6 +33,7 @@ from builder.registry.pull import Puller
 from builder.registry.push import Pusher
 from builder.registry.reference import Reference, parse_reference, parse_repository
 from builder.store import LayerRecord, Store, default_store_dir
+from builder.validate import ValidationInputs
 
 DAGS_RULE = "dags"
 DOCKER_GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -52,6 +54,7 @@ class DeployOptions:
     dags_only: bool = False
     description: str | None = None
     ca_bundle: Path | None = None
+    allow_dirty: bool = False             # a dirty git tree is fine (watch), and nothing else is waived
 
 
 @dataclass
@@ -144,7 +147,7 @@ def deploy(options: DeployOptions) -> DeployResult:
     warnings: list[str] = []
 
     git = git_state(project)
-    if git.dirty:
+    if git.dirty and not options.allow_dirty:
         shown = ", ".join(git.dirty[:5]) + (f" (+{len(git.dirty) - 5} more)" if len(git.dirty) > 5 else "")
         _refuse_or_warn(f"the git tree has uncommitted changes: {shown}", force, warnings)
     progress.step("checking DAG files")
@@ -221,15 +224,30 @@ def _dags_only_image(options: BuildOptions, store: Store, client, repo: Referenc
     if layer.record is None:
         layer.record = _build_layer(prepared.ctx, layer, options.progress)
     if options.validate:
-        for env_layer in prepared.plan.layers:  # the DAGs are imported against the local environment layers
-            if env_layer.record is None and not env_layer.step.project_content:
-                env_layer.record = _build_layer(prepared.ctx, env_layer, options.progress)
-        report = check_dags(prepared.ctx, prepared.plan)
+        report = check_dags(prepared.ctx, prepared.plan,
+                            _remote_environment(prepared, Puller(client, store), current, remote))
         if report.failed and not options.force:
             raise ValidationFailed(report)
     prepared.statcache.save()
     return splice_layer(store, remote.manifest, json.loads(remote.config_bytes), layer.record,
                         layer.step.created_by, current)
+
+
+def _remote_environment(prepared, puller: Puller, current: Reference, remote) -> ValidationInputs:
+    """What the new DAGs will be imported against once spliced: the target image's own layers but the
+    project's (its environment, which may differ from this checkout's), and its config's Env."""
+    config = json.loads(remote.config_bytes)
+    project_rules = {layer.step.rule for layer in prepared.plan.layers if layer.step.project_content}
+    history = [h for h in config.get("history", []) if not h.get("empty_layer")]
+    environment = []
+    for entry, descriptor_, diff_id in zip(history, remote.manifest["layers"], config["rootfs"]["diff_ids"]):
+        if any(entry.get("created_by", "").startswith(f"airbuild {rule}:") for rule in project_rules):
+            continue
+        environment.append(LayerRecord(diff_id, descriptor_["digest"], descriptor_["size"], descriptor_["mediaType"]))
+    puller.fetch_layers(current, environment)  # only those the store lacks
+    inputs = validation_inputs(prepared.ctx, prepared.plan)
+    return dataclasses.replace(inputs, env_layers=environment,
+                               image_env=ContainerConfig.from_oci(config.get("config")).env_dict())
 
 
 def splice_layer(store: Store, manifest: dict, config: dict, record: LayerRecord, created_by: str,

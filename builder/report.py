@@ -85,6 +85,8 @@ def print_inspect(info: dict[str, Any]) -> None:
 
 
 def print_validation(report: dict[str, Any]) -> None:
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}")
     if report["status"] == "skipped" or report["reason"]:
         print(f"DAG validation {report['status']}: {report['reason']}")
         return

@@ -177,11 +177,11 @@ def _docker(job: SandboxRun) -> Launch:
         argv += ["--volume", f"{mount.host}:{mount.image}:ro"]
     env = _docker_cli_env()
     for key, value in sorted(job.env.items()):
-        if key.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_")):  # may be secrets: through the CLI's environment,
-            env[key] = value                                   # never on a command line
-            argv += ["--env", key]
-        else:
+        if key in env:  # the CLI's own (PATH, HOME): not secrets, and the CLI needs its values
             argv += ["--env", f"{key}={value}"]
+        else:  # anything else may be a secret (connections, .env values): never on a command line
+            env[key] = value
+            argv += ["--env", key]
     return Launch(argv + [image] + job.argv, env=env, container=name)
 
 

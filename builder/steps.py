@@ -39,6 +39,7 @@ class BuildContext:
     notes: list[str] = field(default_factory=list)  # for the build output (e.g. skipped maintainer scripts)
     backend: str = "auto"                   # native | auto | buildkit (see builder/engine.py)
     sandbox: str | None = None              # for DAG validation, over the manifest's (see builder/sandbox.py)
+    env_file: Path | None = None            # the DAGs' variables (--env), else the project's .env
     build_args: dict[str, str] = field(default_factory=dict)  # values for the Dockerfile's ARGs
     secrets: tuple[SecretSpec, ...] = ()    # for RUN --mount=type=secret; never in a key or a layer
     engine: Any = None                      # builder.engine.EngineSession: found on first use only

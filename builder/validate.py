@@ -69,6 +69,7 @@ class Report:
     duration_s: float = 0.0
     environment: str | None = None          # chain id of the layers imported against: the store's rootfs/<id>
     sandbox: str | None = None              # where files were imported this time (bwrap, docker, none); None: cache
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -79,7 +80,7 @@ class Report:
         return {"status": self.status, "reason": self.reason, "airflow_version": self.airflow_version,
                 "files": [dict(vars(f)) for f in self.files], "duplicates": self.duplicates,
                 "imported": self.imported, "duration_s": self.duration_s, "environment": self.environment,
-                "sandbox": self.sandbox}
+                "sandbox": self.sandbox, "warnings": self.warnings}
 
 
 @dataclass
@@ -96,6 +97,9 @@ class ValidationInputs:
     variables: dict[str, str] = field(default_factory=dict)
     connections: dict[str, str] = field(default_factory=dict)
     sandbox: str = "auto"                  # auto | bwrap | docker | none (see builder/sandbox.py)
+    image_env: dict[str, str] = field(default_factory=dict)  # the image config's Env: what a container starts with
+    dotenv: dict[str, str] = field(default_factory=dict)     # the project's .env (or --env FILE)
+    warnings: tuple[str, ...] = ()         # about those inputs (a malformed .env line), for the report
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ def validate(inputs: ValidationInputs) -> Report:
                       "safe_mode": inputs.safe_mode,
                       "variables": inputs.variables, "connections": inputs.connections, "env": env_id,
                       "workdir": inputs.workdir, "support": inputs.support_hash,
-                      "environment": sorted(_airflow_environment().items())})
+                      "environment": _hash(sorted(dag_environment(inputs).items()))})
     whole = _hash({"settings": settings, "dags": sorted(inputs.dag_hashes.items())})
     cached_run = inputs.store.get_record("dag-runs", whole)
     if cached_run is not None and _warm is not None:
@@ -191,7 +195,7 @@ def _report_from(record: dict, inputs: ValidationInputs, cached: bool) -> Report
     failed = any(f.failed for f in files) or bool(duplicates)
     return Report("failed" if failed else "ok", airflow_version=record["airflow_version"], files=files,
                   duplicates=duplicates, imported=0 if cached else record["imported"],
-                  environment=chain_id(inputs.env_layers))
+                  environment=chain_id(inputs.env_layers), warnings=list(inputs.warnings))
 
 
 def project_job(inputs: ValidationInputs, place: Placement, argv: list[str], directories: tuple[str, ...],
@@ -206,16 +210,42 @@ def project_job(inputs: ValidationInputs, place: Placement, argv: list[str], dir
         mounts = [Mount(inputs.project / d, posixpath.join(place.workdir, d))
                   for d in directories if (inputs.project / d).is_dir()]
         mounts.append(Mount(work, place.harness_dir))
-    airflow_home = posixpath.join(place.tmp, "airflow")
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": place.tmp, "AIRFLOW_HOME": airflow_home,
-           "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONPATH": ":".join(posixpath.join(place.workdir, d) for d in ("dags", "plugins", "include")),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": posixpath.join(place.workdir, "dags"),
-           "AIRFLOW__CORE__PLUGINS_FOLDER": posixpath.join(place.workdir, "plugins"),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
-           "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(inputs.limits.timeout_s + 5), **_airflow_environment()}
+    env = dag_environment(inputs, place)
     return SandboxRun(rootfs, argv, mounts, env, workdir=place.workdir, timeout_s=timeout_s, sandbox=place.sandbox,
                       memory_mb=inputs.limits.memory_mb + 1024, processes=inputs.limits.processes + 32)
+
+
+def dag_environment(inputs: ValidationInputs, place: Placement | None = None) -> dict[str, str]:
+    """The environment DAG code runs in, as Airflow in the image would see it: the image config's Env,
+    then the project's .env, then the caller's AIRFLOW_CONN_* / AIRFLOW_VAR_*, then what the sandbox
+    needs (a private, writable home for Airflow's config, logs and SQLite database; the project's
+    folders; no examples). Without `place`: the sandbox's paths, for the cache key."""
+    workdir, tmp = (place.workdir, place.tmp) if place else (inputs.workdir, "/tmp")
+
+    def here(path: str) -> str:  # an image path under the workdir, where this run sees it (unconfined: the host)
+        if path == inputs.workdir or path.startswith(inputs.workdir.rstrip("/") + "/"):
+            return workdir + path[len(inputs.workdir.rstrip("/")):]
+        return path
+
+    env = {**inputs.image_env, **inputs.dotenv, **_airflow_environment()}
+    scratch = posixpath.join(tmp, "airflow")
+    pythonpath = ":".join(here(p) for p in env.get("PYTHONPATH", "").split(":") if p)
+    env.update({
+        "PATH": env.get("PATH") or "/usr/local/bin:/usr/bin:/bin", "HOME": tmp,
+        "AIRFLOW_HOME": here(env.get("AIRFLOW_HOME") or inputs.workdir),
+        "AIRFLOW_CONFIG": posixpath.join(scratch, "airflow.cfg"),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": posixpath.join(scratch, "logs"),
+        "AIRFLOW__SCHEDULER__CHILD_PROCESS_LOG_DIRECTORY": posixpath.join(scratch, "logs", "scheduler"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__DAGS_FOLDER": posixpath.join(workdir, "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": posixpath.join(workdir, "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{scratch}/airflow.db",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(inputs.limits.timeout_s + 5)})
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    else:
+        env.pop("PYTHONPATH", None)
+    return env
 
 
 def run_project_tests(inputs: ValidationInputs, pytest_args: list[str], to_stderr: bool = False) -> int:
@@ -253,7 +283,8 @@ def _request(inputs: ValidationInputs, place: Placement, known: dict[str, dict])
             "timeout_s": inputs.limits.timeout_s, "limits": asdict(inputs.limits),
             "writable": [place.tmp.rstrip("/") + "/", "/dev/"], "safe_mode": inputs.safe_mode,
             "own_pid_namespace": place.sandbox in CONFINED, "rlimit_nproc": place.sandbox == "bwrap",
-            "variables": inputs.variables, "connections": inputs.connections}
+            "variables": inputs.variables, "connections": inputs.connections,
+            "project_root": place.workdir}
 
 
 def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> tuple[dict, Placement]:
@@ -333,7 +364,8 @@ def warm_harness() -> Iterator[None]:
 
 def _warm_session(inputs: ValidationInputs) -> tuple[Session, Placement]:
     key = _hash({"env": chain_id(inputs.env_layers), "project": str(inputs.project), "workdir": inputs.workdir,
-                 "sandbox": inputs.sandbox, "dirs": [d for d in PROJECT_DIRS if (inputs.project / d).is_dir()]})
+                 "sandbox": inputs.sandbox, "dirs": [d for d in PROJECT_DIRS if (inputs.project / d).is_dir()],
+                 "environment": dag_environment(inputs)})  # a new .env means a new harness
     entry = _warm.get(key)
     if entry is not None and entry[0].alive():
         return entry[0], entry[2]

@@ -71,6 +71,7 @@ def watch(project: Path, options: WatchOptions) -> int:
         _print(event, options.json_lines)
 
     emit({"event": "start", "project": str(project)})
+    shipped: dict[str, str | None] = {"last": None}  # the last good deploy: what a failing save keeps
     with warm_harness():
         # The first (empty) yield comes once the file watches are in place: the starting image is built
         # then, so no save made after its event can be missed.
@@ -81,7 +82,8 @@ def watch(project: Path, options: WatchOptions) -> int:
             if started and not changes:
                 continue
             changed = sorted({os.path.relpath(path, project) for _, path in changes})
-            _build_once(options, changed, _event_time(project, changed) if changed else time.time(), emit)
+            _build_once(options, changed, _event_time(project, changed) if changed else time.time(), emit,
+                        shipped)
             started = True
     emit({"event": "stop"})
     return 0
@@ -98,7 +100,8 @@ def _event_time(project: Path, changed: list[str]) -> float:
     return max(times) if times else time.time()
 
 
-def _build_once(options: WatchOptions, changed: list[str], event_time: float, emit) -> None:
+def _build_once(options: WatchOptions, changed: list[str], event_time: float, emit,
+                shipped: dict[str, str | None]) -> None:
     from builder.build import build
 
     build_options = options.build_options()
@@ -108,9 +111,12 @@ def _build_once(options: WatchOptions, changed: list[str], event_time: float, em
         result = build(build_options)
     except AirbuildError as exc:
         report = getattr(exc, "report", None)
-        emit({"event": "error", "changed": changed, "error": exc.render(),
-              "errors": _validation_errors(report.to_json()) if report is not None else [],
-              "latency_s": round(time.time() - event_time, 4)})
+        event = {"event": "error", "changed": changed, "error": exc.render(),
+                 "errors": _validation_errors(report.to_json()) if report is not None else [],
+                 "latency_s": round(time.time() - event_time, 4)}
+        if options.deploy_target:
+            event["deployed"], event["kept_deploy"] = None, shipped["last"]
+        emit(event)
         return
     digest = result.manifest_digest
     latency = round(time.time() - event_time, 4)
@@ -122,9 +128,11 @@ def _build_once(options: WatchOptions, changed: list[str], event_time: float, em
         if options.load:
             event["loaded"] = _load(result)
         if options.deploy_target:
-            event["deployed"] = _deploy(build_options, options.deploy_target)
+            event["deployed"] = shipped["last"] = _deploy(build_options, options.deploy_target)
     except AirbuildError as exc:
         event["errors"].append({"file": None, "kind": "ship", "message": exc.render()})
+        if options.deploy_target:
+            event["deployed"], event["kept_deploy"] = None, shipped["last"]
     emit(event)
 
 
@@ -154,9 +162,10 @@ def _deploy(build_options, target: str) -> str:
     from builder.deploy import DeployOptions, deploy
 
     # The image the watch just built (same base, engine, build args, secrets, sandbox), validated as every
-    # deploy is. A developer's tree is dirty by nature while watching: the git check is waived (force).
-    outcome = deploy(DeployOptions(build=dataclasses.replace(build_options, force=True, validate=True),
-                                   target=target))
+    # deploy is and never forced: failing DAGs keep the last good deploy. A developer's tree is dirty by
+    # nature while watching: only the git check is waived.
+    outcome = deploy(DeployOptions(build=dataclasses.replace(build_options, force=False, validate=True),
+                                   target=target, allow_dirty=True))
     return outcome.reference
 
 
@@ -176,5 +185,8 @@ def _print(event: dict, json_lines: bool) -> None:
               flush=True)
     elif kind == "error":
         print(f"[{stamp}] build failed, keeping the last good image: {event['error']}", file=sys.stderr, flush=True)
+    if "kept_deploy" in event:
+        kept = event["kept_deploy"] or "none yet"
+        print(f"[{stamp}] not deployed; the last good deploy stays: {kept}", file=sys.stderr, flush=True)
     elif kind == "stop":
         print(f"[{stamp}] stopped", flush=True)

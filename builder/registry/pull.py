@@ -78,6 +78,13 @@ class Puller:
         sources.save()
         return PulledImage(top, manifest, self.store.read_blob(config["digest"]))
 
+    def fetch_layers(self, ref: Reference, layers) -> None:
+        """Download those of `layers` (LayerRecords of `ref`'s image) the store lacks."""
+        scopes = (repository_scope(ref.repository, "pull"),)
+        for layer in layers:
+            if not self.store.has_blob(layer.digest, layer.size):
+                self._download(ref, layer.digest, layer.size, scopes)
+
     def _head(self, ref: Reference, scopes) -> str | None:
         """The digest a tag points at (one HEAD), when the registry says."""
         response = self.client.request("HEAD", f"/v2/{ref.repository}/manifests/{ref.lookup}", scopes=scopes,
