@@ -58,6 +58,7 @@ class BuildOptions:
     secrets: tuple[str, ...] = ()         # --secret values (id=ID,src=FILE|env=VAR), besides the manifest's
     sandbox: str | None = None            # --sandbox / --no-sandbox, over validation.sandbox
     env_file: Path | None = None          # --env: the variables DAG code sees (default: the project's .env)
+    astro_tests: bool = False             # validation also runs .astro/test_dag_integrity_default.py (deploy)
 
 
 @dataclass
@@ -233,7 +234,7 @@ def build(options: BuildOptions) -> BuildResult:
         report = None
         if options.validate:
             options.progress.step("importing DAGs in the sandbox")
-            report = check_dags(ctx, plan)
+            report = check_dags(ctx, plan, astro_tests=options.astro_tests)
             if report.failed and not options.force:
                 raise ValidationFailed(report)
         image = assemble(store, ctx.base, plan.config, records, plan.history, ctx.epoch)
@@ -369,7 +370,7 @@ def parse_dags(options: BuildOptions):
     """`airbuild parse`: the environment layers built (or found in the store), then the DAGs imported."""
     with _environment(options) as prepared:
         options.progress.step("importing DAGs in the sandbox")
-        return check_dags(prepared.ctx, prepared.plan)
+        return check_dags(prepared.ctx, prepared.plan, astro_tests=True)
 
 
 def run_tests(options: BuildOptions, pytest_args: list[str], to_stderr: bool = False) -> int:
@@ -379,6 +380,16 @@ def run_tests(options: BuildOptions, pytest_args: list[str], to_stderr: bool = F
 
     with _environment(options) as prepared:
         return run_project_tests(validation_inputs(prepared.ctx, prepared.plan), pytest_args, to_stderr)
+
+
+def run_dag(options: BuildOptions, dag_id: str, conf: dict, network: bool, timeout_s: float):
+    """`airbuild run`: the environment built (cached), then one DAG run in the sandbox."""
+    from builder.dag_check import validation_inputs
+    from builder.dag_run import run_dag as run_in_sandbox
+
+    with _environment(options) as prepared:
+        options.progress.step(f"running {dag_id} in the sandbox")
+        return run_in_sandbox(validation_inputs(prepared.ctx, prepared.plan), dag_id, conf, network, timeout_s)
 
 
 @contextlib.contextmanager

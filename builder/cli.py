@@ -82,6 +82,14 @@ def _sandbox_args(parser: argparse.ArgumentParser) -> None:
                         help="import DAG files unconfined, with your rights on this machine (same as --sandbox none)")
 
 
+RUN_EXAMPLES = """\
+examples:
+  airbuild run example_etl
+  airbuild run example_etl --conf '{"day": "2024-01-01"}'
+  airbuild run example_etl --network none --json
+"""
+
+
 def _env_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-e", "--env", metavar="FILE", type=Path, dest="env_file",
                         help="variables for the DAGs' environment, in docker's env-file syntax (default: the "
@@ -145,6 +153,29 @@ def make_parser() -> argparse.ArgumentParser:
     _sandbox_args(test)
     _env_arg(test)
 
+
+    run = commands.add_parser(
+        "run", help="run one DAG end to end in the image's environment (like `astro run`, without Docker)",
+        description="Build the image's environment (cached), then run DAG_ID once, every task in order as "
+                    "`airflow dags test` does, in the sandbox: the project's dags/, plugins/ and include/ "
+                    "read-only, a private AIRFLOW_HOME with a fresh SQLite database, connections and "
+                    "variables from your environment, the project's .env and airflow_settings.yaml. The "
+                    "network is on (a run talks to its services) unless --network none. Prints each task's "
+                    "state and the end of the log of those that failed; exits 0 only if the run succeeded.",
+        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("dag_id", help="the DAG to run")
+    run.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    run.add_argument("--conf", metavar="JSON", default="{}", help="the run's configuration (dag_run.conf), a JSON "
+                                                                  "object")
+    run.add_argument("--network", choices=("host", "none"), default="host",
+                     help="host (default): the run reaches what this machine reaches; none: no network")
+    run.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
+                     help="stop the run after this long (default 3600)")
+    run.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    _engine_args(run)
+    _sandbox_args(run)
+    _env_arg(run)
 
     plan = commands.add_parser("plan", help="show the layers a build would produce, and why each would be rebuilt",
                                description="Compute every layer's key and compare with the store, without "
@@ -326,6 +357,26 @@ def cmd_test(args) -> int:
     return run_tests(_options(args), args.passthrough)
 
 
+def cmd_run(args) -> int:
+    from builder.build import run_dag
+    from builder.errors import InputError
+
+    try:
+        conf = json.loads(args.conf)
+    except ValueError as exc:
+        raise InputError(f"--conf is not JSON: {exc}") from None
+    if not isinstance(conf, dict):
+        raise InputError("--conf must be a JSON object, e.g. '{\"key\": \"value\"}'")
+    result = run_dag(_options(args), args.dag_id, conf, network=args.network == "host", timeout_s=args.timeout)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        from builder.report import print_dag_run
+
+        print_dag_run(result.to_json())
+    return EXIT_OK if result.succeeded else EXIT_FAILED
+
+
 def cmd_plan(args) -> int:
     from builder.build import plan_only
 
@@ -446,6 +497,6 @@ def cmd_history(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"build": cmd_build, "parse": cmd_parse, "test": cmd_test, "watch": cmd_watch, "plan": cmd_plan, "lock": cmd_lock,
+COMMANDS = {"build": cmd_build, "parse": cmd_parse, "test": cmd_test, "run": cmd_run, "watch": cmd_watch, "plan": cmd_plan, "lock": cmd_lock,
             "inspect": cmd_inspect, "deploy": cmd_deploy, "login": cmd_login, "logout": cmd_logout,
             "history": cmd_history}

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from builder import dotenv
+from builder import dotenv, masking
 from builder.errors import AirbuildError, InputError
 from builder.plan import Plan
 from builder.python_target import detect_python, installed_distributions
@@ -24,6 +24,7 @@ class ValidationFailed(AirbuildError):
         self.report = report
         failing = [f.file for f in report.files if f.failed] + [f"duplicate dag_id {d['dag_id']}"
                                                               for d in report.duplicates] + \
+            [f"astro test {case.name}" for case in report.astro_tests if case.failed] + \
             ([report.reason] if report.reason else [])
         super().__init__(f"DAG validation failed ({', '.join(failing[:5])}{', ...' if len(failing) > 5 else ''}); "
                          "nothing was written. Fix them, list them in validation.allowed_failures, or pass --force")
@@ -32,10 +33,11 @@ class ValidationFailed(AirbuildError):
 AIRFLOW_DISTRIBUTIONS = {"apache-airflow", "apache-airflow-core"}
 
 
-def check_dags(ctx: BuildContext, plan: Plan, inputs: ValidationInputs | None = None) -> Report:
+def check_dags(ctx: BuildContext, plan: Plan, inputs: ValidationInputs | None = None,
+               astro_tests: bool = False) -> Report:
     """The planned build's DAGs imported against its environment layers, or against `inputs`' (deploy --dags:
-    the target image's)."""
-    inputs = inputs or validation_inputs(ctx, plan)
+    the target image's); with `astro_tests`, Astro's own parse test too (parse, deploy)."""
+    inputs = dataclasses.replace(inputs or validation_inputs(ctx, plan), astro_tests=astro_tests)
     missing = _without_airflow(ctx, inputs.env_layers)
     if missing:
         return Report("skipped", missing)
@@ -100,6 +102,7 @@ def airflow_settings(path: Path) -> tuple[dict[str, str], dict[str, str]]:
         auth = conn.get("conn_login") or ""
         if conn.get("conn_password"):
             auth += f":{conn['conn_password']}"
+            masking.add(str(conn["conn_password"]))
         host = (f"{auth}@" if auth else "") + str(conn.get("conn_host") or "")
         if conn.get("conn_port"):
             host += f":{conn['conn_port']}"

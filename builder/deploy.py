@@ -139,7 +139,7 @@ def _run_pytest(options: BuildOptions) -> str | None:
 def deploy(options: DeployOptions) -> DeployResult:
     started = time.monotonic()
     project = options.build.project.resolve()
-    build_options = dataclasses.replace(options.build, project=project)
+    build_options = dataclasses.replace(options.build, project=project, astro_tests=True)  # as astro deploy parses
     force, progress = build_options.force, build_options.progress
     manifest, _ = load_manifest(project)
     name, target = choose_target(manifest, options.target, options.to, options.insecure)
@@ -225,7 +225,8 @@ def _dags_only_image(options: BuildOptions, store: Store, client, repo: Referenc
         layer.record = _build_layer(prepared.ctx, layer, options.progress)
     if options.validate:
         report = check_dags(prepared.ctx, prepared.plan,
-                            _remote_environment(prepared, Puller(client, store), current, remote))
+                            _remote_environment(prepared, Puller(client, store), current, remote),
+                            astro_tests=options.astro_tests)
         if report.failed and not options.force:
             raise ValidationFailed(report)
     prepared.statcache.save()

@@ -103,4 +103,30 @@ def print_validation(report: dict[str, Any]) -> None:
             print(f"          {error['kind']}: {error['message']}")
     for duplicate in report["duplicates"]:
         print(f"  ERROR   dag_id {duplicate['dag_id']} is defined in {', '.join(duplicate['files'])}")
+    for case in report.get("astro_tests", []):
+        state = {"passed": "ok", "skipped": "skipped"}.get(case["outcome"], "ERROR")
+        print(f"  {state:<7} astro test {case['name']}")
+        if case["message"] and case["outcome"] != "passed":
+            print(f"          {case['message'].splitlines()[0] if case['message'] else ''}")
     print(f"DAG validation {'passed' if report['status'] == 'ok' else 'FAILED'}")
+
+
+def print_dag_run(run: dict[str, Any]) -> None:
+    network = "network on" if run["network"] else "no network"
+    print(f"run {run['dag_id']} {run.get('run_id') or ''}: {run['state']} in {run['duration_s']:.2f}s "
+          f"(sandbox {run['sandbox']}, {network})")
+    if run.get("error"):
+        print(f"  error: {run['error']}")
+    if run.get("available") is not None:
+        print(f"  DAGs found: {', '.join(run['available']) or 'none'}")
+    for path, error in (run.get("import_errors") or {}).items():
+        print(f"  import error in {path}: {error.strip().splitlines()[-1] if error.strip() else ''}")
+    for task in run["tasks"]:
+        mapped = f"[{task['map_index']}]" if task.get("map_index", -1) >= 0 else ""
+        duration = f"{task['duration_s']:.2f}s" if task.get("duration_s") is not None else "-"
+        print(f"  {task['state']:<16} {task['task_id'] + mapped:<40} {duration:>8}")
+        if task.get("log_tail"):
+            print("    " + task["log_tail"].replace("\n", "\n    "))
+    if run["state"] not in ("success",) and not run["tasks"] and run.get("log_tail"):
+        print("  log (last lines):\n    " + run["log_tail"].replace("\n", "\n    "))
+

@@ -57,6 +57,7 @@ class SandboxRun:
     # inside; the DAG harness, which reaps what its children leave, runs so.
     as_init: bool = False
     stdout_limit: int = 64 << 20  # captured runs: more than this on stdout stops the run
+    network: bool = False        # the host's network (`airbuild run`); never for validation
 
 
 @dataclass
@@ -147,6 +148,14 @@ def _bwrap(job: SandboxRun) -> Launch:
                "--gid", "0", "--die-with-parent", "--new-session", "--chdir", job.workdir]
     if job.as_init:
         options.append("--as-pid-1")
+    if job.network:
+        options.append("--share-net")
+        resolver = job.rootfs / "etc" / "resolv.conf"
+        # The host's resolver, as docker gives a container its own (never through an image's symlink).
+        if os.path.exists("/etc/resolv.conf") and resolver.parent.is_dir() and not resolver.is_symlink():
+            if not resolver.exists():
+                resolver.touch()  # the mount point, in airbuild's unpacked copy of the image
+            options += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
     for mount in job.mounts:
         options += ["--ro-bind", str(mount.host), mount.image]
     # The options name host paths: bwrap reads them from a descriptor, so its command line (which
@@ -169,7 +178,8 @@ def _docker(job: SandboxRun) -> Launch:
     image = docker_image(client, job.rootfs)
     name = f"airbuild-sandbox-{os.getpid()}-{next(_names)}"
     # The invoking user's ids: the project's files are readable to them, and to nobody else for sure.
-    argv = [client, "run", "--rm", "--interactive", "--name", name, "--network", "none", "--read-only",
+    argv = [client, "run", "--rm", "--interactive", "--name", name, "--network", "host" if job.network else "none",
+            "--read-only",
             "--tmpfs", "/tmp:rw,exec,mode=1777", "--user", f"{os.getuid()}:{os.getgid()}", "--cap-drop", "ALL",
             "--security-opt", "no-new-privileges", "--pids-limit", str(job.processes),
             "--memory", f"{job.memory_mb}m", "--memory-swap", f"{job.memory_mb}m", "--workdir", job.workdir]

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from builder import masking
+from builder import astro_tests, masking
+from builder.astro_tests import AstroTestCase
 from builder.errors import BuildError, InputError
 from builder.resources import template_text
 from builder.rootfs_cache import chain_id, unpacked
@@ -70,6 +71,7 @@ class Report:
     environment: str | None = None          # chain id of the layers imported against: the store's rootfs/<id>
     sandbox: str | None = None              # where files were imported this time (bwrap, docker, none); None: cache
     warnings: list[str] = field(default_factory=list)
+    astro_tests: list[AstroTestCase] = field(default_factory=list)  # Astro's parse test, when the project has it
 
     @property
     def failed(self) -> bool:
@@ -80,7 +82,8 @@ class Report:
         return {"status": self.status, "reason": self.reason, "airflow_version": self.airflow_version,
                 "files": [dict(vars(f)) for f in self.files], "duplicates": self.duplicates,
                 "imported": self.imported, "duration_s": self.duration_s, "environment": self.environment,
-                "sandbox": self.sandbox, "warnings": self.warnings}
+                "sandbox": self.sandbox, "warnings": self.warnings,
+                "astro_tests": [case.to_json() for case in self.astro_tests]}
 
 
 @dataclass
@@ -100,6 +103,7 @@ class ValidationInputs:
     image_env: dict[str, str] = field(default_factory=dict)  # the image config's Env: what a container starts with
     dotenv: dict[str, str] = field(default_factory=dict)     # the project's .env (or --env FILE)
     warnings: tuple[str, ...] = ()         # about those inputs (a malformed .env line), for the report
+    astro_tests: bool = False              # also run the project's .astro/test_dag_integrity_default.py
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,7 @@ def validate(inputs: ValidationInputs) -> Report:
         _warm_session(inputs)  # watch mode: Airflow imports in the background, ready for the next edit
     if cached_run is not None:
         report = _report_from(cached_run, inputs, cached=True)
+        _with_astro_tests(report, inputs, whole)
         report.duration_s = round(time.monotonic() - started, 3)
         return report
 
@@ -170,8 +175,33 @@ def validate(inputs: ValidationInputs) -> Report:
                   "imported": len(outcome["results"])}
     inputs.store.put_record("dag-runs", whole, run_record)
     report = _report_from(run_record, inputs, cached=False)
-    report.duration_s, report.sandbox = round(time.monotonic() - started, 3), place.sandbox
+    report.sandbox = place.sandbox
+    _with_astro_tests(report, inputs, whole)
+    report.duration_s = round(time.monotonic() - started, 3)
     return report
+
+
+def _with_astro_tests(report: Report, inputs: ValidationInputs, whole: str) -> None:
+    """Astro's parse test, when asked for and the project has it: its cases join the report."""
+    if not inputs.astro_tests or not astro_tests.present(inputs.project) or report.airflow_version is None:
+        return
+    key = _hash({"run": whole, "tests": astro_tests.inputs_hash(inputs.project), "version": astro_tests.VERSION})
+    stored = inputs.store.get_record("astro-tests", key)
+    if stored is None:
+        work = _work_dir(inputs, "astro-tests")
+        try:
+            place = placement(inputs, work)
+            proc = run(project_job(inputs, place, astro_tests.argv(), (*PROJECT_DIRS, ".astro"), work,
+                                   timeout_s=120 + inputs.limits.timeout_s * (len(inputs.dag_hashes) + 1)))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        cases = astro_tests.read_results(proc.stdout, proc.returncode, proc.stderr)
+        stored = {"cases": [case.to_json() for case in cases]}
+        inputs.store.put_record("astro-tests", key, stored)
+        report.sandbox = report.sandbox or place.sandbox
+    report.astro_tests = [astro_tests.AstroTestCase(**case) for case in stored["cases"]]
+    if any(case.failed for case in report.astro_tests):
+        report.status = "failed"
 
 
 _OUTPUT_FIELDS = {"stdout": "", "stdout_bytes": 0, "stderr": "", "stderr_bytes": 0}

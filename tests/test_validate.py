@@ -264,3 +264,54 @@ def test_ctrl_c_during_a_docker_sandbox_run_leaves_no_container(tmp_path, debian
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr
     assert set(sandbox_containers()) <= before, "the container was removed"
+
+
+ASTRO_INTEGRITY_TEST = '''"""The project's DAG rules, run by `astro dev parse` (and airbuild parse)."""
+import os
+
+import pytest
+
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:
+    from airflow.models.dagbag import DagBag
+
+BAG = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+EXCEPTIONS = open(".astro/dag_integrity_exceptions.txt").read().split()
+
+
+def test_no_import_errors():
+    assert not BAG.import_errors
+
+
+@pytest.mark.parametrize("dag_id", sorted(BAG.dags))
+def test_every_dag_has_tags(dag_id):
+    assert dag_id in EXCEPTIONS or BAG.dags[dag_id].tags, f"{dag_id} has no tags"
+'''
+
+
+def test_parse_runs_astros_own_parse_test_and_reports_its_cases(tmp_path, debian_rootfs):
+    project = project_with(tmp_path, AIRFLOW_3 + "pytest==8.3.5\n", ["good.py"])
+    (project / "dags" / "tagged.py").write_text(
+        (SAMPLES / "good.py").read_text().replace('"good"', '"tagged", tags=["team"]'))
+    (project / ".astro").mkdir()
+    (project / ".astro" / "test_dag_integrity_default.py").write_text(ASTRO_INTEGRITY_TEST)
+    (project / ".astro" / "dag_integrity_exceptions.txt").write_text("none\n")
+    junit = tmp_path / "report.xml"
+    proc, report = parse(project, debian_rootfs, "--junit", junit)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    cases = {case["name"]: case for case in report["astro_tests"]}
+    assert cases["test_no_import_errors"]["outcome"] == "passed"
+    assert cases["test_every_dag_has_tags[tagged]"]["outcome"] == "passed"
+    assert cases["test_every_dag_has_tags[good]"]["outcome"] == "failed"
+    assert "good has no tags" in cases["test_every_dag_has_tags[good]"]["message"]
+    assert all(not f["errors"] for f in report["files"]), "every file imports: only Astro's rule fails"
+    xml = junit.read_text()
+    assert 'classname="astro"' in xml and "good has no tags" in xml
+
+    # The team lists the DAG as an exception: the test is run again (its inputs changed) and passes.
+    (project / ".astro" / "dag_integrity_exceptions.txt").write_text("good\n")
+    proc, report = parse(project, debian_rootfs)
+    assert proc.returncode == 0 and all(c["outcome"] == "passed" for c in report["astro_tests"]), report["astro_tests"]
+    table = run_cli(["parse", project, "--base", f"rootfs:{debian_rootfs}"], env={"AIRBUILD_CACHE_DIR": str(TEST_STORE)})
+    assert "astro test test_every_dag_has_tags[good]" in table.stdout
