@@ -21,6 +21,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from builder import tools
 from builder.errors import InputError
 from builder.python_target import PythonTarget, normalise
 
@@ -103,14 +104,11 @@ def _compile(requirements: Path, target: PythonTarget, constraints: dict[str, st
         constraints_file = Path(tmp) / "constraints.txt"
         constraints_file.write_text("".join(f"{name}=={version}\n" for name, version in sorted(constraints.items())))
         output = Path(tmp) / "pylock.toml"
-        command = ["uv", "pip", "compile", str(requirements), "--constraint", str(constraints_file),
+        command = [tools.uv(), "pip", "compile", str(requirements), "--constraint", str(constraints_file),
                    "--python-version", target.version_text, "--python-platform", target.uv_platform,
                    "--format", "pylock.toml", "--no-header", "--quiet", "--output-file", str(output),
                    *indexes.uv_args()]
-        try:
-            proc = subprocess.run(command, capture_output=True, text=True, env=_uv_env(), timeout=900)
-        except FileNotFoundError:
-            raise InputError("uv is not installed: `pip install uv` (airbuild resolves Python requirements with it)")
+        proc = subprocess.run(command, capture_output=True, text=True, env=_uv_env(), timeout=900)
         if proc.returncode != 0:
             raise InputError(f"cannot resolve requirements for {target.describe()}:\n{redact(proc.stderr.strip())}",
                              path=requirements)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from packaging.utils import parse_wheel_filename
 
+from builder import tools
 from builder.errors import BuildError
 from builder.layer_tar import LayerItem, with_parents
 from builder.python_resolve import PinnedWheel, redact
@@ -79,7 +80,7 @@ def built_wheel(store: Store, pin: PinnedWheel, sdist: Path, target: PythonTarge
     with tempfile.TemporaryDirectory(prefix="airbuild-sdist-") as tmp:
         source = Path(tmp) / pin.filename
         shutil.copyfile(sdist, source)
-        proc = subprocess.run(["uv", "build", "--wheel", "--no-config", "--python", target.version_text,
+        proc = subprocess.run([tools.uv(), "build", "--wheel", "--no-config", "--python", target.version_text,
                                "--out-dir", str(Path(tmp) / "out"), str(source)],
                               capture_output=True, text=True, timeout=1800,
                               env={**os.environ, "UV_NO_PROGRESS": "1", "SOURCE_DATE_EPOCH": "315532800"})
