@@ -28,7 +28,8 @@ examples:
   airbuild deploy --target prod        validate, build, push what the registry lacks, tag, record
   airbuild login registry.example.com  save credentials where Docker keeps them
 
-exit codes: 0 ok, 1 build failed, 2 bad input (manifest, Dockerfile, project, lock)
+exit codes: 0 ok, 1 build failed, 2 bad input (manifest, Dockerfile, project, lock), 70 internal error
+  (a bug: the traceback is written to a log file under the cache directory, whose path is printed), 130 interrupted
 environment: AIRBUILD_CACHE_DIR (the shared store), SOURCE_DATE_EPOCH (timestamps, default 0),
   AIRBUILD_REGISTRY_USERNAME/_PASSWORD or _TOKEN (CI credentials for the deploy target, or for
   AIRBUILD_REGISTRY_HOST), AIRBUILD_CA_BUNDLE (extra trusted CAs), DOCKER_CONFIG (where config.json is)
@@ -233,6 +234,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("airbuild: interrupted; the store and outputs are as they were before this step", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug of ours, not the user's input: no traceback on the terminal
+        return _internal_error(exc, argv, getattr(args, "json", False))
+
+
+def _internal_error(exc: Exception, argv: list[str], as_json: bool) -> int:
+    """`airbuild: internal error: Type: message`, the traceback in a log file (builder/crash.py), exit 70."""
+    from builder import crash
+
+    log = crash.write_log(exc, argv)
+    message = crash.summary(exc)
+    if as_json:
+        print(json.dumps({"error": message, "exit_code": crash.EXIT_INTERNAL, "log": str(log) if log else None}))
+    print(f"airbuild: {message}\nairbuild: {crash.where(log)}", file=sys.stderr)
+    return crash.EXIT_INTERNAL
 
 
 def _error(message: str, as_json: bool, code: int, extra: dict | None = None) -> None:
