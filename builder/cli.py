@@ -36,11 +36,15 @@ environment: AIRBUILD_CACHE_DIR (the shared store), SOURCE_DATE_EPOCH (timestamp
 """
 
 
+BASE_HELP = ("override the base image (astro.yaml's `base`, the Dockerfile's FROM): image:REF, oci:DIR[:TAG|@DIGEST], "
+             "archive:FILE, rootfs:FILE or debian:SUITE[:PACKAGE,...] (built from Debian's packages, e.g. "
+             "debian:bookworm:python3,ca-certificates)")
+
+
 def _project_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("project", nargs="?", default=".", type=Path,
                         help="the Airflow project directory (default: the current directory)")
-    parser.add_argument("--base", metavar="KIND:LOCATION",
-                        help="override the base image: image:REF, oci:DIR[:TAG|@DIGEST], archive:FILE, rootfs:FILE")
+    parser.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     parser.add_argument("--locked", action="store_true",
                         help="build exactly what astro.lock pins; fail (exit 2) if the inputs no longer match it")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
@@ -117,7 +121,7 @@ def make_parser() -> argparse.ArgumentParser:
                     "running). Bursts of writes make one build; changes during a build make the next one. "
                     "A failing build keeps the last good image. Ctrl-C stops cleanly.")
     watch.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
-    watch.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    watch.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     shipping = watch.add_mutually_exclusive_group()
     shipping.add_argument("--load", action="store_true", help="docker load each new image")
     shipping.add_argument("--deploy", metavar="TARGET", help="push each new image to this target of astro.yaml")
@@ -133,7 +137,7 @@ def make_parser() -> argparse.ArgumentParser:
                     "against the image's environment, in the same sandbox as DAG parsing. Arguments after -- go "
                     "to pytest (airbuild test -- -k dags -x). Exits with pytest's code.")
     test.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
-    test.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    test.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     _engine_args(test)
     _sandbox_args(test)
 
@@ -147,7 +151,7 @@ def make_parser() -> argparse.ArgumentParser:
                                description="Resolve what would float (the base image's digest) and pin it in "
                                            "astro.lock. Commit the file; build with --locked in CI.")
     lock.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
-    lock.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    lock.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     lock.add_argument("--upgrade", action="store_true", help="re-resolve every pinned package to the newest allowed")
     lock.add_argument("--upgrade-package", metavar="NAME", action="append", default=[],
                       help="re-resolve only this package (repeatable); others stay pinned where they can")
