@@ -47,10 +47,12 @@ class Dockerfile:
 def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> Dockerfile:
     """Instructions are checked for what every backend needs here; `check_instruction` does the rest."""
     build_args = build_args or {}
+    if not path.exists():  # the dockerfile package reports a missing file as a GoIOError, not FileNotFoundError
+        return Dockerfile(path=path, base_ref=None, base_line=None, instructions=())
     try:
         commands = dockerfile.parse_file(str(path))
-    except FileNotFoundError:
-        return Dockerfile(path=path, base_ref=None, base_line=None, instructions=())
+    except dockerfile.GoIOError as exc:
+        raise InputError(f"cannot read the Dockerfile: {exc}", path=path) from None
     except dockerfile.GoParseError as exc:
         raise InputError(f"cannot parse Dockerfile: {exc}", path=path) from exc
 
