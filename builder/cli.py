@@ -21,7 +21,7 @@ the hash of its inputs: an unchanged layer is never rebuilt.
 
 EPILOG = """\
 examples:
-  airbuild build                       build the project in this directory
+  airbuild build                       build the project this directory is in (from dags/ too)
   airbuild build --base rootfs:base.tar --archive image.tar
   airbuild plan --json                 which layers would be rebuilt, and why
   airbuild inspect .airbuild/image     layers, sizes and config of a built image
@@ -41,9 +41,16 @@ BASE_HELP = ("override the base image (astro.yaml's `base`, the Dockerfile's FRO
              "debian:bookworm:python3,ca-certificates)")
 
 
+PROJECT_HELP = ("the Airflow project directory (default: the nearest directory from here up with an astro.yaml, or "
+                "with a Dockerfile and dags/, so commands work from dags/ or any directory below the project)")
+
+
+def _project_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("project", nargs="?", type=Path, help=PROJECT_HELP)
+
+
 def _project_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("project", nargs="?", default=".", type=Path,
-                        help="the Airflow project directory (default: the current directory)")
+    _project_arg(parser)
     parser.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     parser.add_argument("--locked", action="store_true",
                         help="build exactly what astro.lock pins; fail (exit 2) if the inputs no longer match it")
@@ -120,7 +127,7 @@ def make_parser() -> argparse.ArgumentParser:
                     "changed layers rebuilt, only changed DAG files imported (by a sandboxed Airflow kept "
                     "running). Bursts of writes make one build; changes during a build make the next one. "
                     "A failing build keeps the last good image. Ctrl-C stops cleanly.")
-    watch.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    _project_arg(watch)
     watch.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     shipping = watch.add_mutually_exclusive_group()
     shipping.add_argument("--load", action="store_true", help="docker load each new image")
@@ -136,7 +143,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Run pytest (installed in the image: add it to requirements.txt) on the project's tests/, "
                     "against the image's environment, in the same sandbox as DAG parsing. Arguments after -- go "
                     "to pytest (airbuild test -- -k dags -x). Exits with pytest's code.")
-    test.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    _project_arg(test)
     test.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     _engine_args(test)
     _sandbox_args(test)
@@ -150,7 +157,7 @@ def make_parser() -> argparse.ArgumentParser:
     lock = commands.add_parser("lock", help="write astro.lock from the current inputs",
                                description="Resolve what would float (the base image's digest) and pin it in "
                                            "astro.lock. Commit the file; build with --locked in CI.")
-    lock.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    _project_arg(lock)
     lock.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     lock.add_argument("--upgrade", action="store_true", help="re-resolve every pinned package to the newest allowed")
     lock.add_argument("--upgrade-package", metavar="NAME", action="append", default=[],
@@ -159,8 +166,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="show an image's layers, sizes, digests and config",
                                   description="Read an OCI image layout directory or an image tarball.")
-    inspect.add_argument("image", nargs="?", default=".airbuild/image", type=Path,
-                         help="OCI layout directory or tarball (default: .airbuild/image)")
+    inspect.add_argument("image", nargs="?", type=Path,
+                         help="OCI layout directory or tarball (default: the project's .airbuild/image, the project "
+                              "found as for build)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     _registry_parsers(commands)
     return parser
@@ -204,7 +212,7 @@ def _registry_parsers(commands) -> None:
     logout.add_argument("registry", help="host[:port]")
 
     history = commands.add_parser("history", help="list the deploys recorded in .airbuild/deploys.jsonl")
-    history.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    _project_arg(history)
     history.add_argument("--target", metavar="NAME", help="only this target's deploys")
     history.add_argument("-n", "--limit", type=int, default=20, help="show the last N (default 20; 0: all)")
     history.add_argument("--json", action="store_true", help="print a JSON list")
@@ -223,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command](_with_project(args))
     except AirbuildError as exc:
         report = getattr(exc, "report", None)
         if report is not None and not getattr(args, "json", False):
@@ -240,6 +248,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug of ours, not the user's input: no traceback on the terminal
         return _internal_error(exc, argv, getattr(args, "json", False))
+
+
+def _with_project(args):
+    """The project a command without a PROJECT argument works on: the nearest one from here up."""
+    if "project" in args and args.project is None:
+        from builder.discover import find_project
+
+        args.project = find_project(Path.cwd())
+    if args.command == "inspect" and args.image is None:
+        from builder.discover import find_project
+        from builder.paths import OUTPUT_DIR
+
+        args.image = find_project(Path.cwd()) / OUTPUT_DIR / "image"
+    return args
 
 
 def _internal_error(exc: Exception, argv: list[str], as_json: bool) -> int:
