@@ -50,12 +50,17 @@ class BuildOptions:
     progress: Progress = field(default_factory=lambda: Progress(False))
     scanned: list[Scanned] | None = None  # a walk already made (by the no-op check)
     validate: bool = True                 # import the DAGs in the sandbox before writing anything
+    validation_skipped: str | None = None  # why not (--no-validate, Astro's skip-parse settings), for the output
     force: bool = False                   # ship despite DAG errors
     started_ns: int = field(default_factory=time.time_ns)
     backend: str | None = None            # overrides the manifest's: native | auto | buildkit
     build_args: dict[str, str] = field(default_factory=dict)  # over the manifest's build_args
     secrets: tuple[str, ...] = ()         # --secret values (id=ID,src=FILE|env=VAR), besides the manifest's
     sandbox: str | None = None            # --sandbox / --no-sandbox, over validation.sandbox
+
+    @property
+    def skip_reason(self) -> str | None:
+        return None if self.validate else self.validation_skipped or "--no-validate"
 
 
 @dataclass
@@ -82,6 +87,7 @@ class BuildResult:
     image_name: str
     lock_changed: bool = False
     validation: dict | None = None
+    validation_skipped: str | None = None  # why the DAGs were not imported (validation is then None)
     notes: list[str] = field(default_factory=list)  # what the user should know (skipped scripts...)
     engine: dict | None = None  # the container engine RUN layers were built with; None when none was used
 
@@ -246,6 +252,7 @@ def build(options: BuildOptions) -> BuildResult:
         lock_changed = False if options.locked else prepared.lock.write(ctx.project / ctx.manifest.lockfile)
         result = _result(prepared, image, oci_dir, archive, time.monotonic() - started, name, lock_changed)
         result.validation = report.to_json() if report else None
+        result.validation_skipped = options.skip_reason
         _record(prepared, result, options, image, oci_dir)
         return result
     finally:
@@ -344,7 +351,7 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
 def build_settings(options: BuildOptions) -> dict:
     base = f"{options.base.kind}:{options.base.location}" if options.base else None
     return stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked,
-                          options.validate, options.force,
+                          stamp.validate_setting(options.skip_reason), options.force,
                           stamp.engine_settings(options.backend, options.build_args, options.secrets))
 
 

@@ -107,7 +107,9 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--oci", metavar="DIR", type=Path, help="write the OCI image layout here")
     build.add_argument("--archive", metavar="FILE", type=Path,
                        help="also write one tarball that `docker load` and OCI tools (skopeo, umoci) accept")
-    build.add_argument("--no-validate", action="store_true", help="do not import the DAGs in the sandbox first")
+    build.add_argument("--no-validate", action="store_true",
+                       help="do not import the DAGs in the sandbox first (also: ASTRONOMER_SKIP_PARSE=true, or "
+                            "skip_parse: true in .astro/config.yaml, as the Astro CLI reads them)")
     build.add_argument("--force", action="store_true", help="write the image even if DAGs fail to import")
     _sandbox_args(build)
 
@@ -190,6 +192,9 @@ def _registry_parsers(commands) -> None:
     deploy.add_argument("--force", action="store_true",
                         help="deploy despite a dirty git tree, DAG errors or failing tests")
     deploy.add_argument("--pytest", action="store_true", help="run the project's tests/ with pytest first")
+    deploy.add_argument("--no-validate", action="store_true",
+                        help="do not import the DAGs in the sandbox (as ASTRONOMER_SKIP_PARSE=true or skip_parse: "
+                             "true in .astro/config.yaml, which deploy and build also honour)")
     _sandbox_args(deploy)
     deploy.add_argument("--dags", action="store_true",
                         help="DAG-only deploy: replace the DAG layer of the target's current image (its first "
@@ -287,6 +292,7 @@ def _options(args):
     from builder.manifest import BaseSource
     from builder.progress import Progress
 
+    skipped = _validation_skipped(args)
     return BuildOptions(
         project=args.project,
         oci_dir=getattr(args, "oci", None),
@@ -294,7 +300,8 @@ def _options(args):
         locked=getattr(args, "locked", False),
         upgrade=True if getattr(args, "upgrade", False) else frozenset(getattr(args, "upgrade_package", []) or []) or False,
         base=BaseSource.parse(args.base) if args.base else None,
-        validate=not getattr(args, "no_validate", False),
+        validate=skipped is None,
+        validation_skipped=skipped,
         force=getattr(args, "force", False),
         progress=Progress(None if not args.json else False),
         backend=getattr(args, "backend", None),
@@ -302,6 +309,15 @@ def _options(args):
         secrets=tuple(getattr(args, "secret", [])),
         sandbox=getattr(args, "sandbox", None),
     )
+
+
+def _validation_skipped(args) -> str | None:
+    """Why this command does not import the DAGs: --no-validate; for build and deploy also Astro's skip-parse."""
+    if args.command in ("build", "deploy"):
+        from builder.skip_parse import reason
+
+        return reason(args.project.resolve(), args.no_validate)
+    return "--no-validate" if getattr(args, "no_validate", False) else None
 
 
 def cmd_build(args) -> int:
@@ -312,7 +328,7 @@ def cmd_build(args) -> int:
     started_ns = time.time_ns()
     # An unchanged project is answered from the last build's stamp, before the heavy imports.
     settings = stamp.settings(args.project.resolve(), args.base, args.oci, args.archive, args.locked,
-                              not args.no_validate, args.force,
+                              stamp.validate_setting(_validation_skipped(args)), args.force,
                               stamp.engine_settings(args.backend, build_args(args.build_arg), tuple(args.secret)))
     result, scanned = stamp.try_noop(args.project.resolve(), settings)
     if result is None:
@@ -408,6 +424,8 @@ def cmd_deploy(args) -> int:
 
     for warning in result.warnings:
         print(f"airbuild: warning: {warning}", file=sys.stderr)
+    if result.validation_skipped:
+        print(f"DAGs not validated: parse skipped ({result.validation_skipped})")
     print(f"deployed to {result.target} in {result.duration_s:.2f}s: {result.blobs_uploaded} blob(s) uploaded "
           f"({human_size(result.bytes_uploaded)}), {result.blobs_mounted} mounted, {result.blobs_skipped} already "
           f"there; tags {', '.join(result.tags)}")

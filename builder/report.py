@@ -44,7 +44,7 @@ def print_build(result: dict[str, Any]) -> None:
         print("astro.lock updated (commit it)")
     validation = result.get("validation")
     if validation is None:
-        print("DAGs      not validated (--no-validate)")
+        print(f"DAGs      not validated: parse skipped ({result.get('validation_skipped') or '--no-validate'})")
     elif validation["status"] == "skipped":
         print(f"DAGs      not validated: {validation['reason']}")
     elif validation["reason"]:
