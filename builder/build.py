@@ -151,7 +151,8 @@ def load_inputs(options: BuildOptions, store: Store) -> Inputs:
     # --locked: a registry tag resolves to the digest the lock pins, wherever the tag went since.
     pinned = lock_state.pinned.base if options.locked and lock_state.pinned else None
     base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec,
-                        lock=lock_state, epoch=epoch, pinned=pinned, insecure=insecure_registries(manifest))
+                        lock=lock_state, epoch=epoch, pinned=pinned, insecure=insecure_registries(manifest),
+                        workdir=manifest.workdir)
     pin = BasePin(source=base.description, digest=base.digest)
     return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, pin, lock_state, epoch)
 
