@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import stamp
+from builder import onbuild, stamp
 from builder.atomic import atomic_write_bytes
 from builder.base_image import BaseImage, resolve_base
 from builder.compress import Codec
@@ -89,6 +89,7 @@ class BuildResult:
     validation: dict | None = None
     validation_skipped: str | None = None  # why the DAGs were not imported (validation is then None)
     notes: list[str] = field(default_factory=list)  # what the user should know (skipped scripts...)
+    onbuild: list[dict] = field(default_factory=list)  # the base's ONBUILD triggers: replaced, or how each ran
     engine: dict | None = None  # the container engine RUN layers were built with; None when none was used
 
     def to_json(self) -> dict:
@@ -206,7 +207,10 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
                        build_args={**manifest.build_args, **options.build_args},
                        secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox)
     previous = PreviousBuild.load(output_dir / "state.json")
-    plan = make_plan(ctx, rule_list(manifest, inputs.manifest_path), initial, previous, statcache.hashed_paths)
+    rules = rule_list(manifest, inputs.manifest_path)
+    ctx.onbuild = tuple(onbuild.base_triggers(base.config, rules, inputs.dockerfile.base_line))
+    ctx.onbuild_report.extend(onbuild.report(t) for t in ctx.onbuild if t.replaced_by)
+    plan = make_plan(ctx, rules, initial, previous, statcache.hashed_paths)
     lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))
     return Prepared(ctx, plan, lock, statcache, previous, output_dir, scanned, inputs)
 
@@ -304,6 +308,7 @@ def _build_layer(ctx: BuildContext, layer, progress: Progress):
 def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, archive: Path | None,
             duration: float, name: str, lock_changed: bool) -> BuildResult:
     base = prepared.ctx.base
+    triggers = sorted(prepared.ctx.onbuild_report, key=lambda entry: entry["index"])
     layers = [LayerResult("base", None, r.diff_id, r.digest, r.size, True, f"base image {base.description}")
               for r in base.layers]
     for layer in prepared.plan.layers:
@@ -321,7 +326,8 @@ def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, 
         layers=layers,
         image_name=name,
         lock_changed=lock_changed,
-        notes=list(prepared.ctx.notes),
+        notes=[onbuild.note(entry) for entry in triggers] + list(prepared.ctx.notes),
+        onbuild=triggers,
         engine=prepared.ctx.engine.summary() if prepared.ctx.engine else None,
     )
 

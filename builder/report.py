@@ -65,6 +65,8 @@ def print_plan(result: dict[str, Any]) -> None:
     todo = sum(1 for l in result["layers"] if not l["cached"])
     print(f"{result['image_name']}: {todo} layer{'s' if todo != 1 else ''} to build")
     print("\n".join(_layer_table(result, planned=True)))
+    for note in result.get("notes", []):
+        print(f"note: {note}")
 
 
 def print_inspect(info: dict[str, Any]) -> None:
