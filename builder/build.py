@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from builder.layer_tar import FileChangedError, store_layer
 from builder.layout import write_archive, write_layout
 from builder.lockfile import BasePin, Lock, LockState, check_base
 from builder.manifest import BaseSource, Manifest, SecretSpec, load_manifest
+from builder.naming import default_name
 from builder.oci import Platform
 from builder.owner import resolve_owner
 from builder.plan import Plan, make_plan
@@ -370,10 +370,7 @@ def _ensure_output_dir(path: Path) -> None:
 
 
 def image_name(project: Path, configured: str | None) -> str:
-    if configured:
-        return configured
-    name = re.sub(r"[^a-z0-9._-]+", "-", project.name.lower()).strip("-._")
-    return name or "airflow-project"
+    return configured or default_name(project)
 
 
 def parse_dags(options: BuildOptions):

@@ -21,6 +21,7 @@ the hash of its inputs: an unchanged layer is never rebuilt.
 
 EPILOG = """\
 examples:
+  airbuild init my-project             a new project that builds, parses and tests as written
   airbuild build                       build the project this directory is in (from dags/ too)
   airbuild build --base rootfs:base.tar --archive image.tar
   airbuild plan --json                 which layers would be rebuilt, and why
@@ -172,6 +173,16 @@ def make_parser() -> argparse.ArgumentParser:
                          help="OCI layout directory or tarball (default: the project's .airbuild/image, the project "
                               "found as for build)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    init = commands.add_parser(
+        "init", help="create an Astro-layout project that builds, parses and tests as written",
+        description="Write a new project into DIR (default: here; created if missing): Dockerfile, astro.yaml with a "
+                    "Debian base (no Docker or registry needed), requirements.txt (Airflow, pytest), packages.txt, "
+                    "an example DAG, tests/dags/, .dockerignore with Astro's defaults, .gitignore, .env, "
+                    "airflow_settings.yaml, .astro/config.yaml and the Astro CLI's DAG integrity test. Existing "
+                    "files are never overwritten: if any is there, nothing is written (exit 2).")
+    init.add_argument("directory", nargs="?", default=Path("."), type=Path, help="where (default: here)")
+    init.add_argument("--name", help="the image name (astro.yaml `name`; default: the directory's name)")
+    init.add_argument("--json", action="store_true", help="print the project and the files written as JSON")
     _registry_parsers(commands)
     return parser
 
@@ -494,6 +505,21 @@ def cmd_history(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"build": cmd_build, "parse": cmd_parse, "test": cmd_test, "watch": cmd_watch, "plan": cmd_plan, "lock": cmd_lock,
+def cmd_init(args) -> int:
+    from builder.init_project import init_project
+
+    made = init_project(args.directory, args.name)
+    if args.json:
+        print(json.dumps(made.to_json(), indent=2))
+        return EXIT_OK
+    print(f"created the Airflow project {made.name} in {made.project}:")
+    for path in made.files:
+        print(f"  {path}")
+    print(f"next: cd {made.project} && airbuild build   (then: airbuild parse, airbuild test, "
+          "airbuild deploy --to HOST/REPO)")
+    return EXIT_OK
+
+
+COMMANDS = {"init": cmd_init, "build": cmd_build, "parse": cmd_parse, "test": cmd_test, "watch": cmd_watch, "plan": cmd_plan, "lock": cmd_lock,
             "inspect": cmd_inspect, "deploy": cmd_deploy, "login": cmd_login, "logout": cmd_logout,
             "history": cmd_history}
