@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tests.helpers import run_cli
 from tests.projects import make_project
@@ -11,7 +10,8 @@ from tests.test_bases import tiny_rootfs
 
 
 def test_commands_find_the_project_from_any_directory_below_it(tmp_path, airbuild_cache):
-    base = f"rootfs:{tiny_rootfs(tmp_path / 'rootfs.tar.gz') and tmp_path / 'rootfs.tar.gz'}"
+    tiny_rootfs(tmp_path / "rootfs.tar.gz")
+    base = f"rootfs:{tmp_path / 'rootfs.tar.gz'}"
     project = make_project(tmp_path / "p")
     built = json.loads(run_cli(["build", "--base", base, "--json"], cwd=project / "dags" / "reports").stdout)
     assert built["oci_layout"] == str(project / ".airbuild" / "image")

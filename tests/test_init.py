@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tests.helpers import run_cli
 from tests.test_validate import TEST_STORE
