@@ -13,6 +13,7 @@ import posixpath
 import re
 from typing import TYPE_CHECKING
 
+from builder import onbuild
 from builder.action_files import complete_parents, layer_items
 from builder.build_secrets import check_secrets
 from builder.container_config import ContainerConfig
@@ -38,10 +39,13 @@ def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig
     segment: EngineSegment | None = None
     if ctx.secrets:
         check_secrets(ctx)
-    for inst in ctx.dockerfile.instructions:
-        check_instruction(inst, path, ctx.backend)
+    # The base's ONBUILD triggers that no rule replaces run first, as Docker runs them right after FROM.
+    triggers = [t for t in ctx.onbuild if not t.replaced_by]
+    for inst in [t.instruction for t in triggers] + list(ctx.dockerfile.instructions):
         variables = {**args, **config.env_dict()}
+        made: LayerStep | None = None
         try:
+            check_instruction(inst, path, ctx.backend)
             if inst.keyword == "RUN" or (inst.keyword == "COPY" and ctx.backend == "buildkit"):
                 from builder import engine_segment  # the engine's modules, only for what needs them
                 from builder.action_run import engine_step
@@ -49,21 +53,35 @@ def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig
                 if segment is None:
                     segment = engine_segment.EngineSegment(ctx, rule, config, dict(args))
                 segment.add(inst)
-                steps.append(engine_step(segment, rule, ctx, config, args, inst, variables))
-                continue
-            if inst.keyword == "COPY":
+                made = engine_step(segment, rule, ctx, config, args, inst, variables)
+            elif inst.keyword == "COPY":
                 segment = _finish(segment)
-                steps.append(_copy(rule, ctx, config, inst, variables))
-                continue
-            config = _apply(inst, config, args, variables, ctx)
+                made = _copy(rule, ctx, config, inst, variables)
+            else:
+                config = _apply(inst, config, args, variables, ctx)
         except InputError as exc:
-            raise InputError(exc.message, path=path, line=inst.line) from None
+            raise _located(exc, inst, path) from None
+        if inst.trigger:
+            engine = made is not None and (inst.keyword == "RUN" or ctx.backend == "buildkit")
+            ctx.onbuild_report.append(onbuild.report(next(t for t in triggers if t.index == inst.trigger),
+                                                     made.step if made else None, engine=engine))
+        if made is not None:
+            steps.append(made)
+            continue
         if segment is not None:
             segment.add(inst)
         if inst.keyword not in ("ARG", "MAINTAINER"):
             steps.append(ConfigStep(rule.name, inst.original))
     _finish(segment)
     return ActionResult(steps, config)
+
+
+def _located(exc: InputError, inst: Instruction, path) -> InputError:
+    """The error at the Dockerfile's line; for a trigger, naming it (at the FROM line that brought it in)."""
+    if inst.trigger:
+        return InputError(f"{inst.describe()} (run right after FROM): {exc.message}",
+                          path=path if path.exists() else None, line=inst.line or None)
+    return InputError(exc.message, path=path, line=inst.line)
 
 
 def _finish(segment) -> None:
@@ -150,7 +168,7 @@ def _copy(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, inst: Inst
 
     return LayerStep(
         rule=rule.name,
-        step=f"{rule.name}:COPY@{inst.line}",
+        step=f"{rule.name}:{inst.label}",
         config={"rule": rule.name, "version": rule.version, "instruction": inst.original, "sources": sources,
                 "dest": dest_abs, "owner": [owner.uid, owner.gid], "chmod": chmod, "workdir": workdir},
         entries=all_entries,

@@ -19,6 +19,7 @@ from builder.manifest import RuleSpec
 from builder.steps import ActionResult, BuildContext, LayerStep
 
 SECTION = "python"
+INSTALL_FORMAT = 2  # 2: pip's order, later wheels win shared files, REQUESTED (1: by name, shared files refused)
 
 
 def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
@@ -27,7 +28,7 @@ def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) ->
     if not listed_lines(text):
         return ActionResult([], config)
     # Resolution and installation modules load only for a requirements.txt that lists something.
-    from builder.python_resolve import Indexes, PinnedWheel, resolve, strip_credentials
+    from builder.python_resolve import Indexes, PinnedWheel, requirement_lines, resolve, strip_credentials
     from builder.python_target import detect_python, installed_distributions
     from builder.wheel_install import fetch, install, remove, staged_items
 
@@ -51,11 +52,13 @@ def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) ->
 
     staging = ctx.store.root / "tmp" / f"{os.getpid()}.python-staging"
     index_hosts = {h for h in (_host(u) for u in filter(None, [indexes.index_url, *indexes.extra_index_urls])) if h}
+    # pip's roots: they shape its install order (which wheel's copy of a shared file wins) and get REQUESTED.
+    roots = tuple(str(requirement) for _, _, requirement in requirement_lines(path))
 
     def make_items():
         remove(staging)
         wheels = [(pin, fetch(ctx.store, pin, index_hosts)) for pin in pins]
-        install(ctx.store, wheels, target, staging)
+        install(ctx.store, wheels, target, staging, _install_set(ctx, target, roots))
         return staged_items(staging)
 
     step = LayerStep(
@@ -63,7 +66,7 @@ def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) ->
         step=rule.name,
         config={"rule": rule.name, "version": rule.version, "python": target.describe(),
                 "interpreter": target.interpreter, "site": target.site_packages, "scripts": target.scripts_dir,
-                "platform": target.uv_platform, "base": ctx.base.digest},
+                "platform": target.uv_platform, "base": ctx.base.digest, "install": INSTALL_FORMAT, "roots": roots},
         entries=[e for e in (ctx.tree.entries.get(rule.file),) if e is not None],
         input_hash=_hash(list(section.entries)),
         make_items=make_items,
@@ -71,6 +74,17 @@ def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) ->
         cleanup=lambda: remove(staging),
     )
     return ActionResult([step], config)
+
+
+def _install_set(ctx: BuildContext, target, roots: tuple[str, ...]):
+    """What pip would see besides the wheels: the roots, the base's distributions, the image's marker variables."""
+    from builder.install_order import Distribution
+    from builder.python_target import installed_metadata, marker_environment
+    from builder.wheel_install import InstallSet
+
+    base = tuple(Distribution.from_metadata(text, installed=True, requires_txt=requires)
+                 for text, requires in installed_metadata(ctx.base, ctx.store, target))
+    return InstallSet(roots, base, marker_environment(ctx.base, ctx.store, target))
 
 
 def _hash(value) -> str:

@@ -24,7 +24,7 @@ def engine_step(segment: EngineSegment, rule: RuleSpec, ctx: BuildContext, confi
                 args: dict[str, str], inst: Instruction, variables: dict[str, str]) -> LayerStep:
     step = LayerStep(
         rule=rule.name,
-        step=f"{rule.name}:{inst.keyword}@{inst.line}",
+        step=f"{rule.name}:{inst.label}",
         config={"rule": rule.name, "version": rule.version, "instruction": inst.original,
                 "args": sorted(args.items()), "env": [list(pair) for pair in config.env], "user": config.user,
                 "workdir": config.workdir, "shell": dict(config.extra).get("Shell"),

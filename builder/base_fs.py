@@ -75,7 +75,7 @@ _KEPT_SIZE = 4 << 20
 
 
 def _kept(path: str) -> bool:
-    return path.startswith(("etc/", "var/lib/dpkg/")) or path.endswith(("/METADATA", "/PKG-INFO", ".egg-info"))
+    return path.startswith(("etc/", "var/lib/dpkg/")) or path.endswith(("/METADATA", "/PKG-INFO", ".egg-info", ".egg-info/requires.txt"))
 
 
 @dataclass

@@ -42,10 +42,11 @@ class BaseImage:
 
 def resolve_base(source: BaseSource | None, from_ref: str | None, project: Path, store: Store,
                  platform: Platform, codec: Codec, lock: "LockState | None" = None, epoch: int = 0,
-                 pinned: BasePin | None = None, insecure: frozenset[str] = frozenset()) -> BaseImage:
+                 pinned: BasePin | None = None, insecure: frozenset[str] = frozenset(),
+                 workdir: str = "/usr/local/airflow") -> BaseImage:
     """`lock`: pins for a `debian` base; `pinned`: the lock's base, for --locked (a registry tag
     resolves to its digest, wherever the tag went since); `insecure`: registries (host:port) that
-    may be reached over plain HTTP."""
+    may be reached over plain HTTP; `workdir`: the project's, AIRFLOW_HOME of a `debian` base."""
     if source is None:
         if from_ref is None:
             raise InputError("no base image: add a Dockerfile with FROM, or `base:` to astro.yaml")
@@ -55,7 +56,7 @@ def resolve_base(source: BaseSource | None, from_ref: str | None, project: Path,
     if source.kind == "debian":
         from builder.deb_base import debian_base
 
-        return debian_base(source.debian, project, store, platform, codec, lock, epoch)
+        return debian_base(source.debian, project, store, platform, codec, lock, epoch, workdir)
     location = source.location
     if source.kind == "image":
         base = from_registry(location, store, platform, pinned, insecure)

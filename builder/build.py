@@ -6,13 +6,11 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import stamp
-from builder import masking
+from builder import masking, onbuild, stamp
 from builder.atomic import atomic_write_bytes
 from builder.base_image import BaseImage, resolve_base
 from builder.compress import Codec
@@ -26,6 +24,7 @@ from builder.layer_tar import FileChangedError, store_layer
 from builder.layout import write_archive, write_layout
 from builder.lockfile import BasePin, Lock, LockState, check_base
 from builder.manifest import BaseSource, Manifest, SecretSpec, load_manifest
+from builder.naming import default_name
 from builder.oci import Platform
 from builder.owner import resolve_owner
 from builder.plan import Plan, make_plan
@@ -51,6 +50,7 @@ class BuildOptions:
     progress: Progress = field(default_factory=lambda: Progress(False))
     scanned: list[Scanned] | None = None  # a walk already made (by the no-op check)
     validate: bool = True                 # import the DAGs in the sandbox before writing anything
+    validation_skipped: str | None = None  # why not (--no-validate, Astro's skip-parse settings), for the output
     force: bool = False                   # ship despite DAG errors
     started_ns: int = field(default_factory=time.time_ns)
     backend: str | None = None            # overrides the manifest's: native | auto | buildkit
@@ -59,6 +59,10 @@ class BuildOptions:
     sandbox: str | None = None            # --sandbox / --no-sandbox, over validation.sandbox
     env_file: Path | None = None          # --env: the variables DAG code sees (default: the project's .env)
     astro_tests: bool = False             # validation also runs .astro/test_dag_integrity_default.py (deploy)
+
+    @property
+    def skip_reason(self) -> str | None:
+        return None if self.validate else self.validation_skipped or "--no-validate"
 
 
 @dataclass
@@ -85,7 +89,9 @@ class BuildResult:
     image_name: str
     lock_changed: bool = False
     validation: dict | None = None
+    validation_skipped: str | None = None  # why the DAGs were not imported (validation is then None)
     notes: list[str] = field(default_factory=list)  # what the user should know (skipped scripts...)
+    onbuild: list[dict] = field(default_factory=list)  # the base's ONBUILD triggers: replaced, or how each ran
     engine: dict | None = None  # the container engine RUN layers were built with; None when none was used
 
     def to_json(self) -> dict:
@@ -148,7 +154,8 @@ def load_inputs(options: BuildOptions, store: Store) -> Inputs:
     # --locked: a registry tag resolves to the digest the lock pins, wherever the tag went since.
     pinned = lock_state.pinned.base if options.locked and lock_state.pinned else None
     base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec,
-                        lock=lock_state, epoch=epoch, pinned=pinned, insecure=insecure_registries(manifest))
+                        lock=lock_state, epoch=epoch, pinned=pinned, insecure=insecure_registries(manifest),
+                        workdir=manifest.workdir)
     pin = BasePin(source=base.description, digest=base.digest)
     return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, pin, lock_state, epoch)
 
@@ -203,7 +210,10 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
                        secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox,
                        env_file=options.env_file)
     previous = PreviousBuild.load(output_dir / "state.json")
-    plan = make_plan(ctx, rule_list(manifest, inputs.manifest_path), initial, previous, statcache.hashed_paths)
+    rules = rule_list(manifest, inputs.manifest_path)
+    ctx.onbuild = tuple(onbuild.base_triggers(base.config, rules, inputs.dockerfile.base_line))
+    ctx.onbuild_report.extend(onbuild.report(t) for t in ctx.onbuild if t.replaced_by)
+    plan = make_plan(ctx, rules, initial, previous, statcache.hashed_paths)
     lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))
     return Prepared(ctx, plan, lock, statcache, previous, output_dir, scanned, inputs)
 
@@ -250,6 +260,7 @@ def build(options: BuildOptions) -> BuildResult:
         lock_changed = False if options.locked else prepared.lock.write(ctx.project / ctx.manifest.lockfile)
         result = _result(prepared, image, oci_dir, archive, time.monotonic() - started, name, lock_changed)
         result.validation = report.to_json() if report else None
+        result.validation_skipped = options.skip_reason
         _record(prepared, result, options, image, oci_dir)
         return result
     finally:
@@ -300,6 +311,7 @@ def _build_layer(ctx: BuildContext, layer, progress: Progress):
 def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, archive: Path | None,
             duration: float, name: str, lock_changed: bool) -> BuildResult:
     base = prepared.ctx.base
+    triggers = sorted(prepared.ctx.onbuild_report, key=lambda entry: entry["index"])
     layers = [LayerResult("base", None, r.diff_id, r.digest, r.size, True, f"base image {base.description}")
               for r in base.layers]
     for layer in prepared.plan.layers:
@@ -317,7 +329,8 @@ def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, 
         layers=layers,
         image_name=name,
         lock_changed=lock_changed,
-        notes=list(prepared.ctx.notes),
+        notes=[onbuild.note(entry) for entry in triggers] + list(prepared.ctx.notes),
+        onbuild=triggers,
         engine=prepared.ctx.engine.summary() if prepared.ctx.engine else None,
     )
 
@@ -348,7 +361,7 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
 def build_settings(options: BuildOptions) -> dict:
     base = f"{options.base.kind}:{options.base.location}" if options.base else None
     return stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked,
-                          options.validate, options.force,
+                          stamp.validate_setting(options.skip_reason), options.force,
                           stamp.engine_settings(options.backend, options.build_args, options.secrets))
 
 
@@ -360,10 +373,7 @@ def _ensure_output_dir(path: Path) -> None:
 
 
 def image_name(project: Path, configured: str | None) -> str:
-    if configured:
-        return configured
-    name = re.sub(r"[^a-z0-9._-]+", "-", project.name.lower()).strip("-._")
-    return name or "airflow-project"
+    return configured or default_name(project)
 
 
 def parse_dags(options: BuildOptions):

@@ -21,25 +21,38 @@ the hash of its inputs: an unchanged layer is never rebuilt.
 
 EPILOG = """\
 examples:
-  airbuild build                       build the project in this directory
+  airbuild init my-project             a new project that builds, parses and tests as written
+  airbuild build                       build the project this directory is in (from dags/ too)
   airbuild build --base rootfs:base.tar --archive image.tar
   airbuild plan --json                 which layers would be rebuilt, and why
   airbuild inspect .airbuild/image     layers, sizes and config of a built image
   airbuild deploy --target prod        validate, build, push what the registry lacks, tag, record
   airbuild login registry.example.com  save credentials where Docker keeps them
 
-exit codes: 0 ok, 1 build failed, 2 bad input (manifest, Dockerfile, project, lock)
+exit codes: 0 ok, 1 build failed, 2 bad input (manifest, Dockerfile, project, lock), 70 internal error
+  (a bug: the traceback is written to a log file under the cache directory, whose path is printed), 130 interrupted
 environment: AIRBUILD_CACHE_DIR (the shared store), SOURCE_DATE_EPOCH (timestamps, default 0),
   AIRBUILD_REGISTRY_USERNAME/_PASSWORD or _TOKEN (CI credentials for the deploy target, or for
   AIRBUILD_REGISTRY_HOST), AIRBUILD_CA_BUNDLE (extra trusted CAs), DOCKER_CONFIG (where config.json is)
 """
 
 
+BASE_HELP = ("override the base image (astro.yaml's `base`, the Dockerfile's FROM): image:REF, oci:DIR[:TAG|@DIGEST], "
+             "archive:FILE, rootfs:FILE or debian:SUITE[:PACKAGE,...] (built from Debian's packages, e.g. "
+             "debian:bookworm:python3,ca-certificates)")
+
+
+PROJECT_HELP = ("the Airflow project directory (default: the nearest directory from here up with an astro.yaml, or "
+                "with a Dockerfile and dags/, so commands work from dags/ or any directory below the project)")
+
+
+def _project_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("project", nargs="?", type=Path, help=PROJECT_HELP)
+
+
 def _project_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("project", nargs="?", default=".", type=Path,
-                        help="the Airflow project directory (default: the current directory)")
-    parser.add_argument("--base", metavar="KIND:LOCATION",
-                        help="override the base image: image:REF, oci:DIR[:TAG|@DIGEST], archive:FILE, rootfs:FILE")
+    _project_arg(parser)
+    parser.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     parser.add_argument("--locked", action="store_true",
                         help="build exactly what astro.lock pins; fail (exit 2) if the inputs no longer match it")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
@@ -109,7 +122,9 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--oci", metavar="DIR", type=Path, help="write the OCI image layout here")
     build.add_argument("--archive", metavar="FILE", type=Path,
                        help="also write one tarball that `docker load` and OCI tools (skopeo, umoci) accept")
-    build.add_argument("--no-validate", action="store_true", help="do not import the DAGs in the sandbox first")
+    build.add_argument("--no-validate", action="store_true",
+                       help="do not import the DAGs in the sandbox first (also: ASTRONOMER_SKIP_PARSE=true, or "
+                            "skip_parse: true in .astro/config.yaml, as the Astro CLI reads them)")
     build.add_argument("--force", action="store_true", help="write the image even if DAGs fail to import")
     _sandbox_args(build)
 
@@ -130,8 +145,8 @@ def make_parser() -> argparse.ArgumentParser:
                     "changed layers rebuilt, only changed DAG files imported (by a sandboxed Airflow kept "
                     "running). Bursts of writes make one build; changes during a build make the next one. "
                     "A failing build keeps the last good image. Ctrl-C stops cleanly.")
-    watch.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
-    watch.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    _project_arg(watch)
+    watch.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     shipping = watch.add_mutually_exclusive_group()
     shipping.add_argument("--load", action="store_true", help="docker load each new image")
     shipping.add_argument("--deploy", metavar="TARGET", help="push each new image to this target of astro.yaml")
@@ -147,8 +162,8 @@ def make_parser() -> argparse.ArgumentParser:
         description="Run pytest (installed in the image: add it to requirements.txt) on the project's tests/, "
                     "against the image's environment, in the same sandbox as DAG parsing. Arguments after -- go "
                     "to pytest (airbuild test -- -k dags -x). Exits with pytest's code.")
-    test.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
-    test.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    _project_arg(test)
+    test.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     _engine_args(test)
     _sandbox_args(test)
     _env_arg(test)
@@ -164,14 +179,14 @@ def make_parser() -> argparse.ArgumentParser:
                     "state and the end of the log of those that failed; exits 0 only if the run succeeded.",
         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("dag_id", help="the DAG to run")
-    run.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    _project_arg(run)
     run.add_argument("--conf", metavar="JSON", default="{}", help="the run's configuration (dag_run.conf), a JSON "
                                                                   "object")
     run.add_argument("--network", choices=("host", "none"), default="host",
                      help="host (default): the run reaches what this machine reaches; none: no network")
     run.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
                      help="stop the run after this long (default 3600)")
-    run.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    run.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     _engine_args(run)
     _sandbox_args(run)
@@ -185,8 +200,8 @@ def make_parser() -> argparse.ArgumentParser:
     lock = commands.add_parser("lock", help="write astro.lock from the current inputs",
                                description="Resolve what would float (the base image's digest) and pin it in "
                                            "astro.lock. Commit the file; build with --locked in CI.")
-    lock.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
-    lock.add_argument("--base", metavar="KIND:LOCATION", help="override the base image, as for build")
+    _project_arg(lock)
+    lock.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     lock.add_argument("--upgrade", action="store_true", help="re-resolve every pinned package to the newest allowed")
     lock.add_argument("--upgrade-package", metavar="NAME", action="append", default=[],
                       help="re-resolve only this package (repeatable); others stay pinned where they can")
@@ -194,9 +209,20 @@ def make_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="show an image's layers, sizes, digests and config",
                                   description="Read an OCI image layout directory or an image tarball.")
-    inspect.add_argument("image", nargs="?", default=".airbuild/image", type=Path,
-                         help="OCI layout directory or tarball (default: .airbuild/image)")
+    inspect.add_argument("image", nargs="?", type=Path,
+                         help="OCI layout directory or tarball (default: the project's .airbuild/image, the project "
+                              "found as for build)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    init = commands.add_parser(
+        "init", help="create an Astro-layout project that builds, parses and tests as written",
+        description="Write a new project into DIR (default: here; created if missing): Dockerfile, astro.yaml with a "
+                    "Debian base (no Docker or registry needed), requirements.txt (Airflow, pytest), packages.txt, "
+                    "an example DAG, tests/dags/, .dockerignore with Astro's defaults, .gitignore, .env, "
+                    "airflow_settings.yaml, .astro/config.yaml and the Astro CLI's DAG integrity test. Existing "
+                    "files are never overwritten: if any is there, nothing is written (exit 2).")
+    init.add_argument("directory", nargs="?", default=Path("."), type=Path, help="where (default: here)")
+    init.add_argument("--name", help="the image name (astro.yaml `name`; default: the directory's name)")
+    init.add_argument("--json", action="store_true", help="print the project and the files written as JSON")
     _registry_parsers(commands)
     return parser
 
@@ -217,6 +243,9 @@ def _registry_parsers(commands) -> None:
     deploy.add_argument("--force", action="store_true",
                         help="deploy despite a dirty git tree, DAG errors or failing tests")
     deploy.add_argument("--pytest", action="store_true", help="run the project's tests/ with pytest first")
+    deploy.add_argument("--no-validate", action="store_true",
+                        help="do not import the DAGs in the sandbox (as ASTRONOMER_SKIP_PARSE=true or skip_parse: "
+                             "true in .astro/config.yaml, which deploy and build also honour)")
     _sandbox_args(deploy)
     deploy.add_argument("--dags", action="store_true",
                         help="DAG-only deploy: replace the DAG layer of the target's current image (its first "
@@ -239,7 +268,7 @@ def _registry_parsers(commands) -> None:
     logout.add_argument("registry", help="host[:port]")
 
     history = commands.add_parser("history", help="list the deploys recorded in .airbuild/deploys.jsonl")
-    history.add_argument("project", nargs="?", default=".", type=Path, help="the project directory")
+    _project_arg(history)
     history.add_argument("--target", metavar="NAME", help="only this target's deploys")
     history.add_argument("-n", "--limit", type=int, default=20, help="show the last N (default 20; 0: all)")
     history.add_argument("--json", action="store_true", help="print a JSON list")
@@ -259,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command](_with_project(args))
     except AirbuildError as exc:
         report = getattr(exc, "report", None)
         if report is not None and not getattr(args, "json", False):
@@ -274,6 +303,34 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("airbuild: interrupted; the store and outputs are as they were before this step", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug of ours, not the user's input: no traceback on the terminal
+        return _internal_error(exc, argv, getattr(args, "json", False))
+
+
+def _with_project(args):
+    """The project a command without a PROJECT argument works on: the nearest one from here up."""
+    if "project" in args and args.project is None:
+        from builder.discover import find_project
+
+        args.project = find_project(Path.cwd())
+    if args.command == "inspect" and args.image is None:
+        from builder.discover import find_project
+        from builder.paths import OUTPUT_DIR
+
+        args.image = find_project(Path.cwd()) / OUTPUT_DIR / "image"
+    return args
+
+
+def _internal_error(exc: Exception, argv: list[str], as_json: bool) -> int:
+    """`airbuild: internal error: Type: message`, the traceback in a log file (builder/crash.py), exit 70."""
+    from builder import crash
+
+    log = crash.write_log(exc, argv)
+    message = crash.summary(exc)
+    if as_json:
+        print(json.dumps({"error": message, "exit_code": crash.EXIT_INTERNAL, "log": str(log) if log else None}))
+    print(f"airbuild: {message}\nairbuild: {crash.where(log)}", file=sys.stderr)
+    return crash.EXIT_INTERNAL
 
 
 def _error(message: str, as_json: bool, code: int, extra: dict | None = None) -> None:
@@ -287,6 +344,7 @@ def _options(args):
     from builder.manifest import BaseSource
     from builder.progress import Progress
 
+    skipped = _validation_skipped(args)
     return BuildOptions(
         project=args.project,
         oci_dir=getattr(args, "oci", None),
@@ -294,7 +352,8 @@ def _options(args):
         locked=getattr(args, "locked", False),
         upgrade=True if getattr(args, "upgrade", False) else frozenset(getattr(args, "upgrade_package", []) or []) or False,
         base=BaseSource.parse(args.base) if args.base else None,
-        validate=not getattr(args, "no_validate", False),
+        validate=skipped is None,
+        validation_skipped=skipped,
         force=getattr(args, "force", False),
         progress=Progress(None if not args.json else False),
         backend=getattr(args, "backend", None),
@@ -305,6 +364,15 @@ def _options(args):
     )
 
 
+def _validation_skipped(args) -> str | None:
+    """Why this command does not import the DAGs: --no-validate; for build and deploy also Astro's skip-parse."""
+    if args.command in ("build", "deploy"):
+        from builder.skip_parse import reason
+
+        return reason(args.project.resolve(), args.no_validate)
+    return "--no-validate" if getattr(args, "no_validate", False) else None
+
+
 def cmd_build(args) -> int:
     import time
 
@@ -313,7 +381,7 @@ def cmd_build(args) -> int:
     started_ns = time.time_ns()
     # An unchanged project is answered from the last build's stamp, before the heavy imports.
     settings = stamp.settings(args.project.resolve(), args.base, args.oci, args.archive, args.locked,
-                              not args.no_validate, args.force,
+                              stamp.validate_setting(_validation_skipped(args)), args.force,
                               stamp.engine_settings(args.backend, build_args(args.build_arg), tuple(args.secret)))
     result, scanned = stamp.try_noop(args.project.resolve(), settings)
     if result is None:
@@ -429,6 +497,8 @@ def cmd_deploy(args) -> int:
 
     for warning in result.warnings:
         print(f"airbuild: warning: {warning}", file=sys.stderr)
+    if result.validation_skipped:
+        print(f"DAGs not validated: parse skipped ({result.validation_skipped})")
     print(f"deployed to {result.target} in {result.duration_s:.2f}s: {result.blobs_uploaded} blob(s) uploaded "
           f"({human_size(result.bytes_uploaded)}), {result.blobs_mounted} mounted, {result.blobs_skipped} already "
           f"there; tags {', '.join(result.tags)}")
@@ -497,6 +567,21 @@ def cmd_history(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"build": cmd_build, "parse": cmd_parse, "test": cmd_test, "run": cmd_run, "watch": cmd_watch, "plan": cmd_plan, "lock": cmd_lock,
+def cmd_init(args) -> int:
+    from builder.init_project import init_project
+
+    made = init_project(args.directory, args.name)
+    if args.json:
+        print(json.dumps(made.to_json(), indent=2))
+        return EXIT_OK
+    print(f"created the Airflow project {made.name} in {made.project}:")
+    for path in made.files:
+        print(f"  {path}")
+    print(f"next: cd {made.project} && airbuild build   (then: airbuild parse, airbuild test, "
+          "airbuild deploy --to HOST/REPO)")
+    return EXIT_OK
+
+
+COMMANDS = {"init": cmd_init, "build": cmd_build, "parse": cmd_parse, "test": cmd_test, "run": cmd_run, "watch": cmd_watch, "plan": cmd_plan, "lock": cmd_lock,
             "inspect": cmd_inspect, "deploy": cmd_deploy, "login": cmd_login, "logout": cmd_logout,
             "history": cmd_history}

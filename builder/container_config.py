@@ -35,7 +35,7 @@ class ContainerConfig:
             cmd=tuple(data["Cmd"]) if data.get("Cmd") else None,
             labels=tuple(sorted((data.get("Labels") or {}).items())),
             exposed_ports=tuple(sorted(data.get("ExposedPorts") or {})),
-            # ONBUILD triggers are dropped: airbuild's rules replace them with layers.
+            # ONBUILD triggers are not inherited: builder/onbuild.py replaces or runs each one.
             extra=tuple(sorted((k, v) for k, v in data.items() if k not in _MODELLED and v is not None)),
         )
 

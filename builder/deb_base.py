@@ -4,7 +4,8 @@ The essential set plus the named packages, resolved with the same resolver as
 packages.txt, locked in astro.lock's `debian-base` section, and unpacked into one
 layer the way a bootstrap would leave it: merged /usr, dpkg's database, /etc/passwd
 and /etc/group (plus the manifest's users), CA certificates, the library cache,
-apt sources pointing at the archive it came from. The base's identity (its digest in
+apt sources pointing at the archive it came from; its config sets PATH, and AIRFLOW_HOME and
+PYTHONPATH at the project's workdir as the Astro runtime does. The base's identity (its digest in
 the lock) is the hash of the locked package set and the settings that shape the
 layer, so the same lock gives the same base everywhere.
 """
@@ -55,7 +56,7 @@ def host_mirror(suite: str) -> str | None:
 
 
 def debian_base(spec: DebianBase, project: Path, store: Store, platform: Platform, codec: Codec,
-                lock: LockState | None, epoch: int):
+                lock: LockState | None, epoch: int, workdir: str = "/usr/local/airflow"):
     from builder.base_image import BaseImage, scratch
 
     arch = platform.architecture
@@ -81,12 +82,18 @@ def debian_base(spec: DebianBase, project: Path, store: Store, platform: Platfor
                                                    sort_keys=True).encode()).hexdigest()
     record = _layer(store, codec, section.entries, source, users, arch, digest, epoch)
     config = scratch(platform).config
-    config["config"] = {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["bash"]}
+    config["config"] = {"Env": [f"PATH={DEFAULT_PATH}", *runtime_env(workdir)], "Cmd": ["bash"]}
     config["rootfs"]["diff_ids"] = [record.diff_id]
     config["history"] = [{"created": "1970-01-01T00:00:00Z",
                           "created_by": f"airbuild: debian {spec.suite} ({len(section.entries)} packages)"}]
     source_files = (str((project / spec.keyring).resolve()),) if spec.keyring else ()
     return BaseImage(f"debian:{spec.suite}", digest, config, (record,), source_files)
+
+
+def runtime_env(workdir: str) -> list[str]:
+    """What the Astro runtime's images set and Airflow needs to find the project: AIRFLOW_HOME (dags/, plugins/,
+    airflow.cfg, the SQLite database) and PYTHONPATH (so DAGs import `include.*`), both the project's workdir."""
+    return [f"AIRFLOW_HOME={workdir}", f"PYTHONPATH={workdir}"]
 
 
 def _keyring(spec: DebianBase, project: Path) -> Keyring | None:

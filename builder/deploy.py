@@ -73,6 +73,7 @@ class DeployResult:
     git_commit: str | None
     description: str
     warnings: list[str]
+    validation_skipped: str | None = None  # why the DAGs were not imported before the push
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -188,7 +189,8 @@ def deploy(options: DeployOptions) -> DeployResult:
         target=name, reference=reference, manifest_digest=manifest_digest, tag=tag,
         blobs_uploaded=stats.blobs_uploaded, blobs_skipped=stats.blobs_skipped, blobs_mounted=stats.blobs_mounted,
         bytes_uploaded=stats.bytes_uploaded, duration_s=round(time.monotonic() - started, 4), tags=tags,
-        dags_only=options.dags_only, git_commit=git.commit, description=description, warnings=warnings)
+        dags_only=options.dags_only, git_commit=git.commit, description=description, warnings=warnings,
+        validation_skipped=build_options.skip_reason)
     deploy_record.append(project, {
         "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "target": name, "registry": target.registry, "reference": reference, "digest": manifest_digest,

@@ -25,10 +25,20 @@ class Instruction:
     line: int
     original: str
     heredoc: bool = False
+    trigger: int = 0  # a base image's ONBUILD trigger (its 1-based position there), run right after FROM; 0: not one
 
     def flag(self, name: str) -> str | None:
         prefix = f"--{name}="
         return next((f[len(prefix):] for f in self.flags if f.startswith(prefix)), None)
+
+    @property
+    def label(self) -> str:
+        """Unique within the build, for step names: KEYWORD@LINE, or ONBUILD-KEYWORD#N for a trigger."""
+        return f"ONBUILD-{self.keyword}#{self.trigger}" if self.trigger else f"{self.keyword}@{self.line}"
+
+    def describe(self) -> str:
+        """For messages: the keyword, or which trigger of the base image it is."""
+        return f"the base image's ONBUILD trigger {self.trigger} `{self.original}`" if self.trigger else self.keyword
 
 
 @dataclass(frozen=True)
@@ -47,10 +57,12 @@ class Dockerfile:
 def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> Dockerfile:
     """Instructions are checked for what every backend needs here; `check_instruction` does the rest."""
     build_args = build_args or {}
+    if not path.exists():  # the dockerfile package reports a missing file as a GoIOError, not FileNotFoundError
+        return Dockerfile(path=path, base_ref=None, base_line=None, instructions=())
     try:
         commands = dockerfile.parse_file(str(path))
-    except FileNotFoundError:
-        return Dockerfile(path=path, base_ref=None, base_line=None, instructions=())
+    except dockerfile.GoIOError as exc:
+        raise InputError(f"cannot read the Dockerfile: {exc}", path=path) from None
     except dockerfile.GoParseError as exc:
         raise InputError(f"cannot parse Dockerfile: {exc}", path=path) from exc
 
@@ -90,6 +102,21 @@ def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> Do
             body.append(inst)
     return Dockerfile(path=path, base_ref=base_ref, base_line=base_line, instructions=tuple(body),
                       global_args=tuple(global_args.items()))
+
+
+def parse_trigger(text: str, index: int, from_line: int | None) -> Instruction:
+    """A base image's ONBUILD trigger (config `OnBuild`, e.g. "RUN touch /x") as the instruction it runs."""
+    try:
+        commands = dockerfile.parse_string(text)
+    except dockerfile.GoParseError as exc:
+        raise InputError(f"cannot parse the base image's ONBUILD trigger {index} `{text}`: {exc}") from None
+    command = commands[0]
+    keyword = command.cmd.upper()
+    if len(commands) != 1 or keyword in ("FROM", "ONBUILD", "MAINTAINER") or \
+            keyword not in NATIVE | RUNS_A_COMMAND | UNSUPPORTED:
+        raise InputError(f"the base image's ONBUILD trigger {index} `{text}` is not an instruction a build can run")
+    return Instruction(keyword=keyword, args=tuple(command.value), flags=tuple(command.flags), json_form=command.json,
+                       line=from_line or 0, original=command.original, heredoc=bool(command.heredocs), trigger=index)
 
 
 def check_instruction(inst: Instruction, path: Path, backend: str) -> None:

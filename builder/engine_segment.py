@@ -136,8 +136,8 @@ class EngineSegment:
             except EngineBuildFailed as exc:
                 failed = _failed_instruction(exc.output, lines) or first
                 tail = "\n".join(exc.output.strip().splitlines()[-25:])
-                raise BuildError(f"{failed.keyword} failed in BuildKit (rule {self.rule.name}):\n{tail}",
-                                 path=path, line=failed.line) from None
+                raise BuildError(f"{failed.describe()} failed in BuildKit (rule {self.rule.name}):\n{tail}",
+                                 path=path, line=failed.line or None) from None
         saved = self._work / "image.tar"
         try:
             client.save(image, saved)

@@ -31,3 +31,10 @@ class BuildError(AirbuildError):
     """The build itself failed (exit 1)."""
 
     exit_code = 1
+
+
+class SetupError(AirbuildError):
+    """airbuild's own installation or machine lacks something (a dependency's program): no edit of the
+    project fixes it, so `watch` stops on it instead of waiting for a save (exit 1)."""
+
+    exit_code = 1

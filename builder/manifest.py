@@ -56,6 +56,9 @@ class Apt(Strict):
 
 
 BASE_KINDS = ("image", "oci", "archive", "rootfs", "debian")
+CLI_BASE_FORMS = ("image:REF, oci:DIR[:TAG|@DIGEST], archive:FILE, rootfs:FILE or debian:SUITE[:PACKAGE,...] "
+                  "(a base built from Debian's packages: the essential set plus PACKAGEs)")
+DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
 
 class BaseSource(Strict):
@@ -84,10 +87,16 @@ class BaseSource(Strict):
 
     @classmethod
     def parse(cls, text: str) -> "BaseSource":
-        """Parse the CLI form KIND:LOCATION (e.g. `rootfs:/tmp/base.tar`)."""
+        """Parse the CLI form KIND:LOCATION (e.g. `rootfs:/tmp/base.tar`, `debian:bookworm:python3,curl`)."""
         kind, sep, location = text.partition(":")
-        if not sep or kind not in ("image", "oci", "archive", "rootfs") or not location:
-            raise InputError(f"--base {text!r}: expected image:REF, oci:DIR, archive:FILE or rootfs:FILE")
+        if not sep or kind not in BASE_KINDS or not location:
+            raise InputError(f"--base {text!r}: expected {CLI_BASE_FORMS}")
+        if kind == "debian":
+            suite, _, packages = location.partition(":")
+            names = [name.strip() for name in packages.split(",") if name.strip()]
+            if not suite or any(not DEBIAN_PACKAGE.match(name) for name in names):
+                raise InputError(f"--base {text!r}: expected debian:SUITE or debian:SUITE:PACKAGE,PACKAGE,...")
+            return cls(debian=DebianBase(suite=suite, packages=names))
         return cls(**{kind: location})
 
 

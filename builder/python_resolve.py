@@ -20,7 +20,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from builder import masking
+from builder import masking, tools
 from builder.errors import InputError
 from builder.python_target import PythonTarget, normalise
 
@@ -61,21 +61,42 @@ class Indexes:
         return args
 
 
-def check_against_base(requirements: Path, base_dists: dict[str, str]) -> None:
-    """A requirement the base's own version does not satisfy is an error naming both versions."""
-    for number, raw in enumerate(requirements.read_text(encoding="utf-8").splitlines(), start=1):
+_OPTION = re.compile(r"\s+--?[A-Za-z]")  # where a requirement line's options (--hash=...) start
+_INCLUDE = re.compile(r"^(?:-r|--requirement)(?:\s+|=)(\S+)$")
+
+
+def requirement_lines(requirements: Path, _seen: frozenset[Path] = frozenset()) -> list[tuple[Path, int, Requirement]]:
+    """(file, line, requirement) of each requirement a requirements file lists, its `-r` includes followed.
+    Lines that are options, or that uv must read (URLs without a name), are left to uv."""
+    out = []
+    path = requirements.resolve()
+    if path in _seen or not path.is_file():
+        return out
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith(("#", "-")):
+        if not line or line.startswith("#"):
+            continue
+        include = _INCLUDE.match(line)
+        if include:
+            out += requirement_lines(path.parent / include.group(1), _seen | {path})
+            continue
+        if line.startswith("-"):
             continue
         try:
-            requirement = Requirement(line)
+            out.append((requirements, number, Requirement(_OPTION.split(line, 1)[0])))
         except InvalidRequirement:
             continue  # uv reports what it cannot read, with its own message
+    return out
+
+
+def check_against_base(requirements: Path, base_dists: dict[str, str]) -> None:
+    """A requirement the base's own version does not satisfy is an error naming both versions."""
+    for path, number, requirement in requirement_lines(requirements):
         have = base_dists.get(normalise(requirement.name))
         if have is not None and requirement.specifier and not requirement.specifier.contains(have, prereleases=True):
             raise InputError(f"{requirement} conflicts with the base image, which has {requirement.name} {have}; "
                              "the base's version is kept (change the base, or drop the pin)",
-                             path=requirements, line=number)
+                             path=path, line=number)
 
 
 def resolve(requirements: Path, target: PythonTarget, base_dists: dict[str, str], indexes: Indexes,
@@ -103,14 +124,11 @@ def _compile(requirements: Path, target: PythonTarget, constraints: dict[str, st
         constraints_file = Path(tmp) / "constraints.txt"
         constraints_file.write_text("".join(f"{name}=={version}\n" for name, version in sorted(constraints.items())))
         output = Path(tmp) / "pylock.toml"
-        command = ["uv", "pip", "compile", str(requirements), "--constraint", str(constraints_file),
+        command = [tools.uv(), "pip", "compile", str(requirements), "--constraint", str(constraints_file),
                    "--python-version", target.version_text, "--python-platform", target.uv_platform,
                    "--format", "pylock.toml", "--no-header", "--quiet", "--output-file", str(output),
                    *indexes.uv_args()]
-        try:
-            proc = subprocess.run(command, capture_output=True, text=True, env=_uv_env(), timeout=900)
-        except FileNotFoundError:
-            raise InputError("uv is not installed: `pip install uv` (airbuild resolves Python requirements with it)")
+        proc = subprocess.run(command, capture_output=True, text=True, env=_uv_env(), timeout=900)
         if proc.returncode != 0:
             raise InputError(f"cannot resolve requirements for {target.describe()}:\n{redact(proc.stderr.strip())}",
                              path=requirements)

@@ -30,6 +30,7 @@ class PythonTarget:
     site_packages: str        # where this layer installs distributions (absolute)
     scripts_dir: str          # where console scripts go (absolute)
     prefix: str               # the install scheme's base (data files)
+    include: str              # where C headers go (pip: the interpreter's include/pythonX.Y, then the name)
     glibc: tuple[int, int]
     arch: str                 # x86_64, aarch64
 
@@ -76,26 +77,32 @@ def detect_python(base: BaseImage, store: Store, platform: Platform) -> PythonTa
     else:
         site, scripts, data_prefix = f"{prefix}/lib/python3.{minor}/site-packages", f"{prefix}/bin", prefix
     return PythonTarget(interpreter="/" + path, version=version, site_packages=site, scripts_dir=scripts,
-                        prefix=data_prefix, glibc=_glibc(base, store), arch=_ARCH.get(platform.architecture,
-                                                                                      platform.architecture))
+                        prefix=data_prefix, include=f"{prefix}/include/python3.{minor}", glibc=_glibc(base, store),
+                        arch=_ARCH.get(platform.architecture, platform.architecture))
+
+
+def _site_roots(target: PythonTarget) -> tuple[str, ...]:
+    minor = target.version[1]
+    return ("usr/lib/python3/dist-packages/", f"usr/lib/python3.{minor}/site-packages/",
+            f"usr/local/lib/python3.{minor}/dist-packages/", f"usr/local/lib/python3.{minor}/site-packages/",
+            target.site_packages.strip("/") + "/")
+
+
+def _metadata_file(path: str, roots: tuple[str, ...]) -> bool:
+    if not path.startswith(roots):
+        return False
+    parent = posixpath.basename(posixpath.dirname(path))
+    return (parent.endswith(".dist-info") and path.endswith("/METADATA")) or \
+        (parent.endswith(".egg-info") and path.endswith("/PKG-INFO")) or \
+        (path.endswith(".egg-info") and posixpath.dirname(path).rstrip("/") + "/" in roots)
 
 
 def installed_distributions(base: BaseImage, store: Store, target: PythonTarget) -> dict[str, str]:
     """Normalised name -> version of what the base's Python already has, in any of its site directories."""
     minor = target.version[1]
-    roots = ("usr/lib/python3/dist-packages/", f"usr/lib/python3.{minor}/site-packages/",
-             f"usr/local/lib/python3.{minor}/dist-packages/", f"usr/local/lib/python3.{minor}/site-packages/",
-             target.site_packages.strip("/") + "/")
-
-    def wanted(path: str) -> bool:
-        if not path.startswith(roots):
-            return False
-        parent = posixpath.basename(posixpath.dirname(path))
-        return (parent.endswith(".dist-info") and path.endswith("/METADATA")) or \
-            (parent.endswith(".egg-info") and path.endswith("/PKG-INFO")) or \
-            (path.endswith(".egg-info") and posixpath.dirname(path).rstrip("/") + "/" in roots)
-
-    found = find_files(store, base.layers, wanted, cache_name=f"python-dists-{minor}")
+    roots = _site_roots(target)
+    found = find_files(store, base.layers, lambda path: _metadata_file(path, roots),
+                       cache_name=f"python-dists-{minor}")
     dists = {}
     for content in found.values():
         name = version = None
@@ -109,6 +116,45 @@ def installed_distributions(base: BaseImage, store: Store, target: PythonTarget)
         if name and version:
             dists[normalise(name)] = version
     return dists
+
+
+def installed_metadata(base: BaseImage, store: Store, target: PythonTarget) -> list[tuple[str, str | None]]:
+    """(METADATA or PKG-INFO text, an egg-info's requires.txt or None) of every distribution the base has."""
+    minor = target.version[1]
+    roots = _site_roots(target)
+
+    def wanted(path: str) -> bool:
+        return _metadata_file(path, roots) or (path.startswith(roots) and path.endswith(".egg-info/requires.txt"))
+
+    found = find_files(store, base.layers, wanted, cache_name=f"python-metadata-{minor}")
+    out = []
+    for path, content in sorted(found.items()):
+        if path.endswith("/requires.txt"):
+            continue
+        requires = found.get(posixpath.dirname(path) + "/requires.txt") if path.endswith("/PKG-INFO") else None
+        out.append((content.decode("utf-8", "replace"), requires.decode("utf-8", "replace") if requires else None))
+    return out
+
+
+def marker_environment(base: BaseImage, store: Store, target: PythonTarget) -> dict[str, str]:
+    """PEP 508 marker variables of the image's Python, as pip running there would see them."""
+    full = f"{target.version_text}.{_micro(base, store, target)}"
+    return {"implementation_name": "cpython", "implementation_version": full, "os_name": "posix",
+            "platform_machine": target.arch, "platform_python_implementation": "CPython", "platform_release": "",
+            "platform_system": "Linux", "platform_version": "", "python_full_version": full,
+            "python_version": target.version_text, "sys_platform": "linux"}
+
+
+def _micro(base: BaseImage, store: Store, target: PythonTarget) -> int:
+    """The micro version: the official images' PYTHON_VERSION, else Debian's python3.X-minimal package, else 0."""
+    env = ContainerConfig.from_oci(base.config.get("config")).env_dict()
+    match = re.match(rf"^{re.escape(target.version_text)}\.(\d+)", env.get("PYTHON_VERSION", ""))
+    if match is None:
+        status = find_files(store, base.layers, lambda p: p == "var/lib/dpkg/status", cache_name="dpkg-status")
+        text = status.get("var/lib/dpkg/status", b"").decode("utf-8", "replace")
+        match = re.search(rf"^Package: python{re.escape(target.version_text)}-minimal\n(?:[^\n]+\n)*?"
+                          rf"Version: {re.escape(target.version_text)}\.(\d+)", text, re.MULTILINE)
+    return int(match.group(1)) if match else 0
 
 
 def normalise(name: str) -> str:

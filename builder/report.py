@@ -44,7 +44,7 @@ def print_build(result: dict[str, Any]) -> None:
         print("astro.lock updated (commit it)")
     validation = result.get("validation")
     if validation is None:
-        print("DAGs      not validated (--no-validate)")
+        print(f"DAGs      not validated: parse skipped ({result.get('validation_skipped') or '--no-validate'})")
     elif validation["status"] == "skipped":
         print(f"DAGs      not validated: {validation['reason']}")
     elif validation["reason"]:
@@ -65,6 +65,8 @@ def print_plan(result: dict[str, Any]) -> None:
     todo = sum(1 for l in result["layers"] if not l["cached"])
     print(f"{result['image_name']}: {todo} layer{'s' if todo != 1 else ''} to build")
     print("\n".join(_layer_table(result, planned=True)))
+    for note in result.get("notes", []):
+        print(f"note: {note}")
 
 
 def print_inspect(info: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ FORMAT = 1
 
 
 def settings(project: Path, base: str | None, oci: Path | None, archive: Path | None, locked: bool,
-             validate: bool = True, force: bool = False, engine: dict[str, Any] | None = None) -> dict[str, Any]:
+             validate: bool | str = True, force: bool = False, engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything besides files that shapes a build's outputs (`engine`: backend, build args, secrets)."""
     return {
         "engine": engine,
@@ -45,6 +45,11 @@ def settings(project: Path, base: str | None, oci: Path | None, archive: Path | 
         "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0"),
         "AIRBUILD_CACHE_DIR": os.environ.get("AIRBUILD_CACHE_DIR"),
     }
+
+
+def validate_setting(skipped: str | None) -> bool | str:
+    """The `validate` setting: True, or why validation is skipped (a new reason is a new output)."""
+    return True if skipped is None else f"skipped: {skipped}"
 
 
 def engine_settings(backend: str | None, build_args: dict[str, str], secrets: tuple[str, ...]) -> dict[str, Any]:

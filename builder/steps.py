@@ -44,6 +44,8 @@ class BuildContext:
     secrets: tuple[SecretSpec, ...] = ()    # for RUN --mount=type=secret; never in a key or a layer
     engine: Any = None                      # builder.engine.EngineSession: found on first use only
     cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when the build ends, however it ends
+    onbuild: tuple[Any, ...] = ()           # the base's ONBUILD triggers (builder.onbuild.Trigger)
+    onbuild_report: list[dict] = field(default_factory=list)  # what became of each (builder.onbuild.report)
 
 
 @dataclass

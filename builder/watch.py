@@ -4,7 +4,8 @@ One process, imports done once, a DAG harness kept running with Airflow imported
 events come from watchfiles, grouped until the tree is quiet for `STEP_MS`. Events that
 arrive during a build are gathered by watchfiles meanwhile and make the next build: never
 two at once. A failing build (a broken DAG, a bad astro.yaml) reports and keeps the last
-good image; the next save tries again.
+good image; the next save tries again. A first build that fails for a reason no save can fix
+(airbuild's installation lacks a program, or a bug of airbuild's) stops the watch with its exit code.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from builder.errors import AirbuildError
+from builder.errors import AirbuildError, SetupError
 from builder.ignore import IgnoreRules
 from builder.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
 
@@ -82,8 +83,11 @@ def watch(project: Path, options: WatchOptions) -> int:
             if started and not changes:
                 continue
             changed = sorted({os.path.relpath(path, project) for _, path in changes})
-            _build_once(options, changed, _event_time(project, changed) if changed else time.time(), emit,
-                        shipped)
+            fatal = _build_once(options, changed, _event_time(project, changed) if changed else time.time(), emit,
+                                shipped, first=not started)
+            if fatal is not None:
+                emit({"event": "stop", "exit_code": fatal})
+                return fatal
             started = True
     emit({"event": "stop"})
     return 0
@@ -101,7 +105,10 @@ def _event_time(project: Path, changed: list[str]) -> float:
 
 
 def _build_once(options: WatchOptions, changed: list[str], event_time: float, emit,
-                shipped: dict[str, str | None]) -> None:
+                shipped: dict[str, str | None], first: bool) -> int | None:
+    """Build and report; the exit code to stop with when the first build failed for a reason no save can fix
+    (airbuild's installation lacks something, or a bug of airbuild's), else None."""
+    from builder import crash
     from builder.build import build
 
     build_options = options.build_options()
@@ -111,13 +118,23 @@ def _build_once(options: WatchOptions, changed: list[str], event_time: float, em
         result = build(build_options)
     except AirbuildError as exc:
         report = getattr(exc, "report", None)
+        fatal = first and isinstance(exc, SetupError)
         event = {"event": "error", "changed": changed, "error": exc.render(),
                  "errors": _validation_errors(report.to_json()) if report is not None else [],
-                 "latency_s": round(time.time() - event_time, 4)}
+                 "latency_s": round(time.time() - event_time, 4), "fatal": fatal}
         if options.deploy_target:
             event["deployed"], event["kept_deploy"] = None, shipped["last"]
         emit(event)
-        return
+        return exc.exit_code if fatal else None
+    except Exception as exc:  # a bug of ours: reported with its log; a later save may not hit it again
+        log = crash.write_log(exc)
+        event = {"event": "error", "changed": changed, "error": crash.summary(exc), "errors": [],
+                 "latency_s": round(time.time() - event_time, 4), "fatal": first, "log": str(log) if log else None,
+                 "detail": crash.where(log)}
+        if options.deploy_target:
+            event["deployed"], event["kept_deploy"] = None, shipped["last"]
+        emit(event)
+        return crash.EXIT_INTERNAL if first else None
     digest = result.manifest_digest
     latency = round(time.time() - event_time, 4)
     event = {"event": "build", "manifest_digest": digest, "tag": result.tag, "latency_s": latency,
@@ -183,10 +200,17 @@ def _print(event: dict, json_lines: bool) -> None:
             if event["errors"] else f"DAGs {event['validation']}"
         print(f"[{stamp}] {event['tag']} in {event['latency_s'] * 1000:.0f} ms  rebuilt: {rebuilt}  {state}",
               flush=True)
+    elif kind == "error" and event.get("fatal"):
+        detail = f"\n{event['detail']}" if event.get("detail") else ""
+        print(f"[{stamp}] the first build failed and no edit of the project can fix it, so watch stops: "
+              f"{event['error']}{detail}", file=sys.stderr, flush=True)
     elif kind == "error":
-        print(f"[{stamp}] build failed, keeping the last good image: {event['error']}", file=sys.stderr, flush=True)
+        detail = f" ({event['detail']})" if event.get("detail") else ""
+        print(f"[{stamp}] build failed, keeping the last good image: {event['error']}{detail}", file=sys.stderr,
+              flush=True)
     if "kept_deploy" in event:
         kept = event["kept_deploy"] or "none yet"
         print(f"[{stamp}] not deployed; the last good deploy stays: {kept}", file=sys.stderr, flush=True)
     elif kind == "stop":
-        print(f"[{stamp}] stopped", flush=True)
+        code = event.get("exit_code")
+        print(f"[{stamp}] stopped" + (f" (exit {code})" if code else ""), flush=True)

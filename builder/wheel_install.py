@@ -1,8 +1,10 @@
 """Fetch pinned wheels into the store (verified) and install them into a staging tree for the image.
 
-Installation uses pypa's `installer`: files are copied (never hard-linked to a cache), console
-scripts get the image's interpreter in their shebang, RECORD and INSTALLER are written, and
-no bytecode is compiled (a .pyc would carry host-specific timestamps).
+Installation uses pypa's `installer`, as pip installs: in pip's order (builder/install_order.py), a
+file several wheels ship taken from the one installed last, REQUESTED for what requirements.txt
+names. Files are copied (never hard-linked to a cache), console scripts get the image's interpreter
+in their shebang, RECORD and INSTALLER are written, and no bytecode is compiled (a .pyc would carry
+host-specific timestamps).
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ import tempfile
 import urllib.request
 import warnings
 import zipfile
+from dataclasses import dataclass, field
 from base64 import b64encode
 from pathlib import Path
 from urllib.error import URLError
 from urllib.parse import urlsplit
 
+from packaging.requirements import Requirement
 from packaging.utils import parse_wheel_filename
 
-from builder import masking
+from builder import masking, tools
 from builder.errors import BuildError
+from builder.install_order import Distribution, install_order
 from builder.layer_tar import LayerItem, with_parents
 from builder.python_resolve import PinnedWheel, redact
-from builder.python_target import PythonTarget
+from builder.python_target import PythonTarget, normalise
 from builder.store import Store
 
 READ = 1 << 20
@@ -82,7 +87,7 @@ def built_wheel(store: Store, pin: PinnedWheel, sdist: Path, target: PythonTarge
     with tempfile.TemporaryDirectory(prefix="airbuild-sdist-") as tmp:
         source = Path(tmp) / pin.filename
         shutil.copyfile(sdist, source)
-        proc = subprocess.run(["uv", "build", "--wheel", "--no-config", "--python", target.version_text,
+        proc = subprocess.run([tools.uv(), "build", "--wheel", "--no-config", "--python", target.version_text,
                                "--out-dir", str(Path(tmp) / "out"), str(source)],
                               capture_output=True, text=True, timeout=1800,
                               env={**os.environ, "UV_NO_PROGRESS": "1", "SOURCE_DATE_EPOCH": "315532800"})
@@ -99,29 +104,61 @@ def built_wheel(store: Store, pin: PinnedWheel, sdist: Path, target: PythonTarge
     return wheels[0].name, store.blob_path(digest)
 
 
-def install(store: Store, wheels: list[tuple[PinnedWheel, Path]], target: PythonTarget, staging: Path) -> None:
+@dataclass(frozen=True)
+class InstallSet:
+    """What besides the wheels decides the installed tree, as pip would install them."""
+
+    roots: tuple[str, ...]                       # requirements.txt's requirements: pip's roots, marked REQUESTED
+    base: tuple[Distribution, ...] = ()          # what the image has already (nodes of pip's dependency graph)
+    environment: dict[str, str] = field(default_factory=dict)  # marker variables of the image's Python
+
+
+def install(store: Store, wheels: list[tuple[PinnedWheel, Path]], target: PythonTarget, staging: Path,
+            install_set: InstallSet) -> list[str]:
+    """Install the wheels into `staging` as pip would: in pip's order, a file several wheels ship taken from the
+    one installed last (each RECORD keeps what its wheel wrote, as pip leaves it), REQUESTED for the roots.
+    Returns the distributions' names in the order they were installed."""
     from installer import install as install_wheel
     from installer.destinations import SchemeDictionaryDestination
     from installer.sources import WheelFile
 
+    built = {}
     for pin, path in wheels:
+        filename, path = built_wheel(store, pin, path, target) if pin.kind == "sdist" else (pin.filename, path)
+        with zipfile.ZipFile(path) as archive:
+            built[normalise(pin.name)] = (pin, filename, path, _wheel_metadata(archive, filename))
+    dists = {dist.name: dist for dist in install_set.base}
+    dists.update((name, meta) for name, (_, _, _, meta) in built.items())
+    order = install_order(list(install_set.roots), dists, install_set.environment)
+    # A pin no root leads to (the roots could not be read, e.g. a URL without a name): after the rest, by name.
+    order += sorted(set(built) - set(order))
+    requested = {normalise(Requirement(text).name) for text in install_set.roots}
+    for name in order:
+        pin, filename, path, _ = built[name]
         scheme = {
             "purelib": target.site_packages,
             "platlib": target.site_packages,
             "scripts": target.scripts_dir,
             "data": target.prefix,
-            "headers": f"{target.prefix}/include/python{target.version_text}/{pin.name}",
+            "headers": f"{target.include}/{pin.name}",
         }
         destination = SchemeDictionaryDestination(scheme, interpreter=target.interpreter, script_kind="posix",
-                                                  bytecode_optimization_levels=(), destdir=str(staging))
-        filename = pin.filename
-        if pin.kind == "sdist":
-            filename, path = built_wheel(store, pin, path, target)
+                                                  bytecode_optimization_levels=(), destdir=str(staging),
+                                                  overwrite_existing=True)
+        metadata = {"INSTALLER": b"airbuild\n", **({"REQUESTED": b""} if name in requested else {})}
         with zipfile.ZipFile(path) as archive:
             archive.filename = filename  # the store names blobs by digest; installer reads the wheel's name here
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # installer skips __pycache__ shipped in wheels
-                install_wheel(WheelFile(archive), destination, additional_metadata={"INSTALLER": b"airbuild\n"})
+                install_wheel(WheelFile(archive), destination, additional_metadata=metadata)
+    return order
+
+
+def _wheel_metadata(archive: zipfile.ZipFile, filename: str) -> Distribution:
+    found = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+    if len(found) != 1:
+        raise BuildError(f"{filename} is not a valid wheel: it has {len(found)} .dist-info/METADATA files")
+    return Distribution.from_metadata(archive.read(found[0]).decode("utf-8", "replace"))
 
 
 def staged_items(staging: Path) -> list[LayerItem]:

@@ -174,3 +174,20 @@ def test_debian_base_from_packages(tmp_path, shared_store, docker_client):
     # The lock pins the base: a locked rebuild gives the same image, without the network.
     again = build(project, "--locked", store=shared_store, env=DEAD_PROXY)
     assert again["manifest_digest"] == result["manifest_digest"]
+
+
+def test_a_debian_base_from_the_command_line(tmp_path, shared_store):
+    assert "debian:SUITE[:PACKAGE,...]" in " ".join(run_cli(["build", "--help"]).stdout.split())
+    project = make_project(tmp_path / "project")
+    (project / "astro.yaml").write_text("workdir: /opt/airflow\n")
+    result = build(project, store=shared_store, base="debian:bookworm:python3,ca-certificates")
+    config = json.loads(run_cli(["inspect", result["oci_layout"], "--json"]).stdout)["config"]
+    # As the Astro runtime sets them, at the project's workdir: Airflow finds dags/ and DAGs import include.*
+    assert config["Env"][1:3] == ["AIRFLOW_HOME=/opt/airflow", "PYTHONPATH=/opt/airflow"]
+    lock = json.loads((project / "astro.lock").read_text())
+    assert lock["base"]["source"] == "debian:bookworm"
+    assert {"python3", "ca-certificates", "dpkg"} <= {e["name"] for e in lock["debian-base"]["entries"]}
+    assert result["layers"][0]["reason"] == "base image debian:bookworm"
+    for bad in ("debian:", "debian:bookworm:Not_A_Package"):
+        proc = run_cli(["build", project, "--base", bad], env={"AIRBUILD_CACHE_DIR": str(shared_store)}, check=False)
+        assert proc.returncode == 2 and "debian:SUITE" in proc.stderr
