@@ -15,7 +15,7 @@ import io
 import json
 import os
 import re
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 MASK = "***"

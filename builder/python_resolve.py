@@ -9,6 +9,7 @@ every URL that is kept.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 import tomllib

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO
-from tests.test_validate import AIRFLOW_3, SAMPLES, TEST_STORE, project_with
+from tests.test_validate import AIRFLOW_3, TEST_STORE, project_with
 
 # The CI job's own secrets: not given to the DAGs, so they must see none of them.
 CALLER_SECRETS = {"AWS_SECRET_ACCESS_KEY": "aws-canary-8f1e2d", "ASTRO_API_TOKEN": "astro-canary-77ab",

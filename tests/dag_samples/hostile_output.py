@@ -1,5 +1,4 @@
 """airflow dag that floods stdout and stderr and raises an exception with a huge message."""
-import os
 import sys
 
 chunk = "o" * (1 << 20)
