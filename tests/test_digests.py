@@ -1,0 +1,58 @@
+"""Recorded digests: the same inputs build the same image, whatever the code's layout.
+
+Recorded before the packages moved (issue 13) and checked since: the quickstart, built as its
+pinned lock says (`tests/fixtures/quickstart.astro.lock`: Debian's packages and Airflow's wheels
+by sha256), and the 1,000-DAG benchmark project (`benchmarks/build_bench.py`'s generator,
+deterministic) on a small root filesystem this test writes byte for byte. A change that moves
+either digest changes what users ship: it must be deliberate, and the digest recorded again.
+If Debian's archive no longer serves a pinned package, the quickstart build fails naming it:
+record a fresh lock then.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+from tests.helpers import REPO, run_cli
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import build_bench  # noqa: E402
+
+QUICKSTART_DIGEST = "sha256:3b1cea1faa8f3c141125e9748a88a93811988625367fc1a3169386dc10f17c66"
+BENCHMARK_DIGEST = "sha256:2713c8b0daae5fb93fa0b80782409643dde11482b3976b1c7da0b24ed0747117"
+
+
+def small_rootfs(path: Path) -> None:
+    """A root filesystem tar with fixed bytes: every header field set here."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, data in (("etc/passwd", b"root:x:0:0::/root:/bin/sh\nastro:x:50000:0::/usr/local/airflow:/bin/sh\n"),
+                           ("etc/group", b"root:x:0:\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            archive.addfile(info, io.BytesIO(data))
+    path.write_bytes(buffer.getvalue())
+
+
+def test_the_benchmark_project_builds_to_its_recorded_digest(tmp_path, airbuild_cache):
+    base = tmp_path / "rootfs.tar"
+    small_rootfs(base)
+    project = tmp_path / "bench"
+    build_bench.generate_project(project, 1000, 50)
+    result = json.loads(run_cli(["build", project, "--base", f"rootfs:{base}", "--json"]).stdout)
+    assert result["manifest_digest"] == BENCHMARK_DIGEST
+
+
+def test_the_quickstart_builds_to_its_recorded_digest(tmp_path, shared_store):
+    project = tmp_path / "quickstart"
+    shutil.copytree(REPO / "examples" / "quickstart", project, ignore=shutil.ignore_patterns(".airbuild", "astro.lock"))
+    shutil.copy(REPO / "tests" / "fixtures" / "quickstart.astro.lock", project / "astro.lock")
+    proc = run_cli(["build", project, "--locked", "--no-validate", "--json"],
+                   env={"AIRBUILD_CACHE_DIR": str(shared_store)}, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["manifest_digest"] == QUICKSTART_DIGEST
