@@ -38,7 +38,7 @@ TOP_LEVEL = {
 }
 PLACEHOLDER_DAG = "from airflow.sdk import dag\n"  # only so the setup has a dags/ folder
 
-# The same environment variables airbuild's sandbox sets (builder/validate.py), minus the limits.
+# The same environment variables airbuild's sandbox sets (builder/validate/run.py), minus the limits.
 PEER_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "AIRFLOW_HOME": "/tmp/airflow",
     "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": FOLDER, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -75,10 +75,10 @@ print({MARKER!r} + repr(time.perf_counter() - started), flush=True)
 ROOTFS_OF = """
 import sys
 from pathlib import Path
-from builder.build import BuildOptions, _environment
-from builder.dag_check import validation_inputs
-from builder.manifest import BaseSource
-from builder.rootfs_cache import unpacked
+from builder.engine.build import BuildOptions, _environment
+from builder.engine.gate import validation_inputs
+from builder.project.manifest import BaseSource
+from builder.layers.unpack import unpacked
 with _environment(BuildOptions(project=Path(sys.argv[1]), base=BaseSource.parse(sys.argv[2]))) as prepared:
     inputs = validation_inputs(prepared.ctx, prepared.plan)
     print(unpacked(inputs.store, inputs.env_layers))
@@ -289,7 +289,7 @@ def diagnostics(rootfs: Path, project: Path, work: Path) -> dict:
     warm_import_s = float(bwrap(rootfs, project, PROBE_IMPORT, *warm)[1])
     warm_peer = peer_run(rootfs, project, *warm)
     started = time.perf_counter()
-    checked([sys.executable, "-c", "import builder.build, builder.dag_check, builder.validate"])
+    checked([sys.executable, "-c", "import builder.engine.build, builder.engine.gate, builder.validate.run"])
     cli_import_s = time.perf_counter() - started
     pycs_in_env = sum(1 for _ in (rootfs / SITE / "airflow").rglob("*.pyc"))
     return {

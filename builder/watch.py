@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from builder.errors import AirbuildError, SetupError
-from builder.ignore import IgnoreRules
-from builder.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
+from builder.common.errors import AirbuildError, SetupError
+from builder.project.ignore import IgnoreRules
+from builder.common.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
 
 STEP_MS = 40           # quiet time that ends a burst of writes
 MAX_BURST_MS = 2000    # a burst never delays a build longer than this
@@ -65,7 +65,7 @@ class WatchFilter:
 def watch(project: Path, options: WatchOptions) -> int:
     import watchfiles
 
-    from builder.validate import warm_harness
+    from builder.validate.run import warm_harness
 
     project = project.resolve()
     def emit(event: dict) -> None:
@@ -108,8 +108,8 @@ def _build_once(options: WatchOptions, changed: list[str], event_time: float, em
                 shipped: dict[str, str | None], first: bool) -> int | None:
     """Build and report; the exit code to stop with when the first build failed for a reason no save can fix
     (airbuild's installation lacks something, or a bug of airbuild's), else None."""
-    from builder import crash
-    from builder.build import build
+    from builder.common import crash
+    from builder.engine.build import build
 
     build_options = options.build_options()
     if options.load:
@@ -167,7 +167,7 @@ def _load(result) -> str:
     """`docker load` the new image from the archive the build wrote."""
     import subprocess
 
-    from builder.errors import BuildError
+    from builder.common.errors import BuildError
 
     proc = subprocess.run(["docker", "load", "-i", result.archive], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -176,7 +176,7 @@ def _load(result) -> str:
 
 
 def _deploy(build_options, target: str) -> str:
-    from builder.deploy import DeployOptions, deploy
+    from builder.deploy.deploy import DeployOptions, deploy
 
     # The image the watch just built (same base, engine, build args, secrets, sandbox), validated as every
     # deploy is and never forced: failing DAGs keep the last good deploy. A developer's tree is dirty by

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from builder.statcache import RACY_MARGIN_NS
+from builder.project.statcache import RACY_MARGIN_NS
 
 DAG = '''from datetime import datetime
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from builder.base_fs import find_files, list_paths
-from builder.compress import Codec
-from builder.errors import InputError
-from builder.layer_tar import LayerItem, store_layer
-from builder.store import Store
+from builder.layers.read import find_files, list_paths
+from builder.layers.compress import Codec
+from builder.common.errors import InputError
+from builder.layers.tar import LayerItem, store_layer
+from builder.store.store import Store
 
 
 def layer(store: Store, files: dict[str, bytes]):

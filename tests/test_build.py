@@ -61,7 +61,7 @@ def test_same_inputs_give_the_same_digest_anywhere(tmp_path, debian_rootfs):
     set_age(second, 7200)
 
     a = build(first, debian_rootfs, env={"AIRBUILD_CACHE_DIR": str(tmp_path / "cache-a")})
-    b = run([sys.executable, "-c", "import os, sys; os.umask(0o077); from builder.cli import main; "
+    b = run([sys.executable, "-c", "import os, sys; os.umask(0o077); from builder.cli.main import main; "
              f"sys.exit(main(['build', {str(second)!r}, '--base', 'rootfs:{debian_rootfs}', '--json']))"],
             env={"AIRBUILD_CACHE_DIR": str(tmp_path / "cache-b")})
     b = json.loads(b.stdout)

@@ -38,7 +38,7 @@ def layer(result: dict, rule: str) -> dict:
 
 def docker_cli() -> str:
     """The docker CLI airbuild finds for BuildKit here (tests wrap it to count calls)."""
-    from builder.engine import detect
+    from builder.docker.engine import detect
 
     return detect().client
 

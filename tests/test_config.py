@@ -10,7 +10,7 @@ from pathlib import Path
 
 import zstandard
 
-from builder.oci import canonical_json
+from builder.oci.descriptors import canonical_json
 from tests.helpers import run_cli
 from tests.projects import make_project
 from tests.test_bases import tiny_rootfs

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from builder.action_debian import parse_package_list
-from builder.deb_control import Dep, compare, relations, satisfies
-from builder.deb_ldcache import libcmp, parse_cache, write_cache
-from builder.deb_repo import Candidate, dearmor, parse_sources, release_files
-from builder.deb_resolve import Installed, Request, Universe, installed_from_status, resolve
-from builder.deb_scripts import install_calls, parse_admin
-from builder.errors import InputError
+from builder.actions.debian import parse_package_list
+from builder.debian.control import Dep, compare, relations, satisfies
+from builder.debian.ldcache import libcmp, parse_cache, write_cache
+from builder.debian.repo import Candidate, dearmor, parse_sources, release_files
+from builder.debian.resolve import Installed, Request, Universe, installed_from_status, resolve
+from builder.debian.scripts import install_calls, parse_admin
+from builder.common.errors import InputError
 
 
 def test_packages_txt_as_astro_reads_it(tmp_path):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from builder.dockerfile_parse import check_instruction, parse_dockerfile
-from builder.errors import InputError
-from builder.layer_normalise import normalise
-from builder.layer_tar import write_tar
-from builder.manifest import SecretSpec
-from builder.run_paths import used_entries
-from builder.tree import Entry, ProjectTree
+from builder.project.dockerfile import check_instruction, parse_dockerfile
+from builder.common.errors import InputError
+from builder.layers.normalise import normalise
+from builder.layers.tar import write_tar
+from builder.project.manifest import SecretSpec
+from builder.actions.dockerfile.run_paths import used_entries
+from builder.project.tree import Entry, ProjectTree
 
 NOW = int(time.time())
 
@@ -118,7 +118,7 @@ def tree(*paths: str) -> ProjectTree:
 
 
 def run_inst(text: str, json_form: bool = False):
-    from builder.dockerfile_parse import Instruction
+    from builder.project.dockerfile import Instruction
 
     args = tuple(text.split("\0")) if json_form else (text,)
     return Instruction("RUN", args, (), json_form, 3, f"RUN {text}")

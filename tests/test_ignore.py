@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.ignore import IgnoreRules
+from builder.project.ignore import IgnoreRules
 
 
 @pytest.mark.parametrize("patterns, path, ignored", [

@@ -8,8 +8,8 @@ import random
 import pytest
 import zstandard
 
-from builder.compress import CHUNK, Codec
-from builder.layer_tar import LayerItem, _header, _pax_header
+from builder.layers.compress import CHUNK, Codec
+from builder.layers.tar import LayerItem, _header, _pax_header
 
 ITEMS = [
     LayerItem("usr/local/airflow/dags/a.py", "file", 0o644, 50000, 0, 1234),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import InputError
-from builder.manifest import load_manifest
+from builder.common.errors import InputError
+from builder.project.manifest import load_manifest
 from tests.helpers import run_cli
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from builder import masking
+from builder.common import masking
 
 
 def fresh(monkeypatch) -> None:

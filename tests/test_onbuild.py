@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.oci import TAR_MEDIA_TYPE, canonical_json
+from builder.oci.descriptors import TAR_MEDIA_TYPE, canonical_json
 from tests.helpers import run_cli
 from tests.projects import make_project, set_age
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import InputError
+from builder.common.errors import InputError
 from builder.registry.reference import is_loopback, normalise_registry, parse_reference
 from tests.helpers import run, run_cli, tool
 from tests.projects import make_project

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from builder.store import Store
+from builder.store.store import Store
 
 KIND = "registry-blobs"
 MAX_REPOS = 8

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import httpx
 
-from builder.errors import BuildError, InputError
+from builder.common.errors import BuildError, InputError
 from builder.registry.auth import Authenticator
 from builder.registry.docker_config import Credential
 from builder.registry.reference import DOCKER_HUB, DOCKER_HUB_ENDPOINT, is_loopback

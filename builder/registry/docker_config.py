@@ -17,9 +17,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import masking
-from builder.atomic import atomic_write_bytes
-from builder.errors import AirbuildError, InputError
+from builder.common import masking
+from builder.common.atomic import atomic_write_bytes
+from builder.common.errors import AirbuildError, InputError
 from builder.registry.reference import DOCKER_HUB, DOCKER_HUB_CONFIG_KEY, normalise_registry
 
 ENV_USERNAME = "AIRBUILD_REGISTRY_USERNAME"

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from builder.errors import InputError
-from builder.oci import DOCKER_LIST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, Platform
+from builder.common.errors import InputError
+from builder.oci.descriptors import DOCKER_LIST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, Platform
 from builder.registry.auth import repository_scope
 from builder.registry.blob_sources import BlobSources
 from builder.registry.client import RegistryClient, RegistryError, Transient
 from builder.registry.reference import Reference
-from builder.store import Store
+from builder.store.store import Store
 
 MANIFEST_TYPES = (MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, DOCKER_LIST_MEDIA_TYPE)
 ACCEPT = ", ".join(MANIFEST_TYPES)

@@ -19,11 +19,11 @@ from typing import Iterator
 
 import httpx
 
-from builder.errors import InputError
+from builder.common.errors import InputError
 from builder.registry.auth import repository_scope
 from builder.registry.blob_sources import BlobSources
 from builder.registry.client import RegistryClient, RegistryError, Transient
-from builder.store import Store
+from builder.store.store import Store
 
 ENV_CHUNK = "AIRBUILD_UPLOAD_CHUNK_BYTES"
 DEFAULT_CHUNK = 16 << 20

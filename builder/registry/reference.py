@@ -11,7 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, replace
 
-from builder.errors import InputError
+from builder.common.errors import InputError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"     # where Docker Hub's registry API answers

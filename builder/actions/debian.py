@@ -1,0 +1,144 @@
+"""The `system-packages` action: `packages.txt` -> one locked, reproducible layer of Debian packages.
+
+What Astro's ONBUILD `apt-get install` does, without a container: resolve against the
+base's dpkg status and its apt sources (or the manifest's `apt`), lock every `.deb` in
+astro.lock's `debian` section, then unpack the locked files into a layer. While
+packages.txt, the base and the sources are unchanged the lock is reused and nothing
+touches the network; the layer itself is keyed by the locked set.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from builder.oci.config import ContainerConfig
+from builder.common.errors import InputError
+from builder.project.lock import LockSection
+from builder.project.manifest import RuleSpec
+from builder.engine.steps import ActionResult, BuildContext, LayerStep
+
+if TYPE_CHECKING:  # the Debian modules load only for a packages.txt that names packages (~50 ms)
+    from builder.debian.repo import AptSource
+    from builder.debian.resolve import Request
+
+SECTION = "debian"
+FORMAT = 1
+NAME = re.compile(r"^[a-z0-9][a-z0-9+.\-]+$")
+
+
+def parse_package_list(text: str, path: Path) -> list[Request]:
+    """packages.txt as Astro reads it: names (several a line allowed), `#` comments, CRLF, `name=version`."""
+    listed: dict[str, tuple[str | None, int]] = {}  # name -> (version, line)
+    for number, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
+        for word in raw.split("#", 1)[0].split():
+            name, sep, version = word.partition("=")
+            if not NAME.match(name) or (sep and not version):
+                hint = " (architecture qualifiers are not supported)" if ":" in name else \
+                       " (suite pins are not supported: use name=version)" if "/" in name else ""
+                raise InputError(f"{word!r} is not a Debian package name or name=version{hint}",
+                                 path=path, line=number)
+            previous = listed.get(name)
+            if previous is not None and previous[0] != (version or None):
+                raise InputError(f"{name} is listed twice with different versions "
+                                 f"(line {previous[1]} and here)", path=path, line=number)
+            listed.setdefault(name, (version or None, number))
+    if not listed:
+        return []
+    from builder.debian.resolve import Request
+
+    return [Request(name, version, line) for name, (version, line) in listed.items()]
+
+
+def manifest_sources(ctx: BuildContext) -> list[AptSource] | None:
+    apt = getattr(ctx.manifest, "apt", None)
+    if apt is None or not apt.sources:
+        return None
+    from builder.debian.repo import AptSource
+
+    return [AptSource(s.uri.rstrip("/"), suite, tuple(s.components)) for s in apt.sources for suite in s.suites]
+
+
+def manifest_keyring(ctx: BuildContext) -> tuple[bytes, str] | None:
+    apt = getattr(ctx.manifest, "apt", None)
+    if apt is None or not apt.keyring:
+        return None
+    path = (ctx.project / apt.keyring).resolve()
+    if not path.is_file():
+        raise InputError(f"apt.keyring {apt.keyring!r}: no such file ({path})", path=ctx.manifest_path)
+    return path.read_bytes(), str(path)
+
+
+def system_packages_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
+    path = ctx.project / rule.file
+    if not path.is_file():
+        return ActionResult([], config)
+    requests = parse_package_list(path.read_text(encoding="utf-8", errors="replace"), path)
+    if not requests:
+        return ActionResult([], config)
+    from builder.debian.install import entries_hash, sources_json
+
+    arch = ctx.platform.architecture
+    explicit = manifest_sources(ctx)
+    inputs = entries_hash([{"format": FORMAT, "requests": [[r.name, r.version] for r in requests],
+                            "base": ctx.base.digest, "arch": arch,
+                            "sources": sources_json(explicit) if explicit is not None else "base"}])
+    section = ctx.lock.reusable(SECTION, inputs, rule.file)
+    if section is None:
+        section = _resolve(ctx, requests, explicit, arch, path, inputs)
+    ctx.lock.record(SECTION, section)
+    if not section.entries:
+        return ActionResult([], config)
+    locked = entries_hash(section.entries)
+    notes = ctx.store.get_record("deb-notes", locked)
+    if notes:
+        ctx.notes.extend(notes["notes"])
+    entry = ctx.tree.entries.get(rule.file)
+    step = LayerStep(
+        rule=rule.name,
+        step=rule.name,
+        config={"rule": rule.name, "version": rule.version, "format": FORMAT, "packages": locked, "arch": arch},
+        entries=[entry] if entry is not None else [],
+        input_hash=locked,
+        make_items=lambda: _make_items(ctx, section.entries, arch, locked, notes is None),
+        created_by=f"airbuild {rule.name}: {len(section.entries)} Debian packages from {rule.file}",
+    )
+    return ActionResult([step], config)
+
+
+def _resolve(ctx: BuildContext, requests: list[Request], explicit: list[AptSource] | None, arch: str,
+             path: Path, inputs: str) -> LockSection:
+    from builder.debian.install import base_view, keyring_for, resolve_online
+    from builder.debian.resolve import installed_from_status
+
+    view = base_view(ctx.store, ctx.base.layers, with_links=False)
+    sources = explicit if explicit is not None else view.sources()
+    if not sources:
+        raise InputError("lists Debian packages, but the base image has no apt sources "
+                         "(/etc/apt/sources.list or sources.list.d/*.sources): add `apt: sources:` to astro.yaml",
+                         path=path)
+    override = manifest_keyring(ctx)
+    installed = installed_from_status(view.status)
+    if not installed:
+        raise InputError("lists Debian packages, but the base image has no dpkg status "
+                         "(/var/lib/dpkg/status): it is not a Debian-based image", path=path)
+    resolved = resolve_online(ctx.store, sources, arch, requests, installed,
+                              lambda s: keyring_for(s, view, override), str(path))
+    ctx.notes.extend(resolved.notes)
+    return LockSection(inputs, tuple(resolved.entries))
+
+
+def _make_items(ctx: BuildContext, entries, arch: str, locked: str, remember_notes: bool):
+    from builder.debian.install import base_view, fetch_packages, install, layer_items
+    from builder.debian.layer import Tree
+
+    view = base_view(ctx.store, ctx.base.layers)
+    packages = fetch_packages(ctx.store, entries)
+    tree = Tree(dict(view.links))
+    notes = install(tree, packages, view, arch)
+    ctx.store.put_record("deb-notes", locked, {"notes": notes})
+    if remember_notes:
+        ctx.notes.extend(notes)
+    return layer_items(tree)
+

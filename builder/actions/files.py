@@ -1,0 +1,90 @@
+"""The `files` action: a subtree of the project copied to a destination in the image."""
+
+from __future__ import annotations
+
+import posixpath
+
+from builder.oci.config import ContainerConfig
+from builder.project.ignore import IgnoreRules
+from builder.layers.tar import LayerItem, with_parents
+from builder.project.manifest import RuleSpec
+from builder.bases.accounts import Ownership
+from builder.engine.rules import render
+from builder.engine.steps import ActionResult, BuildContext, LayerStep
+from builder.project.tree import Entry, merkle_root
+
+
+def files_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
+    source = posixpath.normpath(rule.source.strip("/")) if rule.source.strip("/") else "."
+    dest = render(rule.dest, ctx.variables)
+    if not dest.startswith("/"):
+        raise_dest(rule, dest)
+    exclude = IgnoreRules(rule.exclude) if rule.exclude else None
+    entries = [e for e in ctx.tree.select(source, exclude) if e.relpath != source]
+    if not entries:
+        return ActionResult([], config)
+    base = "" if source == "." else source
+    owner = ctx.owner
+    step = LayerStep(
+        rule=rule.name,
+        step=rule.name,
+        config={"rule": rule.name, "version": rule.version, "source": source, "dest": dest,
+                "exclude": rule.exclude, "owner": [owner.uid, owner.gid], "workdir": ctx.manifest.workdir},
+        entries=entries,
+        input_hash=merkle_root(entries, base),
+        make_items=lambda: complete_parents(layer_items(entries, base, dest, owner), owner, ctx.manifest.workdir),
+        created_by=f"airbuild {rule.name}: {source} -> {dest}",
+        project_content=True,
+    )
+    return ActionResult([step], config)
+
+
+def raise_dest(rule: RuleSpec, dest: str) -> None:
+    from builder.common.errors import InputError
+
+    raise InputError(f"rule {rule.name!r}: dest must be an absolute path in the image, got {dest!r}")
+
+
+def layer_items(entries: list[Entry], base: str, dest: str, owner: Ownership,
+                *, mode_override: int | None = None) -> list[LayerItem]:
+    """Map project entries under `base` to image paths under `dest`; multiply-linked files become hard links."""
+    dest_root = dest.strip("/")
+    first_path_of_inode: dict[tuple[int, int], str] = {}
+    items = []
+    for entry in entries:
+        rel = entry.relpath[len(base) + 1:] if base else entry.relpath
+        path = posixpath.join(dest_root, rel) if dest_root else rel
+        if entry.kind == "dir":
+            items.append(LayerItem(path, "dir", mode_override or 0o755, owner.uid, owner.gid))
+        elif entry.kind == "symlink":
+            items.append(LayerItem(path, "symlink", 0o777, owner.uid, owner.gid, link=entry.link_target))
+        else:
+            mode = mode_override if mode_override is not None else entry.mode
+            first = first_path_of_inode.get(entry.inode) if entry.inode else None
+            if first is not None:
+                items.append(LayerItem(path, "hardlink", mode, owner.uid, owner.gid, link=first))
+                continue
+            if entry.inode:
+                first_path_of_inode[entry.inode] = path
+            items.append(LayerItem(path, "file", mode, owner.uid, owner.gid, entry.size,
+                                   source=entry.abspath, digest=entry.digest))
+    return items
+
+
+def complete_parents(items: list[LayerItem], owner: Ownership, workdir: str) -> list[LayerItem]:
+    """`items` with every parent directory, sorted.
+
+    Added directories from `workdir` down belong to the owner; those above it stay
+    root's, so a layer never hands /usr or /usr/local to the project's user.
+    """
+    given = {item.path for item in items}
+    workdir_root = workdir.strip("/")
+
+    def owned(item: LayerItem) -> LayerItem:
+        if item.path in given or not workdir_root:
+            return item
+        if item.path == workdir_root or item.path.startswith(workdir_root + "/"):
+            return LayerItem(item.path, "dir", 0o755, owner.uid, owner.gid)
+        return item
+
+    return [owned(i) for i in with_parents(items)]

@@ -1,0 +1,97 @@
+"""The `python-requirements` action: requirements.txt becomes one locked, reproducible layer.
+
+Resolution (uv, for the image's Python and platform, the base's distributions as
+constraints) happens only when requirements.txt, the base, the target or the indexes
+changed since the lock was written; installation (download, unpack) only when the
+layer's key is not in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from builder.actions.inputs import listed_lines
+from builder.oci.config import ContainerConfig
+from builder.project.lock import LockSection
+from builder.project.manifest import RuleSpec
+from builder.engine.steps import ActionResult, BuildContext, LayerStep
+
+SECTION = "python"
+INSTALL_FORMAT = 2  # 2: pip's order, later wheels win shared files, REQUESTED (1: by name, shared files refused)
+
+
+def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
+    path = ctx.project / rule.file
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if not listed_lines(text):
+        return ActionResult([], config)
+    # Resolution and installation modules load only for a requirements.txt that lists something.
+    from builder.actions.python.resolve import Indexes, PinnedWheel, requirement_lines, resolve, strip_credentials
+    from builder.actions.python.target import detect_python, installed_distributions
+    from builder.actions.python.install import fetch, install, remove, staged_items
+
+    target = detect_python(ctx.base, ctx.store, ctx.platform)
+    base_dists = installed_distributions(ctx.base, ctx.store, target)
+    indexes = Indexes(ctx.manifest.index_url, tuple(ctx.manifest.extra_index_urls))
+    inputs = _hash({"requirements": text, "base": ctx.base.digest, "python": target.describe(),
+                    "site": target.site_packages, "platform": target.uv_platform,
+                    "indexes": [strip_credentials(u) for u in filter(None, [indexes.index_url,
+                                                                            *indexes.extra_index_urls])]})
+    section = ctx.lock.reusable(SECTION, inputs, rule.file)
+    if section is None:
+        pinned = ctx.lock.pinned.sections.get(SECTION) if ctx.lock.pinned else None
+        previous = tuple(PinnedWheel.from_json(e) for e in pinned.entries) if pinned else ()
+        pins = resolve(path, target, base_dists, indexes, ctx.lock.upgrade, previous)
+        section = LockSection(inputs, tuple(p.to_json() for p in sorted(pins, key=lambda p: p.name.lower())))
+    ctx.lock.record(SECTION, section)
+    pins = [PinnedWheel.from_json(e) for e in section.entries]
+    if not pins:  # the base has everything already
+        return ActionResult([], config)
+
+    staging = ctx.store.root / "tmp" / f"{os.getpid()}.python-staging"
+    index_hosts = {h for h in (_host(u) for u in filter(None, [indexes.index_url, *indexes.extra_index_urls])) if h}
+    # pip's roots: they shape its install order (which wheel's copy of a shared file wins) and get REQUESTED.
+    roots = tuple(str(requirement) for _, _, requirement in requirement_lines(path))
+
+    def make_items():
+        remove(staging)
+        wheels = [(pin, fetch(ctx.store, pin, index_hosts)) for pin in pins]
+        install(ctx.store, wheels, target, staging, _install_set(ctx, target, roots))
+        return staged_items(staging)
+
+    step = LayerStep(
+        rule=rule.name,
+        step=rule.name,
+        config={"rule": rule.name, "version": rule.version, "python": target.describe(),
+                "interpreter": target.interpreter, "site": target.site_packages, "scripts": target.scripts_dir,
+                "platform": target.uv_platform, "base": ctx.base.digest, "install": INSTALL_FORMAT, "roots": roots},
+        entries=[e for e in (ctx.tree.entries.get(rule.file),) if e is not None],
+        input_hash=_hash(list(section.entries)),
+        make_items=make_items,
+        created_by=f"airbuild {rule.name}: {len(pins)} distributions for {target.describe()}",
+        cleanup=lambda: remove(staging),
+    )
+    return ActionResult([step], config)
+
+
+def _install_set(ctx: BuildContext, target, roots: tuple[str, ...]):
+    """What pip would see besides the wheels: the roots, the base's distributions, the image's marker variables."""
+    from builder.actions.python.install_order import Distribution
+    from builder.actions.python.target import installed_metadata, marker_environment
+    from builder.actions.python.install import InstallSet
+
+    base = tuple(Distribution.from_metadata(text, installed=True, requires_txt=requires)
+                 for text, requires in installed_metadata(ctx.base, ctx.store, target))
+    return InstallSet(roots, base, marker_environment(ctx.base, ctx.store, target))
+
+
+def _hash(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _host(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname

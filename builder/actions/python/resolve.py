@@ -1,0 +1,209 @@
+"""Resolve requirements.txt for the image's Python with uv, the base's distributions as constraints.
+
+uv writes a PEP 751 lock (pylock.toml) for the target platform and Python version; from
+it each distribution's best wheel for the target is pinned: name, version, URL, sha256,
+size. Index credentials reach uv through its environment only and are stripped from
+every URL that is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from builder.common import masking
+from builder.common import tools
+from builder.common.errors import InputError
+from builder.actions.python.target import PythonTarget, normalise
+
+
+@dataclass(frozen=True)
+class PinnedWheel:
+    name: str
+    version: str
+    filename: str
+    url: str        # never with credentials
+    sha256: str
+    size: int
+    kind: str = "wheel"  # or "sdist": no wheel fits the target; built into a pure-Python wheel at install
+
+    def to_json(self) -> dict:
+        data = {"name": self.name, "version": self.version, "filename": self.filename, "url": self.url,
+                "sha256": self.sha256, "size": self.size}
+        if self.kind != "wheel":
+            data["kind"] = self.kind
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PinnedWheel":
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Indexes:
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+
+    def uv_args(self) -> list[str]:
+        args = []
+        if self.index_url:
+            args += ["--index-url", with_credentials(self.index_url)]
+        for url in self.extra_index_urls:
+            args += ["--extra-index-url", with_credentials(url)]
+        return args
+
+
+_OPTION = re.compile(r"\s+--?[A-Za-z]")  # where a requirement line's options (--hash=...) start
+_INCLUDE = re.compile(r"^(?:-r|--requirement)(?:\s+|=)(\S+)$")
+
+
+def requirement_lines(requirements: Path, _seen: frozenset[Path] = frozenset()) -> list[tuple[Path, int, Requirement]]:
+    """(file, line, requirement) of each requirement a requirements file lists, its `-r` includes followed.
+    Lines that are options, or that uv must read (URLs without a name), are left to uv."""
+    out = []
+    path = requirements.resolve()
+    if path in _seen or not path.is_file():
+        return out
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        include = _INCLUDE.match(line)
+        if include:
+            out += requirement_lines(path.parent / include.group(1), _seen | {path})
+            continue
+        if line.startswith("-"):
+            continue
+        try:
+            out.append((requirements, number, Requirement(_OPTION.split(line, 1)[0])))
+        except InvalidRequirement:
+            continue  # uv reports what it cannot read, with its own message
+    return out
+
+
+def check_against_base(requirements: Path, base_dists: dict[str, str]) -> None:
+    """A requirement the base's own version does not satisfy is an error naming both versions."""
+    for path, number, requirement in requirement_lines(requirements):
+        have = base_dists.get(normalise(requirement.name))
+        if have is not None and requirement.specifier and not requirement.specifier.contains(have, prereleases=True):
+            raise InputError(f"{requirement} conflicts with the base image, which has {requirement.name} {have}; "
+                             "the base's version is kept (change the base, or drop the pin)",
+                             path=path, line=number)
+
+
+def resolve(requirements: Path, target: PythonTarget, base_dists: dict[str, str], indexes: Indexes,
+            upgrade: bool | frozenset[str] = False, previous: tuple[PinnedWheel, ...] = ()) -> list[PinnedWheel]:
+    """Pinned wheels for everything requirements.txt needs that the base does not already have.
+
+    Earlier pins are kept where they still fit (tried as constraints first), except those
+    `upgrade` names (all of them when it is True).
+    """
+    check_against_base(requirements, base_dists)
+    constraints = {normalise(name): version for name, version in base_dists.items()}
+    kept = {} if upgrade is True else {normalise(p.name): p.version for p in previous
+                                       if not (upgrade and normalise(p.name) in upgrade)}
+    if kept:
+        try:
+            return _compile(requirements, target, {**kept, **constraints}, base_dists, indexes)
+        except InputError:
+            pass  # a new requirement needs to move an earlier pin: resolve afresh
+    return _compile(requirements, target, constraints, base_dists, indexes)
+
+
+def _compile(requirements: Path, target: PythonTarget, constraints: dict[str, str], base_dists: dict[str, str],
+             indexes: Indexes) -> list[PinnedWheel]:
+    with tempfile.TemporaryDirectory(prefix="airbuild-resolve-") as tmp:
+        constraints_file = Path(tmp) / "constraints.txt"
+        constraints_file.write_text("".join(f"{name}=={version}\n" for name, version in sorted(constraints.items())))
+        output = Path(tmp) / "pylock.toml"
+        command = [tools.uv(), "pip", "compile", str(requirements), "--constraint", str(constraints_file),
+                   "--python-version", target.version_text, "--python-platform", target.uv_platform,
+                   "--format", "pylock.toml", "--no-header", "--quiet", "--output-file", str(output),
+                   *indexes.uv_args()]
+        proc = subprocess.run(command, capture_output=True, text=True, env=_uv_env(), timeout=900)
+        if proc.returncode != 0:
+            raise InputError(f"cannot resolve requirements for {target.describe()}:\n{redact(proc.stderr.strip())}",
+                             path=requirements)
+        lock = tomllib.loads(output.read_text())
+    return [_pick_wheel(package, target) for package in lock.get("packages", [])
+            if normalise(package["name"]) not in base_dists]
+
+
+def _pick_wheel(package: dict, target: PythonTarget) -> PinnedWheel:
+    priority = {tag: rank for rank, tag in enumerate(supported_tags(target))}
+    best = None
+    for wheel in package.get("wheels", []):
+        filename = wheel.get("name") or wheel["url"].rsplit("/", 1)[-1]
+        try:
+            tags = parse_wheel_filename(filename)[3]
+        except InvalidWheelFilename:
+            continue
+        rank = min((priority[t] for t in tags if t in priority), default=None)
+        if rank is not None and (best is None or rank < best[0]):
+            best = (rank, filename, wheel)
+    if best is None:
+        sdist = package.get("sdist")
+        if sdist is None:
+            raise InputError(f"{package['name']} {package['version']} has no distribution for {target.describe()}")
+        filename = sdist.get("name") or sdist["url"].rsplit("/", 1)[-1]
+        return PinnedWheel(name=package["name"], version=package["version"], filename=filename,
+                           url=strip_credentials(sdist["url"]), sha256=sdist["hashes"]["sha256"],
+                           size=sdist.get("size", 0), kind="sdist")
+    _, filename, wheel = best
+    return PinnedWheel(name=package["name"], version=package["version"], filename=filename,
+                       url=strip_credentials(wheel["url"]), sha256=wheel["hashes"]["sha256"], size=wheel.get("size", 0))
+
+
+def supported_tags(target: PythonTarget) -> list[Tag]:
+    """The wheel tags the target's Python accepts, best first (what pip computes on that machine)."""
+    platforms = [f"manylinux_{target.glibc[0]}_{minor}_{target.arch}" for minor in range(target.glibc[1], -1, -1)]
+    legacy = {(2, 17): "manylinux2014", (2, 12): "manylinux2010", (2, 5): "manylinux1"}
+    platforms = [p for p in platforms] + [f"{legacy[v]}_{target.arch}" for v in legacy if v <= target.glibc]
+    platforms.append(f"linux_{target.arch}")
+    return list(cpython_tags(target.version, [target.abi, "abi3", "none"], platforms)) + \
+        list(compatible_tags(target.version, target.abi, platforms))
+
+
+# -- credentials: only ever in the environment of a subprocess or a request ------------------
+
+def with_credentials(url: str) -> str:
+    """`url` with the user and password from AIRBUILD_INDEX_USERNAME/PASSWORD, when set."""
+    user, password = os.environ.get("AIRBUILD_INDEX_USERNAME"), os.environ.get("AIRBUILD_INDEX_PASSWORD")
+    if not user or not password:
+        return url
+    parts = urlsplit(url)
+    from urllib.parse import quote
+
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}" + \
+        (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def strip_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def redact(text: str) -> str:
+    """Remove anything that looks like credentials, and the configured secrets, from a message."""
+    for key in ("AIRBUILD_INDEX_PASSWORD", "AIRBUILD_INDEX_USERNAME"):
+        masking.add(os.environ.get(key))
+    return masking.text(text)
+
+
+def _uv_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("UV_NO_PROGRESS", "1")
+    return env

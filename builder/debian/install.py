@@ -1,0 +1,153 @@
+"""Shared by the `system-packages` rule and the `debian` base: resolve against verified
+indexes, lock, fetch the locked `.deb` files, and assemble the layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.layers.read import find_files, find_symlinks
+from builder.debian.fetch import fetch_all
+from builder.debian.deb import read_deb
+from builder.debian.layer import Package, Tree, record_in_dpkg, skipped_scripts, unpack
+from builder.debian.repo import AptSource, Keyring, Verification, dearmor, is_sources_file, load_source, parse_sources
+from builder.debian.resolve import Installed, Request, Universe, resolve
+from builder.debian.scripts import apply_alternatives, ca_certificates, update_ld_cache
+from builder.common.errors import BuildError
+from builder.layers.tar import LayerItem
+from builder.store.store import LayerRecord, Store
+
+HOST_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+VIEW_FORMAT = 1
+
+
+@dataclass
+class BaseView:
+    """What installing packages needs to know of the base: dpkg's state, apt's setup, links."""
+
+    files: dict[str, bytes]
+    links: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.files.get("var/lib/dpkg/status", b"").decode("utf-8", "replace")
+
+    def sources(self) -> list[AptSource]:
+        return parse_sources({p: d for p, d in self.files.items() if is_sources_file(p)})
+
+
+def _view_file(path: str) -> bool:
+    return (path == "var/lib/dpkg/status" or path.startswith(("etc/apt/", "usr/share/keyrings/",
+                                                              "var/lib/dpkg/alternatives/", "etc/ld.so.")))
+
+
+def base_view(store: Store, layers: tuple[LayerRecord, ...], with_links: bool = True) -> BaseView:
+    if not layers:
+        return BaseView({})
+    files = find_files(store, layers, _view_file, cache_name=f"debian-view-{VIEW_FORMAT}")
+    links = find_symlinks(store, layers, cache_name="symlinks") if with_links else {}
+    return BaseView(files, links)
+
+
+# -- keyrings ---------------------------------------------------------------------------------
+
+def keyring_for(source: AptSource, view: BaseView, override: tuple[bytes, str] | None) -> Keyring | None:
+    """The keys to check `source` with: the manifest's, the source's Signed-By, the base's, or the host's."""
+    if override is not None:
+        return Keyring(dearmor(override[0]), override[1])
+    if source.signed_by:
+        if "BEGIN PGP" in source.signed_by:
+            return Keyring(dearmor(source.signed_by.encode()), "the key in the apt source")
+        keys = b"".join(dearmor(view.files[p.lstrip("/")]) for p in source.signed_by.split()
+                        if p.lstrip("/") in view.files)
+        if keys:
+            return Keyring(keys, f"the base's {source.signed_by}")
+    trusted = sorted(p for p in view.files if p.startswith(("etc/apt/trusted.gpg.d/", "etc/apt/keyrings/"))
+                     or p in ("etc/apt/trusted.gpg", "usr/share/keyrings/debian-archive-keyring.gpg"))
+    if trusted:
+        return Keyring(b"".join(dearmor(view.files[p]) for p in trusted), "the base's apt keyrings")
+    if HOST_KEYRING.is_file():
+        return Keyring(HOST_KEYRING.read_bytes(), f"this machine's {HOST_KEYRING}")
+    return None
+
+
+# -- resolve and lock -----------------------------------------------------------------------------
+
+@dataclass
+class Resolved:
+    entries: list[dict]
+    notes: list[str]
+
+
+def resolve_online(store: Store, sources: list[AptSource], arch: str, requests: list[Request],
+                   installed: dict[str, Installed], keyring_of, where: str, essential: bool = False) -> Resolved:
+    verification = Verification()
+    candidates = []
+    for source in sources:
+        candidates += load_source(store, source, arch, keyring_of(source), verification)
+    universe = Universe(candidates, arch)
+    if essential:
+        requests = [Request(name) for name in universe.essential()] + requests
+    resolution = resolve(requests, universe, installed, where)
+    entries = [lock_entry(c) for c in resolution.chosen]
+    notes = []
+    if verification.unverified:
+        notes.append(f"the Release signatures of {', '.join(verification.unverified)} were NOT verified "
+                     "(no gpgv, or no keyring): install gpgv or give a keyring")
+    return Resolved(entries, notes)
+
+
+def lock_entry(c) -> dict:
+    return {"name": c.name, "version": c.version, "architecture": c.arch, "sha256": c.sha256,
+            "size": c.size, "url": c.url}
+
+
+def entries_hash(entries) -> str:
+    return hashlib.sha256(json.dumps(list(entries), sort_keys=True).encode()).hexdigest()
+
+
+def sources_json(sources: list[AptSource]) -> list[dict]:
+    return [{"uri": s.uri, "suite": s.suite, "components": list(s.components)} for s in sources]
+
+
+# -- fetch and assemble ---------------------------------------------------------------------------------
+
+def fetch_packages(store: Store, entries) -> list[Package]:
+    paths = fetch_all(store, [(e["url"], e["sha256"], e.get("size")) for e in entries])
+    out = []
+    for entry, path in zip(entries, paths):
+        deb = read_deb(path, f"{entry['name']}_{entry['version']}_{entry['architecture']}.deb")
+        out.append(Package(entry["name"], entry["version"], entry["architecture"], deb))
+    return out
+
+
+def install(tree: Tree, packages: list[Package], view: BaseView, arch: str) -> list[str]:
+    """Unpack, record in dpkg's database, emulate the scripts; returns notes for the build output."""
+    for package in packages:
+        unpack(tree, package)
+    record_in_dpkg(tree, packages, view.status)
+    notes = list(tree.notes)
+    done = []
+    names = apply_alternatives(tree, packages, view.files)
+    if names:
+        done.append(f"alternatives ({', '.join(names)})")
+    if any(p.name == "ca-certificates" for p in packages) and ca_certificates(tree):
+        done.append("ca-certificates bundle")
+    libraries = update_ld_cache(tree, arch, view.files)
+    if libraries:
+        done.append(f"ld.so.cache (+{libraries} libraries)")
+    skipped = skipped_scripts(packages)
+    if skipped:
+        notes.append(f"maintainer scripts not run for {len(skipped)} packages: {', '.join(skipped)}"
+                     + (f"; emulated: {'; '.join(done)}" if done else ""))
+    return notes
+
+
+def layer_items(tree: Tree) -> list[LayerItem]:
+    items = tree.sorted_items()
+    if not items:
+        raise BuildError("the packages installed nothing")
+    return items

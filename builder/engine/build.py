@@ -1,0 +1,424 @@
+"""Orchestrate a build: manifest -> base -> plan -> layers -> image -> outputs and records."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.common import masking
+from builder.bases import onbuild
+from builder.engine import stamp
+from builder.common.atomic import atomic_write_bytes
+from builder.bases.resolve import BaseImage, resolve_base
+from builder.layers.compress import Codec
+from builder.engine.gate import ValidationFailed, check_dags
+from builder.oci.config import ContainerConfig
+from builder.project.dockerfile import Dockerfile, parse_dockerfile
+from builder.common.errors import BuildError, InputError
+from builder.project.ignore import IgnoreRules
+from builder.oci.image import BuiltImage, assemble
+from builder.layers.tar import FileChangedError, store_layer
+from builder.oci.layout import write_archive, write_layout
+from builder.project.lock import BasePin, Lock, LockState, check_base
+from builder.project.manifest import BaseSource, Manifest, SecretSpec, load_manifest
+from builder.project.naming import default_name
+from builder.oci.descriptors import Platform
+from builder.bases.accounts import resolve_owner
+from builder.engine.plan import Plan, make_plan
+from builder.common.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
+from builder.common.progress import Progress
+from builder.engine.rules import rule_list, rules_dir
+from builder.engine.state import PreviousBuild
+from builder.project.statcache import StatCache
+from builder.engine.steps import BuildContext
+from builder.store.store import Store, default_store_dir
+from builder.project.tree import Scanned, scan_project, walk_project
+
+
+
+@dataclass
+class BuildOptions:
+    project: Path
+    oci_dir: Path | None = None
+    archive: Path | None = None
+    locked: bool = False
+    upgrade: bool | frozenset[str] = False  # re-resolve pinned packages (all, or these names)
+    base: BaseSource | None = None
+    progress: Progress = field(default_factory=lambda: Progress(False))
+    scanned: list[Scanned] | None = None  # a walk already made (by the no-op check)
+    validate: bool = True                 # import the DAGs in the sandbox before writing anything
+    validation_skipped: str | None = None  # why not (--no-validate, Astro's skip-parse settings), for the output
+    force: bool = False                   # ship despite DAG errors
+    started_ns: int = field(default_factory=time.time_ns)
+    backend: str | None = None            # overrides the manifest's: native | auto | buildkit
+    build_args: dict[str, str] = field(default_factory=dict)  # over the manifest's build_args
+    secrets: tuple[str, ...] = ()         # --secret values (id=ID,src=FILE|env=VAR), besides the manifest's
+    sandbox: str | None = None            # --sandbox / --no-sandbox, over validation.sandbox
+    env_file: Path | None = None          # --env: the variables DAG code sees (default: the project's .env)
+    astro_tests: bool = False             # validation also runs .astro/test_dag_integrity_default.py (deploy)
+
+    @property
+    def skip_reason(self) -> str | None:
+        return None if self.validate else self.validation_skipped or "--no-validate"
+
+
+@dataclass
+class LayerResult:
+    rule: str
+    key: str | None
+    diff_id: str
+    digest: str
+    size: int
+    cached: bool
+    reason: str
+    files_read: int = 0
+
+
+@dataclass
+class BuildResult:
+    manifest_digest: str | None
+    config_digest: str | None
+    tag: str | None
+    oci_layout: str | None
+    archive: str | None
+    duration_s: float
+    layers: list[LayerResult]
+    image_name: str
+    lock_changed: bool = False
+    validation: dict | None = None
+    validation_skipped: str | None = None  # why the DAGs were not imported (validation is then None)
+    notes: list[str] = field(default_factory=list)  # what the user should know (skipped scripts...)
+    onbuild: list[dict] = field(default_factory=list)  # the base's ONBUILD triggers: replaced, or how each ran
+    engine: dict | None = None  # the container engine RUN layers were built with; None when none was used
+
+    def to_json(self) -> dict:
+        # Shallow (the validation report is already plain data): asdict would deep-copy it on every call.
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["layers"] = [dataclasses.asdict(layer) for layer in self.layers]
+        return out
+
+
+@dataclass
+class Prepared:
+    ctx: BuildContext
+    plan: Plan
+    lock: Lock  # what this build resolved: the lock file it would write
+    statcache: StatCache
+    previous: PreviousBuild
+    output_dir: Path
+    scanned: list[Scanned]
+    inputs: "Inputs"
+
+
+def epoch_from_env() -> int:
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "0")
+    if not raw.isdigit():
+        raise InputError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, got {raw!r}")
+    return int(raw)
+
+
+@dataclass
+class Inputs:
+    project: Path
+    manifest: Manifest
+    manifest_path: Path | None
+    dockerfile: Dockerfile
+    platform: Platform
+    codec: Codec
+    base: BaseImage
+    base_pin: BasePin
+    lock_state: LockState
+    epoch: int
+
+    @property
+    def lock_path(self) -> Path:
+        return self.project / self.manifest.lockfile
+
+
+def load_inputs(options: BuildOptions, store: Store) -> Inputs:
+    """The manifest, Dockerfile and resolved base: everything the lock is about."""
+    project = options.project.resolve()
+    if not project.is_dir():
+        raise InputError(f"project directory {options.project} does not exist")
+    manifest, manifest_path = load_manifest(project)
+    dockerfile = parse_dockerfile(project / manifest.dockerfile, {**manifest.build_args, **options.build_args})
+    platform = Platform.parse(manifest.platform)
+    codec = Codec(manifest.compression.codec, manifest.compression.effective_level)
+    lock_path = project / manifest.lockfile
+    lock_state = LockState(lock_path, Lock.read(lock_path), options.locked, options.upgrade)
+    epoch = epoch_from_env()
+    options.progress.step("resolving the base image")
+    # --locked: a registry tag resolves to the digest the lock pins, wherever the tag went since.
+    pinned = lock_state.pinned.base if options.locked and lock_state.pinned else None
+    base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec,
+                        lock=lock_state, epoch=epoch, pinned=pinned, insecure=insecure_registries(manifest),
+                        workdir=manifest.workdir)
+    pin = BasePin(source=base.description, digest=base.digest)
+    return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, pin, lock_state, epoch)
+
+
+def insecure_registries(manifest: Manifest) -> frozenset[str]:
+    """Registries a target marks `insecure: true`: base pulls from them may use plain HTTP too."""
+    from builder.registry.reference import parse_repository
+
+    return frozenset(parse_repository(t.registry).registry for t in manifest.targets.values() if t.insecure)
+
+
+def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
+    """Resolve everything a build would (without building layers) and write the lock."""
+    store = Store(default_store_dir())
+    try:
+        prepared = prepare(options, store)
+        path = prepared.inputs.lock_path
+        return prepared.lock, path, prepared.lock.write(path)
+    finally:
+        store.close()
+
+
+def prepare(options: BuildOptions, store: Store) -> Prepared:
+    inputs = load_inputs(options, store)
+    project, manifest, base = inputs.project, inputs.manifest, inputs.base
+    lock_state, epoch = inputs.lock_state, inputs.epoch
+    if options.locked:
+        check_base(lock_state, inputs.base_pin)
+    output_dir = project / OUTPUT_DIR
+    _ensure_output_dir(output_dir)
+
+    initial = ContainerConfig.from_oci(base.config.get("config"))
+    if "workdir" in manifest.model_fields_set or not initial.workdir:
+        initial = dataclasses.replace(initial, workdir=manifest.workdir)
+    if manifest.owner is not None:
+        owner = resolve_owner(manifest.owner.user, manifest.owner.group, base, store, "owner")
+    else:
+        owner = resolve_owner(initial.user.split(":")[0] or None, 0, base, store, "the base image's USER")
+
+    options.progress.step("hashing project files")
+    statcache = StatCache(output_dir / "statcache.json")
+    ignore = IgnoreRules.for_project(project)
+    scanned = options.scanned if options.scanned is not None else scan_project(project, ignore)
+    tree = walk_project(project, ignore, statcache, scanned)
+    ctx = BuildContext(project=project, manifest=manifest, manifest_path=inputs.manifest_path,
+                       dockerfile=inputs.dockerfile, base=base, store=store, tree=tree, platform=inputs.platform,
+                       codec=inputs.codec, epoch=epoch, lock=lock_state,
+                       owner=owner, variables={"workdir": manifest.workdir, "name": image_name(project, manifest.name),
+                                               "platform": str(inputs.platform)},
+                       backend=options.backend or manifest.backend,
+                       build_args={**manifest.build_args, **options.build_args},
+                       secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox,
+                       env_file=options.env_file)
+    previous = PreviousBuild.load(output_dir / "state.json")
+    rules = rule_list(manifest, inputs.manifest_path)
+    ctx.onbuild = tuple(onbuild.base_triggers(base.config, rules, inputs.dockerfile.base_line))
+    ctx.onbuild_report.extend(onbuild.report(t) for t in ctx.onbuild if t.replaced_by)
+    plan = make_plan(ctx, rules, initial, previous, statcache.hashed_paths)
+    lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))
+    return Prepared(ctx, plan, lock, statcache, previous, output_dir, scanned, inputs)
+
+
+def _secrets(from_manifest: list[SecretSpec], given: tuple[str, ...]) -> tuple[SecretSpec, ...]:
+    """The manifest's secrets (files relative to the project) and --secret ones (relative to here); same id: --secret."""
+    by_id = {s.id: s for s in from_manifest}
+    for text in given:
+        spec = SecretSpec.parse(text)
+        if spec.src is not None:
+            spec = spec.model_copy(update={"src": str(Path(spec.src).resolve())})
+        by_id[spec.id] = spec
+    return tuple(by_id.values())
+
+
+def build(options: BuildOptions) -> BuildResult:
+    started = time.monotonic()
+    store = Store(default_store_dir())
+    prepared = None
+    try:
+        prepared = prepare(options, store)
+        ctx, plan = prepared.ctx, prepared.plan
+        records = []
+        for layer in plan.layers:
+            if layer.record is None:
+                layer.record = _build_layer(ctx, layer, options.progress)
+            records.append(layer.record)
+        report = None
+        if options.validate:
+            options.progress.step("importing DAGs in the sandbox")
+            report = check_dags(ctx, plan, astro_tests=options.astro_tests)
+            if report.failed and not options.force:
+                raise ValidationFailed(report)
+        image = assemble(store, ctx.base, plan.config, records, plan.history, ctx.epoch)
+        oci_dir = (options.oci_dir or prepared.output_dir / "image").resolve()
+        options.progress.step(f"writing the OCI layout {oci_dir}")
+        write_layout(store, image, oci_dir)
+        name = image_name(ctx.project, ctx.manifest.name)
+        archive = None
+        if options.archive is not None:
+            archive = options.archive.resolve()
+            options.progress.step(f"writing the archive {archive}")
+            write_archive(store, image, archive, f"{name}:{image.tag}")
+        lock_changed = False if options.locked else prepared.lock.write(ctx.project / ctx.manifest.lockfile)
+        result = _result(prepared, image, oci_dir, archive, time.monotonic() - started, name, lock_changed)
+        result.validation = report.to_json() if report else None
+        result.validation_skipped = options.skip_reason
+        _record(prepared, result, options, image, oci_dir)
+        return result
+    finally:
+        _end(prepared, store)
+
+
+def _end(prepared: "Prepared | None", store: Store) -> None:
+    """Run what the build's steps left to clean up (engine staging), then release the store."""
+    try:
+        for cleanup in reversed(prepared.ctx.cleanups if prepared else []):
+            cleanup()
+    finally:
+        store.close()
+
+
+def plan_only(options: BuildOptions) -> BuildResult:
+    started = time.monotonic()
+    store = Store(default_store_dir())
+    try:
+        prepared = prepare(options, store)
+        prepared.statcache.save()
+        name = image_name(prepared.ctx.project, prepared.ctx.manifest.name)
+        return _result(prepared, None, None, None, time.monotonic() - started, name, False)
+    finally:
+        store.close()
+
+
+def _build_layer(ctx: BuildContext, layer, progress: Progress):
+    store = ctx.store
+    with store.building(layer.key):
+        stored = store.get_layer(layer.key)  # another build may have made it while we waited
+        if stored is not None:
+            record = store.get_compressed(stored.diff_id, ctx.codec.cache_id)
+            if record is not None:
+                return record
+        progress.step(f"building layer {layer.step.step}: {layer.reason}")
+        try:
+            record = store_layer(store, ctx.codec, layer.step.make_items(), ctx.epoch)
+        except FileChangedError as exc:
+            raise BuildError(str(exc)) from None
+        finally:
+            if layer.step.cleanup is not None:
+                layer.step.cleanup()
+        store.put_layer(layer.key, record)
+        return record
+
+
+def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, archive: Path | None,
+            duration: float, name: str, lock_changed: bool) -> BuildResult:
+    base = prepared.ctx.base
+    triggers = sorted(prepared.ctx.onbuild_report, key=lambda entry: entry["index"])
+    layers = [LayerResult("base", None, r.diff_id, r.digest, r.size, True, f"base image {base.description}")
+              for r in base.layers]
+    for layer in prepared.plan.layers:
+        record = layer.record
+        layers.append(LayerResult(layer.step.step, layer.key, record.diff_id if record else None,
+                                  record.digest if record else None, record.size if record else None,
+                                  layer.cached, layer.reason, layer.files_read))
+    return BuildResult(
+        manifest_digest=image.manifest_digest if image else None,
+        config_digest=image.config_digest if image else None,
+        tag=image.tag if image else None,
+        oci_layout=str(oci_dir) if oci_dir else None,
+        archive=str(archive) if archive else None,
+        duration_s=round(duration, 4),
+        layers=layers,
+        image_name=name,
+        lock_changed=lock_changed,
+        notes=[onbuild.note(entry) for entry in triggers] + list(prepared.ctx.notes),
+        onbuild=triggers,
+        engine=prepared.ctx.engine.summary() if prepared.ctx.engine else None,
+    )
+
+
+def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, image: BuiltImage, oci_dir: Path) -> None:
+    """Remember this build: stat cache, per-step state (for reasons next time), the result, the no-op stamp."""
+    prepared.statcache.save()
+    state = PreviousBuild({layer.step.step: layer.state() for layer in prepared.plan.layers})
+    if state != prepared.previous:
+        state.save(prepared.output_dir / "state.json")
+    atomic_write_bytes(prepared.output_dir / "build.json",
+                       json.dumps(masking.value(result.to_json()), indent=2).encode(), fsync=False)
+    inputs = prepared.inputs
+    if inputs.base.floating:  # a registry tag may move: the next build asks the registry again
+        (prepared.output_dir / stamp.STAMP).unlink(missing_ok=True)
+        return
+    extra_paths = [str(inputs.project / MANIFEST_NAME), str(inputs.dockerfile.path), str(inputs.lock_path),
+                   str(inputs.project / DOCKERIGNORE_NAME), str(inputs.project / "airflow_settings.yaml"),
+                   *inputs.base.source_files,
+                   *sorted(str(p) for p in rules_dir().glob("*.yaml"))]
+    outputs = [str(oci_dir / "index.json")] + ([result.archive] if result.archive else [])
+    blobs = [str(oci_dir / "blobs" / "sha256" / d.removeprefix("sha256:"))
+             for d in (image.manifest_digest, image.config_digest, *(r.digest for r in image.layers))]
+    stamp.write(prepared.output_dir, prepared.scanned, extra_paths, build_settings(options), result.to_json(),
+                outputs, blobs, options.started_ns, own_writes=(str(inputs.lock_path),) if result.lock_changed else ())
+
+
+def build_settings(options: BuildOptions) -> dict:
+    base = f"{options.base.kind}:{options.base.location}" if options.base else None
+    return stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked,
+                          stamp.validate_setting(options.skip_reason), options.force,
+                          stamp.engine_settings(options.backend, options.build_args, options.secrets))
+
+
+def _ensure_output_dir(path: Path) -> None:
+    path.mkdir(exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        atomic_write_bytes(ignore, b"# airbuild's outputs and caches: never commit them\n*\n", fsync=False)
+
+
+def image_name(project: Path, configured: str | None) -> str:
+    return configured or default_name(project)
+
+
+def parse_dags(options: BuildOptions):
+    """`airbuild parse`: the environment layers built (or found in the store), then the DAGs imported."""
+    with _environment(options) as prepared:
+        options.progress.step("importing DAGs in the sandbox")
+        return check_dags(prepared.ctx, prepared.plan, astro_tests=True)
+
+
+def run_tests(options: BuildOptions, pytest_args: list[str], to_stderr: bool = False) -> int:
+    """`airbuild test`: the project's tests/ with pytest, in the DAG sandbox; pytest's exit code."""
+    from builder.engine.gate import validation_inputs
+    from builder.validate.run import run_project_tests
+
+    with _environment(options) as prepared:
+        return run_project_tests(validation_inputs(prepared.ctx, prepared.plan), pytest_args, to_stderr)
+
+
+def run_dag(options: BuildOptions, dag_id: str, conf: dict, network: bool, timeout_s: float):
+    """`airbuild run`: the environment built (cached), then one DAG run in the sandbox."""
+    from builder.engine.gate import validation_inputs
+    from builder.validate.dag_run import run_dag as run_in_sandbox
+
+    with _environment(options) as prepared:
+        options.progress.step(f"running {dag_id} in the sandbox")
+        return run_in_sandbox(validation_inputs(prepared.ctx, prepared.plan), dag_id, conf, network, timeout_s)
+
+
+@contextlib.contextmanager
+def _environment(options: BuildOptions):
+    """A prepared build whose environment layers (everything but the project's files) are in the store."""
+    store = Store(default_store_dir())
+    prepared = None
+    try:
+        prepared = prepare(options, store)
+        layers = prepared.plan.layers
+        last = max((i for i, layer in enumerate(layers) if not layer.step.project_content), default=-1)
+        for layer in layers[:last + 1]:  # project files under an environment layer (a RUN) are built too
+            if layer.record is None:
+                layer.record = _build_layer(prepared.ctx, layer, options.progress)
+        if not options.locked:  # what was resolved is pinned, as a build pins it: the next run resolves nothing
+            prepared.lock.write(prepared.ctx.project / prepared.ctx.manifest.lockfile)
+        yield prepared
+        prepared.statcache.save()
+    finally:
+        _end(prepared, store)

@@ -1,0 +1,116 @@
+"""The rule engine: rules -> steps -> layers keyed by content, chained to their parents.
+
+key = sha256(rule config incl. name and version, input Merkle root, parent key, platform,
+layer mtime). A key found in the store is reused without reading or writing layer bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+from builder.actions.dockerfile.action import dockerfile_action
+from builder.actions.files import files_action
+from builder.actions.debian import system_packages_action
+from builder.actions.python.action import python_action
+from builder.oci.config import ContainerConfig
+from builder.project.manifest import RuleSpec
+from builder.engine.state import PreviousBuild, StepState
+from builder.engine.steps import ActionResult, BuildContext, ConfigStep, LayerStep
+from builder.store.store import LayerRecord
+
+KEY_FORMAT = 1
+
+ACTIONS: dict[str, Callable[[RuleSpec, BuildContext, ContainerConfig], ActionResult]] = {
+    "files": files_action,
+    "dockerfile": dockerfile_action,
+    "system-packages": system_packages_action,
+    "python-requirements": python_action,
+}
+
+
+@dataclass
+class PlannedLayer:
+    step: LayerStep
+    key: str
+    parent_key: str
+    record: LayerRecord | None   # from the store, or once built
+    reason: str
+    cached: bool = False         # the store had it when planned
+    files_read: int = 0
+
+    def state(self) -> StepState:
+        return StepState(key=self.key, parent_key=self.parent_key, config_hash=self.step.config_hash,
+                         leaves={e.relpath: e.identity for e in self.step.entries})
+
+
+@dataclass
+class Plan:
+    layers: list[PlannedLayer]
+    history: list[dict]          # our history entries, in order, layers and config steps alike
+    config: ContainerConfig
+    base_key: str
+    config_steps: list[ConfigStep] = field(default_factory=list)
+
+
+def layer_key(step: LayerStep, parent_key: str, ctx: BuildContext) -> str:
+    material = {"format": KEY_FORMAT, "config": step.config, "inputs": step.input_hash, "parent": parent_key,
+                "platform": str(ctx.platform), "mtime": ctx.epoch}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig, previous: PreviousBuild,
+              hashed_paths: set[str]) -> Plan:
+    parent_key = hashlib.sha256(f"base|{ctx.base.digest}|{ctx.platform}".encode()).hexdigest()
+    base_key = parent_key
+    config = initial
+    layers: list[PlannedLayer] = []
+    history: list[dict] = []
+    for rule in rules:
+        result = ACTIONS[rule.action](rule, ctx, config)
+        config = result.config
+        for step in result.steps:
+            if isinstance(step, ConfigStep):
+                history.append({"created_by": step.created_by, "empty_layer": True})
+                continue
+            step.below = tuple(layers)
+            key = layer_key(step, parent_key, ctx)
+            stored = ctx.store.get_layer(key)
+            record = ctx.store.get_compressed(stored.diff_id, ctx.codec.cache_id) if stored else None
+            planned = PlannedLayer(step, key, parent_key, record, "", cached=record is not None)
+            planned.reason = "unchanged" if record else explain(planned, previous.steps.get(step.step), stored)
+            planned.files_read = sum(1 for e in step.entries if e.relpath in hashed_paths)
+            layers.append(planned)
+            history.append({"created_by": step.created_by})
+            parent_key = key
+    return Plan(layers=layers, history=history, config=config, base_key=base_key)
+
+
+def explain(layer: PlannedLayer, before: StepState | None, stored: LayerRecord | None) -> str:
+    """Why a layer must be built, in words a user can act on."""
+    if before is None:
+        return "new layer (no earlier build of this project)"
+    if before.key == layer.key:
+        return "not in the store" if stored is None else "not in the store for this compression codec"
+    now = {e.relpath: e.identity for e in layer.step.entries}
+    changed = sorted(p for p in now if p in before.leaves and before.leaves[p] != now[p])
+    added = sorted(p for p in now if p not in before.leaves)
+    removed = sorted(p for p in before.leaves if p not in now)
+    parts = [f"{verb}: {_first(paths)}" for verb, paths in (("changed", changed), ("added", added),
+                                                           ("removed", removed)) if paths]
+    if parts:
+        return "; ".join(parts)
+    if before.config_hash != layer.step.config_hash:
+        return "rule configuration changed"
+    if before.parent_key != layer.parent_key:
+        return "a layer below it changed"
+    return "build settings changed (platform or SOURCE_DATE_EPOCH)"
+
+
+def _first(paths: list[str], shown: int = 3) -> str:
+    more = f" (+{len(paths) - shown} more)" if len(paths) > shown else ""
+    return ", ".join(paths[:shown]) + more
+
+

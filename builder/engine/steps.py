@@ -1,0 +1,81 @@
+"""What a rule's action yields: layer steps (content) and config steps (image settings)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from builder.bases.resolve import BaseImage
+from builder.layers.compress import Codec
+from builder.oci.config import ContainerConfig
+from builder.project.dockerfile import Dockerfile
+from builder.layers.tar import LayerItem
+from builder.project.lock import LockState
+from builder.project.manifest import Manifest, SecretSpec
+from builder.oci.descriptors import Platform
+from builder.bases.accounts import Ownership
+from builder.store.store import Store
+from builder.project.tree import Entry, ProjectTree
+
+
+@dataclass
+class BuildContext:
+    project: Path
+    manifest: Manifest
+    manifest_path: Path | None
+    dockerfile: Dockerfile
+    base: BaseImage
+    store: Store
+    tree: ProjectTree
+    platform: Platform
+    codec: Codec
+    epoch: int
+    owner: Ownership
+    variables: dict[str, str]
+    lock: LockState  # pinned sections to reuse; resolving rules record theirs here
+    notes: list[str] = field(default_factory=list)  # for the build output (e.g. skipped maintainer scripts)
+    backend: str = "auto"                   # native | auto | buildkit (see builder/docker/engine.py)
+    sandbox: str | None = None              # for DAG validation, over the manifest's (see builder/validate/sandbox.py)
+    env_file: Path | None = None            # the DAGs' variables (--env), else the project's .env
+    build_args: dict[str, str] = field(default_factory=dict)  # values for the Dockerfile's ARGs
+    secrets: tuple[SecretSpec, ...] = ()    # for RUN --mount=type=secret; never in a key or a layer
+    engine: Any = None                      # builder.engine.EngineSession: found on first use only
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when the build ends, however it ends
+    onbuild: tuple[Any, ...] = ()           # the base's ONBUILD triggers (builder.onbuild.Trigger)
+    onbuild_report: list[dict] = field(default_factory=list)  # what became of each (builder.onbuild.report)
+
+
+@dataclass
+class LayerStep:
+    rule: str
+    step: str                       # unique within the build, e.g. "dags" or "dockerfile:COPY@12"
+    config: dict[str, Any]          # everything besides the inputs that shapes the layer
+    entries: list[Entry]            # the project files it takes
+    input_hash: str                 # Merkle root of `entries`
+    make_items: Callable[[], list[LayerItem]]
+    created_by: str
+    cleanup: Callable[[], None] | None = None  # removes what make_items staged, once the layer is stored
+    project_content: bool = False  # the project's own files (not part of the environment DAGs import against)
+    below: tuple[Any, ...] = ()     # the planned layers under this one (builder.plan.PlannedLayer), set by the plan
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class ConfigStep:
+    rule: str
+    created_by: str
+
+
+Step = LayerStep | ConfigStep
+
+
+@dataclass
+class ActionResult:
+    steps: list[Step]
+    config: ContainerConfig
