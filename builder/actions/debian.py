@@ -17,7 +17,7 @@ from builder.oci.config import ContainerConfig
 from builder.common.errors import InputError
 from builder.project.lock import LockSection
 from builder.project.manifest import RuleSpec
-from builder.engine.steps import ActionResult, BuildContext, LayerStep
+from builder.actions.steps import ActionResult, BuildContext, LayerStep
 
 if TYPE_CHECKING:  # the Debian modules load only for a packages.txt that names packages (~50 ms)
     from builder.debian.repo import AptSource

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import posixpath
+import re
 
+from builder.common.errors import InputError
 from builder.oci.config import ContainerConfig
 from builder.project.ignore import IgnoreRules
 from builder.layers.tar import LayerItem, with_parents
 from builder.project.manifest import RuleSpec
 from builder.bases.accounts import Ownership
-from builder.engine.rules import render
-from builder.engine.steps import ActionResult, BuildContext, LayerStep
+from builder.actions.steps import ActionResult, BuildContext, LayerStep
 from builder.project.tree import Entry, merkle_root
 
 
@@ -40,8 +41,6 @@ def files_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> 
 
 
 def raise_dest(rule: RuleSpec, dest: str) -> None:
-    from builder.common.errors import InputError
-
     raise InputError(f"rule {rule.name!r}: dest must be an absolute path in the image, got {dest!r}")
 
 
@@ -88,3 +87,21 @@ def complete_parents(items: list[LayerItem], owner: Ownership, workdir: str) -> 
         return item
 
     return [owned(i) for i in with_parents(items)]
+
+
+_PLAIN_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def render(template: str, variables: dict[str, str]) -> str:
+    """Jinja2 in rule fields such as `dest: "{{ workdir }}/dags"`."""
+    if "{" not in template:
+        return template
+    plain = _PLAIN_VARIABLE.sub(lambda m: variables.get(m.group(1), m.group(0)), template)
+    if "{" not in plain:  # only plain {{ name }} substitutions: no need to load Jinja2 (~20 ms)
+        return plain
+    import jinja2  # only for a template that is more than plain names: it costs ~20 ms to import
+
+    try:
+        return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(**variables)
+    except jinja2.TemplateError as exc:
+        raise InputError(f"rule template {template!r}: {exc}") from None

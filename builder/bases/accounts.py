@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from builder.layers.read import find_files
-from builder.bases.resolve import BaseImage
+from builder.bases.image import BaseImage
 from builder.common.errors import InputError
 from builder.store.store import Store
 

@@ -16,8 +16,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from builder.bases.image import BaseImage, scratch
 from builder.layers.compress import Codec
-from builder.debian.install import (BaseView, entries_hash, fetch_packages, install, layer_items, resolve_online,
+from builder.debian.install import (HOST_KEYRING, BaseView, entries_hash, fetch_packages, install, layer_items, resolve_online,
                                  sources_json)
 from builder.debian.layer import Tree
 from builder.debian.repo import AptSource, Keyring, dearmor, parse_sources
@@ -57,8 +58,6 @@ def host_mirror(suite: str) -> str | None:
 
 def debian_base(spec: DebianBase, project: Path, store: Store, platform: Platform, codec: Codec,
                 lock: LockState | None, epoch: int, workdir: str = "/usr/local/airflow"):
-    from builder.bases.resolve import BaseImage, scratch
-
     arch = platform.architecture
     mirror = (spec.mirror or host_mirror(spec.suite) or "").rstrip("/")
     if not mirror:
@@ -102,8 +101,6 @@ def _keyring(spec: DebianBase, project: Path) -> Keyring | None:
         if not path.is_file():
             raise InputError(f"base.debian.keyring {spec.keyring!r}: no such file ({path})")
         return Keyring(dearmor(path.read_bytes()), str(path))
-    from builder.debian.install import HOST_KEYRING
-
     return Keyring(HOST_KEYRING.read_bytes(), str(HOST_KEYRING)) if HOST_KEYRING.is_file() else None
 
 

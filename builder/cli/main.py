@@ -1,278 +1,26 @@
-"""The `airbuild` command line."""
+"""`airbuild`: parse the command line, answer a no-op build from its stamp, else run the command.
+
+Errors are one line (exit 1: the build failed, 2: bad input, 70: a bug of ours, with a log), never a
+traceback; secrets are masked in everything printed.
+"""
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
 import sys
+import time
 from pathlib import Path
 
-from builder import __version__
-from builder.common import masking
+from builder.cli.output import print_build, print_validation
+from builder.cli.parser import build_args, make_parser, validation_skipped
+from builder.common import crash, masking
 from builder.common.errors import AirbuildError
+from builder.common.paths import OUTPUT_DIR
+from builder.engine import stamp
+from builder.project.discover import find_project
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-DESCRIPTION = """\
-Build Apache Airflow projects (Astro layout: Dockerfile, packages.txt, requirements.txt,
-dags/, include/, plugins/) into reproducible, content-addressed OCI images, without a
-Docker daemon. Each rule in astro.yaml (or the default set) becomes one layer keyed by
-the hash of its inputs: an unchanged layer is never rebuilt.
-"""
-
-EPILOG = """\
-examples:
-  airbuild init my-project             a new project that builds, parses and tests as written
-  airbuild build                       build the project this directory is in (from dags/ too)
-  airbuild build --base rootfs:base.tar --archive image.tar
-  airbuild plan --json                 which layers would be rebuilt, and why
-  airbuild inspect .airbuild/image     layers, sizes and config of a built image
-  airbuild deploy --target prod        validate, build, push what the registry lacks, tag, record
-  airbuild login registry.example.com  save credentials where Docker keeps them
-
-exit codes: 0 ok, 1 build failed, 2 bad input (manifest, Dockerfile, project, lock), 70 internal error
-  (a bug: the traceback is written to a log file under the cache directory, whose path is printed), 130 interrupted
-environment: AIRBUILD_CACHE_DIR (the shared store), SOURCE_DATE_EPOCH (timestamps, default 0),
-  AIRBUILD_REGISTRY_USERNAME/_PASSWORD or _TOKEN (CI credentials for the deploy target, or for
-  AIRBUILD_REGISTRY_HOST), AIRBUILD_CA_BUNDLE (extra trusted CAs), DOCKER_CONFIG (where config.json is)
-"""
-
-
-BASE_HELP = ("override the base image (astro.yaml's `base`, the Dockerfile's FROM): image:REF, oci:DIR[:TAG|@DIGEST], "
-             "archive:FILE, rootfs:FILE or debian:SUITE[:PACKAGE,...] (built from Debian's packages, e.g. "
-             "debian:bookworm:python3,ca-certificates)")
-
-
-PROJECT_HELP = ("the Airflow project directory (default: the nearest directory from here up with an astro.yaml, or "
-                "with a Dockerfile and dags/, so commands work from dags/ or any directory below the project)")
-
-
-def _project_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("project", nargs="?", type=Path, help=PROJECT_HELP)
-
-
-def _project_args(parser: argparse.ArgumentParser) -> None:
-    _project_arg(parser)
-    parser.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
-    parser.add_argument("--locked", action="store_true",
-                        help="build exactly what astro.lock pins; fail (exit 2) if the inputs no longer match it")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
-    _engine_args(parser)
-
-
-def _engine_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=("auto", "native", "buildkit"),
-                        help="how the Dockerfile's instructions are built (default: astro.yaml's `backend`, else "
-                             "auto): auto runs RUN in BuildKit and everything else natively; buildkit also its "
-                             "COPY; native refuses RUN")
-    parser.add_argument("--build-arg", metavar="NAME[=VALUE]", action="append", default=[],
-                        help="a value for the Dockerfile's ARG NAME (repeatable; NAME alone takes it from the "
-                             "environment), over astro.yaml's build_args")
-    parser.add_argument("--secret", metavar="id=ID,src=FILE", action="append", default=[],
-                        help="a build secret for RUN --mount=type=secret,id=ID: a file (src=) or an environment "
-                             "variable (env=); repeatable; never stored in a layer or a key")
-
-
-def build_args(values: list[str]) -> dict[str, str]:
-    """--build-arg values, as Docker reads them: NAME=VALUE, or NAME taking the environment's value if set."""
-    import os
-
-    out: dict[str, str] = {}
-    for text in values:
-        name, sep, value = text.partition("=")
-        if sep:
-            out[name] = value
-        elif name in os.environ:
-            out[name] = os.environ[name]
-    return out
-
-
-def _sandbox_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sandbox", choices=("auto", "bwrap", "docker", "none"),
-                        help="where DAG files are imported (default: astro.yaml's validation.sandbox, else auto): "
-                             "auto uses bubblewrap, else `docker run --network none --read-only`, else stops "
-                             "with an error")
-    parser.add_argument("--no-sandbox", dest="sandbox", action="store_const", const="none",
-                        help="import DAG files unconfined, with your rights on this machine (same as --sandbox none)")
-
-
-RUN_EXAMPLES = """\
-examples:
-  airbuild run example_etl
-  airbuild run example_etl --conf '{"day": "2024-01-01"}'
-  airbuild run example_etl --network none --json
-"""
-
-
-def _env_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-e", "--env", metavar="FILE", type=Path, dest="env_file",
-                        help="variables for the DAGs' environment, in docker's env-file syntax (default: the "
-                             "project's .env, as `astro dev parse` reads it); never in a layer, masked in output")
-
-
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="airbuild", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"airbuild {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    build = commands.add_parser("build", help="build the project into an OCI image",
-                                description="Build the project into an OCI image layout (default "
-                                            ".airbuild/image/) and optionally a docker-loadable tarball.")
-    _project_args(build)
-    build.add_argument("--oci", metavar="DIR", type=Path, help="write the OCI image layout here")
-    build.add_argument("--archive", metavar="FILE", type=Path,
-                       help="also write one tarball that `docker load` and OCI tools (skopeo, umoci) accept")
-    build.add_argument("--no-validate", action="store_true",
-                       help="do not import the DAGs in the sandbox first (also: ASTRONOMER_SKIP_PARSE=true, or "
-                            "skip_parse: true in .astro/config.yaml, as the Astro CLI reads them)")
-    build.add_argument("--force", action="store_true", help="write the image even if DAGs fail to import")
-    _sandbox_args(build)
-
-    parse = commands.add_parser(
-        "parse", help="import every DAG file in a sandbox against the image's Python environment",
-        description="Build the image's environment (cached), then import each DAG file in a sandbox "
-                    "(bubblewrap, else Docker) "
-                    "(read-only root, no network, limits per file), only the files that changed since the last "
-                    "run. Reports import errors, cycles, duplicate task ids and duplicate dag_ids across files.")
-    _project_args(parse)
-    parse.add_argument("--junit", metavar="FILE", type=Path, help="also write a JUnit XML report for CI")
-    _sandbox_args(parse)
-    _env_arg(parse)
-
-    watch = commands.add_parser(
-        "watch", help="rebuild and validate on every save; optionally load or deploy each good image",
-        description="Watch the project and build on every change: only changed files are re-read, only "
-                    "changed layers rebuilt, only changed DAG files imported (by a sandboxed Airflow kept "
-                    "running). Bursts of writes make one build; changes during a build make the next one. "
-                    "A failing build keeps the last good image. Ctrl-C stops cleanly.")
-    _project_arg(watch)
-    watch.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
-    shipping = watch.add_mutually_exclusive_group()
-    shipping.add_argument("--load", action="store_true", help="docker load each new image")
-    shipping.add_argument("--deploy", metavar="TARGET", help="push each new image to this target of astro.yaml")
-    watch.add_argument("--no-validate", action="store_true", help="do not import the DAGs in the sandbox")
-    _sandbox_args(watch)
-    _env_arg(watch)
-    watch.add_argument("--json", action="store_true",
-                       help='one JSON object per line: {"event": "build", "manifest_digest", "latency_s", '
-                            '"changed", "rebuilt_layers", "errors", ...}')
-
-    test = commands.add_parser(
-        "test", help="run the project's tests/ with pytest in the DAG sandbox",
-        description="Run pytest (installed in the image: add it to requirements.txt) on the project's tests/, "
-                    "against the image's environment, in the same sandbox as DAG parsing. Arguments after -- go "
-                    "to pytest (airbuild test -- -k dags -x). Exits with pytest's code.")
-    _project_arg(test)
-    test.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
-    _engine_args(test)
-    _sandbox_args(test)
-    _env_arg(test)
-
-
-    run = commands.add_parser(
-        "run", help="run one DAG end to end in the image's environment (like `astro run`, without Docker)",
-        description="Build the image's environment (cached), then run DAG_ID once, every task in order as "
-                    "`airflow dags test` does, in the sandbox: the project's dags/, plugins/ and include/ "
-                    "read-only, a private AIRFLOW_HOME with a fresh SQLite database, connections and "
-                    "variables from your environment, the project's .env and airflow_settings.yaml. The "
-                    "network is on (a run talks to its services) unless --network none. Prints each task's "
-                    "state and the end of the log of those that failed; exits 0 only if the run succeeded.",
-        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("dag_id", help="the DAG to run")
-    _project_arg(run)
-    run.add_argument("--conf", metavar="JSON", default="{}", help="the run's configuration (dag_run.conf), a JSON "
-                                                                  "object")
-    run.add_argument("--network", choices=("host", "none"), default="host",
-                     help="host (default): the run reaches what this machine reaches; none: no network")
-    run.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
-                     help="stop the run after this long (default 3600)")
-    run.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
-    run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    _engine_args(run)
-    _sandbox_args(run)
-    _env_arg(run)
-
-    plan = commands.add_parser("plan", help="show the layers a build would produce, and why each would be rebuilt",
-                               description="Compute every layer's key and compare with the store, without "
-                                           "building anything.")
-    _project_args(plan)
-
-    lock = commands.add_parser("lock", help="write astro.lock from the current inputs",
-                               description="Resolve what would float (the base image's digest) and pin it in "
-                                           "astro.lock. Commit the file; build with --locked in CI.")
-    _project_arg(lock)
-    lock.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
-    lock.add_argument("--upgrade", action="store_true", help="re-resolve every pinned package to the newest allowed")
-    lock.add_argument("--upgrade-package", metavar="NAME", action="append", default=[],
-                      help="re-resolve only this package (repeatable); others stay pinned where they can")
-    lock.add_argument("--json", action="store_true", help="print the lock as JSON")
-
-    inspect = commands.add_parser("inspect", help="show an image's layers, sizes, digests and config",
-                                  description="Read an OCI image layout directory or an image tarball.")
-    inspect.add_argument("image", nargs="?", type=Path,
-                         help="OCI layout directory or tarball (default: the project's .airbuild/image, the project "
-                              "found as for build)")
-    inspect.add_argument("--json", action="store_true", help="print JSON")
-    init = commands.add_parser(
-        "init", help="create an Astro-layout project that builds, parses and tests as written",
-        description="Write a new project into DIR (default: here; created if missing): Dockerfile, astro.yaml with a "
-                    "Debian base (no Docker or registry needed), requirements.txt (Airflow, pytest), packages.txt, "
-                    "an example DAG, tests/dags/, .dockerignore with Astro's defaults, .gitignore, .env, "
-                    "airflow_settings.yaml, .astro/config.yaml and the Astro CLI's DAG integrity test. Existing "
-                    "files are never overwritten: if any is there, nothing is written (exit 2).")
-    init.add_argument("directory", nargs="?", default=Path("."), type=Path, help="where (default: here)")
-    init.add_argument("--name", help="the image name (astro.yaml `name`; default: the directory's name)")
-    init.add_argument("--json", action="store_true", help="print the project and the files written as JSON")
-    _registry_parsers(commands)
-    return parser
-
-
-def _registry_parsers(commands) -> None:
-    deploy = commands.add_parser(
-        "deploy", help="validate, build and push the image to a registry target",
-        description="Check the DAG files compile (and with --pytest run tests/), build, push only the blobs the "
-                    "registry lacks, tag with the reproducible deploy-<digest> tag and the target's tags, print "
-                    "the pushed reference and append a record to .airbuild/deploys.jsonl. A dirty git tree, "
-                    "DAG errors and failing tests refuse the deploy (exit 2) unless --force.")
-    _project_args(deploy)
-    where = deploy.add_mutually_exclusive_group()
-    where.add_argument("--target", metavar="NAME", help="a target from astro.yaml's `targets` (default: the only one)")
-    where.add_argument("--to", metavar="HOST/REPO", help="push here instead of a named target")
-    deploy.add_argument("--insecure", action="store_true",
-                        help="with --to: allow plain HTTP and unverified TLS (loopback registries always may)")
-    deploy.add_argument("--force", action="store_true",
-                        help="deploy despite a dirty git tree, DAG errors or failing tests")
-    deploy.add_argument("--pytest", action="store_true", help="run the project's tests/ with pytest first")
-    deploy.add_argument("--no-validate", action="store_true",
-                        help="do not import the DAGs in the sandbox (as ASTRONOMER_SKIP_PARSE=true or skip_parse: "
-                             "true in .astro/config.yaml, which deploy and build also honour)")
-    _sandbox_args(deploy)
-    deploy.add_argument("--dags", action="store_true",
-                        help="DAG-only deploy: replace the DAG layer of the target's current image (its first "
-                             "tag, else the last deploy recorded here) and push that layer, config and manifest")
-    deploy.add_argument("--description", metavar="TEXT", help="recorded with the deploy (default: the last commit "
-                                                              "message)")
-    deploy.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
-
-    login = commands.add_parser("login", help="save credentials for a registry (checked against it first)",
-                                description="Ask for a password (or read it with --password-stdin), check the "
-                                            "credentials against the registry, and store them where Docker does: "
-                                            "the configured credential helper, else ~/.docker/config.json (0600).")
-    login.add_argument("registry", help="host[:port]")
-    login.add_argument("-u", "--username", help="user name (asked for when not given)")
-    login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    login.add_argument("--insecure", action="store_true", help="allow plain HTTP and unverified TLS")
-    login.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
-
-    logout = commands.add_parser("logout", help="remove saved credentials for a registry")
-    logout.add_argument("registry", help="host[:port]")
-
-    history = commands.add_parser("history", help="list the deploys recorded in .airbuild/deploys.jsonl")
-    _project_arg(history)
-    history.add_argument("--target", metavar="NAME", help="only this target's deploys")
-    history.add_argument("-n", "--limit", type=int, default=20, help="show the last N (default 20; 0: all)")
-    history.add_argument("--json", action="store_true", help="print a JSON list")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,12 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        return COMMANDS[args.command](_with_project(args))
+        args = _with_project(args)
+        if args.command == "build" and _answered_by_stamp(args):
+            return EXIT_OK
+        # The commands import every stage (pydantic, the engine, the registry client...): only now that
+        # one has to run; an unchanged project's build was answered above without them.
+        commands = importlib.import_module("builder.cli.commands")
+        return commands.COMMANDS[args.command](args)
     except AirbuildError as exc:
         report = getattr(exc, "report", None)
         if report is not None and not getattr(args, "json", False):
-            from builder.cli.output import print_validation
-
             print_validation(report.to_json())
         _error(exc.render(), getattr(args, "json", False), exc.exit_code,
                {"validation": report.to_json()} if report is not None else {})
@@ -311,21 +63,31 @@ def main(argv: list[str] | None = None) -> int:
 def _with_project(args):
     """The project a command without a PROJECT argument works on: the nearest one from here up."""
     if "project" in args and args.project is None:
-        from builder.project.discover import find_project
-
         args.project = find_project(Path.cwd())
     if args.command == "inspect" and args.image is None:
-        from builder.project.discover import find_project
-        from builder.common.paths import OUTPUT_DIR
-
         args.image = find_project(Path.cwd()) / OUTPUT_DIR / "image"
     return args
 
 
+def _answered_by_stamp(args) -> bool:
+    """An unchanged project's build, printed from the last build's stamp (and the walk it made kept for
+    the build that runs otherwise)."""
+    args.started_ns = time.time_ns()
+    settings = stamp.settings(args.project.resolve(), args.base, args.oci, args.archive, args.locked,
+                              stamp.validate_setting(validation_skipped(args)), args.force,
+                              stamp.engine_settings(args.backend, build_args(args.build_arg), tuple(args.secret)))
+    result, args.scanned = stamp.try_noop(args.project.resolve(), settings)
+    if result is None:
+        return False
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_build(result)
+    return True
+
+
 def _internal_error(exc: Exception, argv: list[str], as_json: bool) -> int:
     """`airbuild: internal error: Type: message`, the traceback in a log file (builder/common/crash.py), exit 70."""
-    from builder.common import crash
-
     log = crash.write_log(exc, argv)
     message = crash.summary(exc)
     if as_json:
@@ -338,251 +100,3 @@ def _error(message: str, as_json: bool, code: int, extra: dict | None = None) ->
     if as_json:
         print(json.dumps({"error": message, "exit_code": code, **(extra or {})}))
     print(f"airbuild: error: {message}", file=sys.stderr)
-
-
-def _options(args):
-    from builder.engine.build import BuildOptions
-    from builder.project.manifest import BaseSource
-    from builder.common.progress import Progress
-
-    skipped = _validation_skipped(args)
-    return BuildOptions(
-        project=args.project,
-        oci_dir=getattr(args, "oci", None),
-        archive=getattr(args, "archive", None),
-        locked=getattr(args, "locked", False),
-        upgrade=True if getattr(args, "upgrade", False) else frozenset(getattr(args, "upgrade_package", []) or []) or False,
-        base=BaseSource.parse(args.base) if args.base else None,
-        validate=skipped is None,
-        validation_skipped=skipped,
-        force=getattr(args, "force", False),
-        progress=Progress(None if not args.json else False),
-        backend=getattr(args, "backend", None),
-        build_args=build_args(getattr(args, "build_arg", [])),
-        secrets=tuple(getattr(args, "secret", [])),
-        sandbox=getattr(args, "sandbox", None),
-        env_file=getattr(args, "env_file", None),
-    )
-
-
-def _validation_skipped(args) -> str | None:
-    """Why this command does not import the DAGs: --no-validate; for build and deploy also Astro's skip-parse."""
-    if args.command in ("build", "deploy"):
-        from builder.project.skip_parse import reason
-
-        return reason(args.project.resolve(), args.no_validate)
-    return "--no-validate" if getattr(args, "no_validate", False) else None
-
-
-def cmd_build(args) -> int:
-    import time
-
-    from builder.engine import stamp
-
-    started_ns = time.time_ns()
-    # An unchanged project is answered from the last build's stamp, before the heavy imports.
-    settings = stamp.settings(args.project.resolve(), args.base, args.oci, args.archive, args.locked,
-                              stamp.validate_setting(_validation_skipped(args)), args.force,
-                              stamp.engine_settings(args.backend, build_args(args.build_arg), tuple(args.secret)))
-    result, scanned = stamp.try_noop(args.project.resolve(), settings)
-    if result is None:
-        from builder.engine.build import build
-
-        options = _options(args)
-        options.scanned, options.started_ns = scanned, started_ns
-        result = build(options).to_json()
-    _print_result(result, args.json, planned=False)
-    return EXIT_OK
-
-
-def cmd_parse(args) -> int:
-    from builder.engine.build import parse_dags
-
-    report = parse_dags(_options(args))
-    if args.junit:
-        from builder.cli.junit import write_junit
-
-        write_junit(report, args.junit)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        from builder.cli.output import print_validation
-
-        print_validation(report.to_json())
-    return EXIT_FAILED if report.failed else EXIT_OK
-
-
-def cmd_watch(args) -> int:
-    from builder.watch import WatchOptions, watch
-
-    return watch(args.project, WatchOptions(build_options=lambda: _options(args), load=args.load,
-                                            deploy_target=args.deploy, json_lines=args.json))
-
-
-def cmd_test(args) -> int:
-    from builder.engine.build import run_tests
-
-    args.json = False
-    return run_tests(_options(args), args.passthrough)
-
-
-def cmd_run(args) -> int:
-    from builder.engine.build import run_dag
-    from builder.common.errors import InputError
-
-    try:
-        conf = json.loads(args.conf)
-    except ValueError as exc:
-        raise InputError(f"--conf is not JSON: {exc}") from None
-    if not isinstance(conf, dict):
-        raise InputError("--conf must be a JSON object, e.g. '{\"key\": \"value\"}'")
-    result = run_dag(_options(args), args.dag_id, conf, network=args.network == "host", timeout_s=args.timeout)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        from builder.cli.output import print_dag_run
-
-        print_dag_run(result.to_json())
-    return EXIT_OK if result.succeeded else EXIT_FAILED
-
-
-def cmd_plan(args) -> int:
-    from builder.engine.build import plan_only
-
-    _print_result(plan_only(_options(args)).to_json(), args.json, planned=True)
-    return EXIT_OK
-
-
-def _print_result(result: dict, as_json: bool, planned: bool) -> None:
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    from builder.cli.output import print_build, print_plan
-
-    (print_plan if planned else print_build)(result)
-
-
-def cmd_lock(args) -> int:
-    from builder.engine.build import write_lock
-
-    lock, path, changed = write_lock(_options(args))
-    if args.json:
-        print(lock.to_bytes().decode())
-    else:
-        print(f"{path}: {'updated' if changed else 'unchanged'} (base {lock.base.source} at {lock.base.digest})")
-    return EXIT_OK
-
-
-def cmd_inspect(args) -> int:
-    from builder.oci.inspect import inspect_image
-    from builder.cli.output import print_inspect
-
-    info = inspect_image(args.image)
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        print_inspect(info)
-    return EXIT_OK
-
-
-def cmd_deploy(args) -> int:
-    from builder.deploy.deploy import DeployOptions, deploy
-
-    result = deploy(DeployOptions(
-        build=_options(args), target=args.target, to=args.to, insecure=args.insecure, pytest=args.pytest,
-        dags_only=args.dags, description=args.description, ca_bundle=args.ca_bundle))
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-        return EXIT_OK
-    from builder.cli.output import human_size
-
-    for warning in result.warnings:
-        print(f"airbuild: warning: {warning}", file=sys.stderr)
-    if result.validation_skipped:
-        print(f"DAGs not validated: parse skipped ({result.validation_skipped})")
-    print(f"deployed to {result.target} in {result.duration_s:.2f}s: {result.blobs_uploaded} blob(s) uploaded "
-          f"({human_size(result.bytes_uploaded)}), {result.blobs_mounted} mounted, {result.blobs_skipped} already "
-          f"there; tags {', '.join(result.tags)}")
-    print(result.reference)
-    return EXIT_OK
-
-
-def cmd_login(args) -> int:
-    import getpass
-
-    from builder.common.errors import InputError
-    from builder.registry import docker_config
-    from builder.registry.client import RegistryClient
-    from builder.registry.docker_config import Credential
-    from builder.registry.reference import normalise_registry
-
-    registry = normalise_registry(args.registry)
-    username = args.username
-    if args.password_stdin:
-        if not username:
-            raise InputError("--password-stdin needs --username")
-        password = sys.stdin.read().rstrip("\r\n")
-    else:
-        if not sys.stdin.isatty():
-            raise InputError("no terminal to ask for the password on: use --username and --password-stdin")
-        username = username or input("Username: ").strip()
-        password = getpass.getpass("Password: ")
-    if not username or not password:
-        raise InputError("a user name and a password are both needed")
-    credential = Credential(username, password, source=f"the credentials given for {username}")
-    with RegistryClient(registry, insecure=args.insecure, ca_bundle=args.ca_bundle, credential=credential) as client:
-        how = client.check_credentials()
-    where = docker_config.store(registry, username, password)
-    note = " (the registry asks for no authentication)" if how.startswith("the registry") else ""
-    print(f"login succeeded for {username} at {registry}{note}; credentials saved in {where}")
-    return EXIT_OK
-
-
-def cmd_logout(args) -> int:
-    from builder.registry import docker_config
-    from builder.registry.reference import normalise_registry
-
-    registry = normalise_registry(args.registry)
-    found = docker_config.erase(registry)
-    print(f"removed the credentials for {registry}" if found else f"no credentials were saved for {registry}")
-    return EXIT_OK
-
-
-def cmd_history(args) -> int:
-    from builder.deploy import records as deploy_record
-    from builder.cli.output import human_size
-
-    records = deploy_record.read(args.project.resolve(), args.target)
-    if args.limit:
-        records = records[-args.limit:]
-    if args.json:
-        print(json.dumps(records, indent=2))
-        return EXIT_OK
-    if not records:
-        print("no deploys recorded")
-    for r in records:
-        description = (r.get("description") or "").splitlines()[0:1]
-        print(f"{r['time']}  {r['target']:<12} {r['reference']}  {r['tag']}  "
-              f"{(r.get('git_commit') or '-')[:12]:<12} {human_size(r.get('bytes_uploaded')):>9}  "
-              f"{description[0] if description else ''}")
-    return EXIT_OK
-
-
-def cmd_init(args) -> int:
-    from builder.project.init import init_project
-
-    made = init_project(args.directory, args.name)
-    if args.json:
-        print(json.dumps(made.to_json(), indent=2))
-        return EXIT_OK
-    print(f"created the Airflow project {made.name} in {made.project}:")
-    for path in made.files:
-        print(f"  {path}")
-    print(f"next: cd {made.project} && airbuild build   (then: airbuild parse, airbuild test, "
-          "airbuild deploy --to HOST/REPO)")
-    return EXIT_OK
-
-
-COMMANDS = {"init": cmd_init, "build": cmd_build, "parse": cmd_parse, "test": cmd_test, "run": cmd_run, "watch": cmd_watch, "plan": cmd_plan, "lock": cmd_lock,
-            "inspect": cmd_inspect, "deploy": cmd_deploy, "login": cmd_login, "logout": cmd_logout,
-            "history": cmd_history}

@@ -16,14 +16,13 @@ import traceback
 from pathlib import Path
 
 from builder.common import masking
+from builder.common.paths import default_store_dir
 
 EXIT_INTERNAL = 70
 KEEP = 50
 
 
 def log_dir() -> Path:
-    from builder.store.store import default_store_dir
-
     return default_store_dir() / "logs"
 
 

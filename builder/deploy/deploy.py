@@ -32,7 +32,8 @@ from builder.registry.connect import open_client
 from builder.registry.pull import Puller
 from builder.registry.push import Pusher
 from builder.registry.reference import Reference, parse_reference, parse_repository
-from builder.store.store import LayerRecord, Store, default_store_dir
+from builder.common.paths import default_store_dir
+from builder.store.store import LayerRecord, Store
 from builder.validate.run import ValidationInputs
 
 DAGS_RULE = "dags"

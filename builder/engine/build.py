@@ -35,8 +35,9 @@ from builder.common.progress import Progress
 from builder.engine.rules import rule_list, rules_dir
 from builder.engine.state import PreviousBuild
 from builder.project.statcache import StatCache
-from builder.engine.steps import BuildContext
-from builder.store.store import Store, default_store_dir
+from builder.actions.steps import BuildContext
+from builder.common.paths import default_store_dir
+from builder.store.store import Store
 from builder.project.tree import Scanned, scan_project, walk_project
 
 
@@ -249,7 +250,7 @@ def build(options: BuildOptions) -> BuildResult:
             report = check_dags(ctx, plan, astro_tests=options.astro_tests)
             if report.failed and not options.force:
                 raise ValidationFailed(report)
-        image = assemble(store, ctx.base, plan.config, records, plan.history, ctx.epoch)
+        image = assemble(store, ctx.base.config, ctx.base.layers, plan.config, records, plan.history, ctx.epoch)
         oci_dir = (options.oci_dir or prepared.output_dir / "image").resolve()
         options.progress.step(f"writing the OCI layout {oci_dir}")
         write_layout(store, image, oci_dir)

@@ -11,7 +11,7 @@ from builder.common import masking
 from builder.common.errors import AirbuildError, InputError
 from builder.engine.plan import Plan
 from builder.actions.python.target import detect_python, installed_distributions
-from builder.engine.steps import BuildContext
+from builder.actions.steps import BuildContext
 from builder.validate.run import Limits, Report, ValidationInputs, validate
 from builder.project.yaml_source import load_yaml
 

@@ -18,7 +18,7 @@ from builder.actions.python.action import python_action
 from builder.oci.config import ContainerConfig
 from builder.project.manifest import RuleSpec
 from builder.engine.state import PreviousBuild, StepState
-from builder.engine.steps import ActionResult, BuildContext, ConfigStep, LayerStep
+from builder.actions.steps import ActionResult, BuildContext, ConfigStep, LayerStep
 from builder.store.store import LayerRecord
 
 KEY_FORMAT = 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from builder.common.errors import InputError
@@ -39,21 +38,3 @@ def rule_list(manifest: Manifest, manifest_path: Path | None) -> list[RuleSpec]:
             raise InputError(f"rule {rule.name!r} appears twice in `layers`", path=manifest_path)
         seen.add(rule.name)
     return rules
-
-
-_PLAIN_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-
-
-def render(template: str, variables: dict[str, str]) -> str:
-    """Jinja2 in rule fields such as `dest: "{{ workdir }}/dags"`."""
-    if "{" not in template:
-        return template
-    plain = _PLAIN_VARIABLE.sub(lambda m: variables.get(m.group(1), m.group(0)), template)
-    if "{" not in plain:  # only plain {{ name }} substitutions: no need to load Jinja2 (~20 ms)
-        return plain
-    import jinja2
-
-    try:
-        return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(**variables)
-    except jinja2.TemplateError as exc:
-        raise InputError(f"rule template {template!r}: {exc}") from None

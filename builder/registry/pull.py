@@ -15,6 +15,7 @@ import httpx
 
 from builder.common.errors import InputError
 from builder.oci.descriptors import DOCKER_LIST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, Platform
+from builder.oci.index import INDEX_TYPES, platform_entry
 from builder.registry.auth import repository_scope
 from builder.registry.blob_sources import BlobSources
 from builder.registry.client import RegistryClient, RegistryError, Transient
@@ -23,7 +24,6 @@ from builder.store.store import Store
 
 MANIFEST_TYPES = (MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, DOCKER_LIST_MEDIA_TYPE)
 ACCEPT = ", ".join(MANIFEST_TYPES)
-INDEX_TYPES = (INDEX_MEDIA_TYPE, DOCKER_LIST_MEDIA_TYPE)
 READ = 1 << 20
 
 
@@ -58,16 +58,8 @@ class Puller:
         data = self._manifest(ref, digest, scopes)
         top = digest or sha256(data)
         while _media_type(data, None) in INDEX_TYPES:
-            index = json.loads(data)
-            matching = [m for m in index.get("manifests", []) if platform.matches(m.get("platform", {}))]
-            if not matching:
-                found = sorted({"/".join(filter(None, (m.get("platform", {}).get("os"),
-                                                       m.get("platform", {}).get("architecture"),
-                                                       m.get("platform", {}).get("variant"))))
-                                for m in index.get("manifests", [])})
-                raise InputError(f"base image {ref} has no image for {platform} (it has: {', '.join(found)}); "
-                                 "set `platform` in astro.yaml")
-            data = self._manifest(ref, matching[0]["digest"], scopes)
+            data = self._manifest(ref, platform_entry(json.loads(data), platform, f"base image {ref}")["digest"],
+                                  scopes)
         manifest = json.loads(data)
         config = manifest["config"]
         sources = BlobSources(self.store, ref.registry)

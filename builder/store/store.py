@@ -37,15 +37,6 @@ class LayerRecord:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
 
-def default_store_dir() -> Path:
-    configured = os.environ.get("AIRBUILD_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("airbuild"))
-
-
 class Store:
     def __init__(self, root: Path):
         self.root = root

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-import re
 from typing import TYPE_CHECKING
 
 from builder.bases import onbuild
@@ -19,18 +18,15 @@ from builder.actions.dockerfile.secrets import check_secrets
 from builder.oci.config import ContainerConfig
 from builder.project.dockerfile import Instruction, check_instruction, expand, pairs, parse_arg, unquote
 from builder.common.errors import InputError
-from builder.project.ignore import compile_pattern
 from builder.layers.tar import LayerItem
 from builder.project.manifest import RuleSpec
 from builder.bases.accounts import resolve_owner
-from builder.engine.steps import ActionResult, BuildContext, ConfigStep, LayerStep, Step
-from builder.project.tree import Entry, merkle_root
+from builder.actions.steps import ActionResult, BuildContext, ConfigStep, LayerStep, Step
+from builder.actions.dockerfile.copy_sources import copy_sources
+from builder.project.tree import merkle_root
 
 if TYPE_CHECKING:
     from builder.actions.dockerfile.segment import EngineSegment
-
-_GLOB = re.compile(r"[*?\[]")
-
 
 def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
     args: dict[str, str] = {}
@@ -47,7 +43,8 @@ def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig
         try:
             check_instruction(inst, path, ctx.backend)
             if inst.keyword == "RUN" or (inst.keyword == "COPY" and ctx.backend == "buildkit"):
-                from builder.actions.dockerfile import segment as engine_segment# the engine's modules, only for what needs them
+                # BuildKit's modules (python-on-whales): loaded only for a Dockerfile that needs the engine.
+                from builder.actions.dockerfile import segment as engine_segment
                 from builder.actions.dockerfile.run import engine_step
 
                 if segment is None:
@@ -178,37 +175,3 @@ def _copy(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, inst: Inst
     )
 
 
-def copy_sources(ctx: BuildContext, config: ContainerConfig, inst: Instruction, variables: dict[str, str]):
-    """(sources, absolute destination, [(entries, the directory copied or None, target)], every entry taken)."""
-    *sources, dest = [expand(a, variables) for a in inst.args]
-    dest_abs = posixpath.join(config.workdir or "/", dest)
-    into_dir = dest.endswith("/") or len(sources) > 1
-    selections: list[tuple[list[Entry], str | None, str]] = []  # (entries, the dir copied or None, target)
-    for source in sources:
-        matches = _match(ctx, source)
-        if not matches:
-            raise InputError(f"COPY source {source!r} is not in the build context (missing, or excluded by "
-                             ".dockerignore)")
-        for entry in matches:
-            if entry.kind == "dir":
-                base = "" if entry.relpath == "." else entry.relpath
-                inner = [e for e in ctx.tree.select(base or ".", None) if e.relpath != entry.relpath]
-                selections.append((inner, base, dest_abs))
-            else:
-                single = not into_dir and len(matches) == 1
-                target = dest_abs if single else posixpath.join(dest_abs, posixpath.basename(entry.relpath))
-                selections.append(([entry], None, target))
-    all_entries = sorted({e.relpath: e for entries, _, _ in selections for e in entries}.values(),
-                         key=lambda e: e.relpath)
-    return sources, dest_abs, selections, all_entries
-
-
-def _match(ctx: BuildContext, source: str) -> list[Entry]:
-    clean = posixpath.normpath(source.lstrip("/")) if source.strip("/") else "."
-    if clean == ".":
-        return [Entry(".", "dir", 0o755)]
-    if _GLOB.search(clean):
-        regex = compile_pattern(clean)
-        return [e for path, e in sorted(ctx.tree.entries.items()) if regex.match(path)]
-    entry = ctx.tree.entries.get(clean)
-    return [entry] if entry else []

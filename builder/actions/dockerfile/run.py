@@ -14,9 +14,10 @@ from builder.layers import normalise as layer_normalise
 from builder.oci.config import ContainerConfig
 from builder.project.dockerfile import Instruction
 from builder.project.manifest import RuleSpec
+from builder.actions.dockerfile.copy_sources import copy_sources
 from builder.actions.dockerfile.run_paths import used_entries
 from builder.actions.dockerfile.segment import EngineSegment
-from builder.engine.steps import BuildContext, LayerStep
+from builder.actions.steps import BuildContext, LayerStep
 from builder.project.tree import merkle_root
 
 
@@ -35,8 +36,6 @@ def engine_step(segment: EngineSegment, rule: RuleSpec, ctx: BuildContext, confi
         created_by=inst.original,
     )
     if inst.keyword == "COPY":
-        from builder.actions.dockerfile.action import copy_sources
-
         sources, dest, _, entries = copy_sources(ctx, config, inst, variables)
         step.config.update(sources=sources, dest=dest, engine="buildkit")
         step.entries, step.input_hash = entries, merkle_root(entries, "")

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from builder.common import masking
 from builder.common.errors import InputError
-from builder.engine.steps import BuildContext
+from builder.actions.steps import BuildContext
 
 
 def secret_path(ctx: BuildContext, src: str) -> Path:

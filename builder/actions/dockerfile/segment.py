@@ -35,7 +35,7 @@ from builder.layers.tar import LayerItem, store_layer
 from builder.oci.layout import write_archive
 from builder.project.manifest import RuleSpec
 from builder.actions.dockerfile.secrets import engine_secrets
-from builder.engine.steps import BuildContext, LayerStep
+from builder.actions.steps import BuildContext, LayerStep
 from builder.store.store import LayerRecord
 from builder.project.tree import Entry, merkle_root
 from builder.common.resources import template_text
@@ -182,7 +182,7 @@ class EngineSegment:
         if self.visible:
             records.append(self._project_files_layer())
             history.append({"created_by": "airbuild: the project files the RUN instructions use"})
-        return assemble(ctx.store, ctx.base, self.start_config, records, history, ctx.epoch)
+        return assemble(ctx.store, ctx.base.config, ctx.base.layers, self.start_config, records, history, ctx.epoch)
 
     def _project_files_layer(self) -> LayerRecord:
         """The project files the RUNs use, at the workdir as Astro's `COPY . .` puts them (not in the image)."""

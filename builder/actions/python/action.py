@@ -16,7 +16,7 @@ from builder.actions.inputs import listed_lines
 from builder.oci.config import ContainerConfig
 from builder.project.lock import LockSection
 from builder.project.manifest import RuleSpec
-from builder.engine.steps import ActionResult, BuildContext, LayerStep
+from builder.actions.steps import ActionResult, BuildContext, LayerStep
 
 SECTION = "python"
 INSTALL_FORMAT = 2  # 2: pip's order, later wheels win shared files, REQUESTED (1: by name, shared files refused)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from builder.layers.read import find_files, list_paths
-from builder.bases.resolve import BaseImage
+from builder.bases.image import BaseImage
 from builder.oci.config import ContainerConfig
 from builder.common.errors import InputError
 from builder.oci.descriptors import Platform

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from builder.bases.resolve import BaseImage
+from builder.bases.image import BaseImage
 from builder.layers.compress import Codec
 from builder.oci.config import ContainerConfig
 from builder.project.dockerfile import Dockerfile

@@ -1,0 +1,84 @@
+"""A resolved base image, and what every source of one shares: reading its blobs into the store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from builder.common.errors import InputError
+from builder.oci.descriptors import LAYER_MEDIA_TYPES, Platform
+from builder.store.store import LayerRecord, Store
+
+READ = 1 << 20
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    description: str                # what the user named, for messages
+    digest: str                     # what identifies it: manifest digest, config digest or rootfs diff_id
+    config: dict[str, Any]          # the base's full image config
+    layers: tuple[LayerRecord, ...] = field(default=())
+    source_files: tuple[str, ...] = ()  # host files whose change could change the base
+    floating: bool = False              # a registry tag, which may move: no-op builds must ask again
+
+
+def scratch(platform: Platform) -> BaseImage:
+    config = {"architecture": platform.architecture, "os": platform.os,
+              "config": {"Env": [f"PATH={DEFAULT_PATH}"]}, "rootfs": {"type": "layers", "diff_ids": []}}
+    if platform.variant:
+        config["variant"] = platform.variant
+    return BaseImage("scratch", "scratch", config)
+
+
+def check_platform(base: BaseImage, platform: Platform) -> None:
+    if not platform.matches(base.config):
+        found = "/".join(str(base.config.get(k)) for k in ("os", "architecture"))
+        raise InputError(f"base {base.description} is for {found}, but the build is for {platform} "
+                         "(set `platform` in astro.yaml)")
+
+
+def from_config(description: str, digest: str, config_bytes: bytes, layers: list[dict], store: Store) -> BaseImage:
+    config = json.loads(config_bytes)
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    if len(diff_ids) != len(layers):
+        raise InputError(f"base {description}: config lists {len(diff_ids)} layers, manifest {len(layers)}")
+    records = []
+    for layer, diff_id in zip(layers, diff_ids):
+        media_type = LAYER_MEDIA_TYPES.get(layer["mediaType"])
+        if media_type is None:
+            raise InputError(f"base {description}: unsupported layer type {layer['mediaType']}")
+        records.append(LayerRecord(diff_id, layer["digest"], layer["size"], media_type))
+    return BaseImage(description, digest, config, tuple(records))
+
+
+def verified(data: bytes, digest: str, where: str) -> bytes:
+    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        raise InputError(f"base {where!r}: blob {digest} does not match its digest (corrupt layout?)")
+    return data
+
+
+def read_file(path: Path, where: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"base {where!r}: missing blob {path.name}") from None
+
+
+def open_blob(path: Path, where: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"base {where!r}: missing blob {path.name}") from None
+
+
+def import_blob(store: Store, handle: BinaryIO, digest: str, where: str) -> None:
+    with store.blob_writer() as blob:
+        while chunk := handle.read(READ):
+            blob.write(chunk)
+        if blob.digest != digest:
+            raise InputError(f"base {where!r}: blob {digest} does not match its digest (corrupt?)")
+        blob.commit()

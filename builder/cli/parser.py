@@ -1,0 +1,276 @@
+"""The command line's grammar: every command, its arguments and its --help."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from builder import __version__
+from builder.project.skip_parse import reason as skip_parse_reason
+
+DESCRIPTION = """\
+Build Apache Airflow projects (Astro layout: Dockerfile, packages.txt, requirements.txt,
+dags/, include/, plugins/) into reproducible, content-addressed OCI images, without a
+Docker daemon. Each rule in astro.yaml (or the default set) becomes one layer keyed by
+the hash of its inputs: an unchanged layer is never rebuilt.
+"""
+
+EPILOG = """\
+examples:
+  airbuild init my-project             a new project that builds, parses and tests as written
+  airbuild build                       build the project this directory is in (from dags/ too)
+  airbuild build --base rootfs:base.tar --archive image.tar
+  airbuild plan --json                 which layers would be rebuilt, and why
+  airbuild inspect .airbuild/image     layers, sizes and config of a built image
+  airbuild deploy --target prod        validate, build, push what the registry lacks, tag, record
+  airbuild login registry.example.com  save credentials where Docker keeps them
+
+exit codes: 0 ok, 1 build failed, 2 bad input (manifest, Dockerfile, project, lock), 70 internal error
+  (a bug: the traceback is written to a log file under the cache directory, whose path is printed), 130 interrupted
+environment: AIRBUILD_CACHE_DIR (the shared store), SOURCE_DATE_EPOCH (timestamps, default 0),
+  AIRBUILD_REGISTRY_USERNAME/_PASSWORD or _TOKEN (CI credentials for the deploy target, or for
+  AIRBUILD_REGISTRY_HOST), AIRBUILD_CA_BUNDLE (extra trusted CAs), DOCKER_CONFIG (where config.json is)
+"""
+
+
+BASE_HELP = ("override the base image (astro.yaml's `base`, the Dockerfile's FROM): image:REF, oci:DIR[:TAG|@DIGEST], "
+             "archive:FILE, rootfs:FILE or debian:SUITE[:PACKAGE,...] (built from Debian's packages, e.g. "
+             "debian:bookworm:python3,ca-certificates)")
+
+
+PROJECT_HELP = ("the Airflow project directory (default: the nearest directory from here up with an astro.yaml, or "
+                "with a Dockerfile and dags/, so commands work from dags/ or any directory below the project)")
+
+
+def _project_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("project", nargs="?", type=Path, help=PROJECT_HELP)
+
+
+def _project_args(parser: argparse.ArgumentParser) -> None:
+    _project_arg(parser)
+    parser.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
+    parser.add_argument("--locked", action="store_true",
+                        help="build exactly what astro.lock pins; fail (exit 2) if the inputs no longer match it")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    _engine_args(parser)
+
+
+def _engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("auto", "native", "buildkit"),
+                        help="how the Dockerfile's instructions are built (default: astro.yaml's `backend`, else "
+                             "auto): auto runs RUN in BuildKit and everything else natively; buildkit also its "
+                             "COPY; native refuses RUN")
+    parser.add_argument("--build-arg", metavar="NAME[=VALUE]", action="append", default=[],
+                        help="a value for the Dockerfile's ARG NAME (repeatable; NAME alone takes it from the "
+                             "environment), over astro.yaml's build_args")
+    parser.add_argument("--secret", metavar="id=ID,src=FILE", action="append", default=[],
+                        help="a build secret for RUN --mount=type=secret,id=ID: a file (src=) or an environment "
+                             "variable (env=); repeatable; never stored in a layer or a key")
+
+
+def build_args(values: list[str]) -> dict[str, str]:
+    """--build-arg values, as Docker reads them: NAME=VALUE, or NAME taking the environment's value if set."""
+    out: dict[str, str] = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if sep:
+            out[name] = value
+        elif name in os.environ:
+            out[name] = os.environ[name]
+    return out
+
+
+def _sandbox_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sandbox", choices=("auto", "bwrap", "docker", "none"),
+                        help="where DAG files are imported (default: astro.yaml's validation.sandbox, else auto): "
+                             "auto uses bubblewrap, else `docker run --network none --read-only`, else stops "
+                             "with an error")
+    parser.add_argument("--no-sandbox", dest="sandbox", action="store_const", const="none",
+                        help="import DAG files unconfined, with your rights on this machine (same as --sandbox none)")
+
+
+RUN_EXAMPLES = """\
+examples:
+  airbuild run example_etl
+  airbuild run example_etl --conf '{"day": "2024-01-01"}'
+  airbuild run example_etl --network none --json
+"""
+
+
+def _env_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-e", "--env", metavar="FILE", type=Path, dest="env_file",
+                        help="variables for the DAGs' environment, in docker's env-file syntax (default: the "
+                             "project's .env, as `astro dev parse` reads it); never in a layer, masked in output")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="airbuild", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"airbuild {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    build = commands.add_parser("build", help="build the project into an OCI image",
+                                description="Build the project into an OCI image layout (default "
+                                            ".airbuild/image/) and optionally a docker-loadable tarball.")
+    _project_args(build)
+    build.add_argument("--oci", metavar="DIR", type=Path, help="write the OCI image layout here")
+    build.add_argument("--archive", metavar="FILE", type=Path,
+                       help="also write one tarball that `docker load` and OCI tools (skopeo, umoci) accept")
+    build.add_argument("--no-validate", action="store_true",
+                       help="do not import the DAGs in the sandbox first (also: ASTRONOMER_SKIP_PARSE=true, or "
+                            "skip_parse: true in .astro/config.yaml, as the Astro CLI reads them)")
+    build.add_argument("--force", action="store_true", help="write the image even if DAGs fail to import")
+    _sandbox_args(build)
+
+    parse = commands.add_parser(
+        "parse", help="import every DAG file in a sandbox against the image's Python environment",
+        description="Build the image's environment (cached), then import each DAG file in a sandbox "
+                    "(bubblewrap, else Docker) "
+                    "(read-only root, no network, limits per file), only the files that changed since the last "
+                    "run. Reports import errors, cycles, duplicate task ids and duplicate dag_ids across files.")
+    _project_args(parse)
+    parse.add_argument("--junit", metavar="FILE", type=Path, help="also write a JUnit XML report for CI")
+    _sandbox_args(parse)
+    _env_arg(parse)
+
+    watch = commands.add_parser(
+        "watch", help="rebuild and validate on every save; optionally load or deploy each good image",
+        description="Watch the project and build on every change: only changed files are re-read, only "
+                    "changed layers rebuilt, only changed DAG files imported (by a sandboxed Airflow kept "
+                    "running). Bursts of writes make one build; changes during a build make the next one. "
+                    "A failing build keeps the last good image. Ctrl-C stops cleanly.")
+    _project_arg(watch)
+    watch.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
+    shipping = watch.add_mutually_exclusive_group()
+    shipping.add_argument("--load", action="store_true", help="docker load each new image")
+    shipping.add_argument("--deploy", metavar="TARGET", help="push each new image to this target of astro.yaml")
+    watch.add_argument("--no-validate", action="store_true", help="do not import the DAGs in the sandbox")
+    _sandbox_args(watch)
+    _env_arg(watch)
+    watch.add_argument("--json", action="store_true",
+                       help='one JSON object per line: {"event": "build", "manifest_digest", "latency_s", '
+                            '"changed", "rebuilt_layers", "errors", ...}')
+
+    test = commands.add_parser(
+        "test", help="run the project's tests/ with pytest in the DAG sandbox",
+        description="Run pytest (installed in the image: add it to requirements.txt) on the project's tests/, "
+                    "against the image's environment, in the same sandbox as DAG parsing. Arguments after -- go "
+                    "to pytest (airbuild test -- -k dags -x). Exits with pytest's code.")
+    _project_arg(test)
+    test.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
+    _engine_args(test)
+    _sandbox_args(test)
+    _env_arg(test)
+
+
+    run = commands.add_parser(
+        "run", help="run one DAG end to end in the image's environment (like `astro run`, without Docker)",
+        description="Build the image's environment (cached), then run DAG_ID once, every task in order as "
+                    "`airflow dags test` does, in the sandbox: the project's dags/, plugins/ and include/ "
+                    "read-only, a private AIRFLOW_HOME with a fresh SQLite database, connections and "
+                    "variables from your environment, the project's .env and airflow_settings.yaml. The "
+                    "network is on (a run talks to its services) unless --network none. Prints each task's "
+                    "state and the end of the log of those that failed; exits 0 only if the run succeeded.",
+        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("dag_id", help="the DAG to run")
+    _project_arg(run)
+    run.add_argument("--conf", metavar="JSON", default="{}", help="the run's configuration (dag_run.conf), a JSON "
+                                                                  "object")
+    run.add_argument("--network", choices=("host", "none"), default="host",
+                     help="host (default): the run reaches what this machine reaches; none: no network")
+    run.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
+                     help="stop the run after this long (default 3600)")
+    run.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
+    run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    _engine_args(run)
+    _sandbox_args(run)
+    _env_arg(run)
+
+    plan = commands.add_parser("plan", help="show the layers a build would produce, and why each would be rebuilt",
+                               description="Compute every layer's key and compare with the store, without "
+                                           "building anything.")
+    _project_args(plan)
+
+    lock = commands.add_parser("lock", help="write astro.lock from the current inputs",
+                               description="Resolve what would float (the base image's digest) and pin it in "
+                                           "astro.lock. Commit the file; build with --locked in CI.")
+    _project_arg(lock)
+    lock.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
+    lock.add_argument("--upgrade", action="store_true", help="re-resolve every pinned package to the newest allowed")
+    lock.add_argument("--upgrade-package", metavar="NAME", action="append", default=[],
+                      help="re-resolve only this package (repeatable); others stay pinned where they can")
+    lock.add_argument("--json", action="store_true", help="print the lock as JSON")
+
+    inspect = commands.add_parser("inspect", help="show an image's layers, sizes, digests and config",
+                                  description="Read an OCI image layout directory or an image tarball.")
+    inspect.add_argument("image", nargs="?", type=Path,
+                         help="OCI layout directory or tarball (default: the project's .airbuild/image, the project "
+                              "found as for build)")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    init = commands.add_parser(
+        "init", help="create an Astro-layout project that builds, parses and tests as written",
+        description="Write a new project into DIR (default: here; created if missing): Dockerfile, astro.yaml with a "
+                    "Debian base (no Docker or registry needed), requirements.txt (Airflow, pytest), packages.txt, "
+                    "an example DAG, tests/dags/, .dockerignore with Astro's defaults, .gitignore, .env, "
+                    "airflow_settings.yaml, .astro/config.yaml and the Astro CLI's DAG integrity test. Existing "
+                    "files are never overwritten: if any is there, nothing is written (exit 2).")
+    init.add_argument("directory", nargs="?", default=Path("."), type=Path, help="where (default: here)")
+    init.add_argument("--name", help="the image name (astro.yaml `name`; default: the directory's name)")
+    init.add_argument("--json", action="store_true", help="print the project and the files written as JSON")
+    _registry_parsers(commands)
+    return parser
+
+
+def _registry_parsers(commands) -> None:
+    deploy = commands.add_parser(
+        "deploy", help="validate, build and push the image to a registry target",
+        description="Check the DAG files compile (and with --pytest run tests/), build, push only the blobs the "
+                    "registry lacks, tag with the reproducible deploy-<digest> tag and the target's tags, print "
+                    "the pushed reference and append a record to .airbuild/deploys.jsonl. A dirty git tree, "
+                    "DAG errors and failing tests refuse the deploy (exit 2) unless --force.")
+    _project_args(deploy)
+    where = deploy.add_mutually_exclusive_group()
+    where.add_argument("--target", metavar="NAME", help="a target from astro.yaml's `targets` (default: the only one)")
+    where.add_argument("--to", metavar="HOST/REPO", help="push here instead of a named target")
+    deploy.add_argument("--insecure", action="store_true",
+                        help="with --to: allow plain HTTP and unverified TLS (loopback registries always may)")
+    deploy.add_argument("--force", action="store_true",
+                        help="deploy despite a dirty git tree, DAG errors or failing tests")
+    deploy.add_argument("--pytest", action="store_true", help="run the project's tests/ with pytest first")
+    deploy.add_argument("--no-validate", action="store_true",
+                        help="do not import the DAGs in the sandbox (as ASTRONOMER_SKIP_PARSE=true or skip_parse: "
+                             "true in .astro/config.yaml, which deploy and build also honour)")
+    _sandbox_args(deploy)
+    deploy.add_argument("--dags", action="store_true",
+                        help="DAG-only deploy: replace the DAG layer of the target's current image (its first "
+                             "tag, else the last deploy recorded here) and push that layer, config and manifest")
+    deploy.add_argument("--description", metavar="TEXT", help="recorded with the deploy (default: the last commit "
+                                                              "message)")
+    deploy.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
+
+    login = commands.add_parser("login", help="save credentials for a registry (checked against it first)",
+                                description="Ask for a password (or read it with --password-stdin), check the "
+                                            "credentials against the registry, and store them where Docker does: "
+                                            "the configured credential helper, else ~/.docker/config.json (0600).")
+    login.add_argument("registry", help="host[:port]")
+    login.add_argument("-u", "--username", help="user name (asked for when not given)")
+    login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    login.add_argument("--insecure", action="store_true", help="allow plain HTTP and unverified TLS")
+    login.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
+
+    logout = commands.add_parser("logout", help="remove saved credentials for a registry")
+    logout.add_argument("registry", help="host[:port]")
+
+    history = commands.add_parser("history", help="list the deploys recorded in .airbuild/deploys.jsonl")
+    _project_arg(history)
+    history.add_argument("--target", metavar="NAME", help="only this target's deploys")
+    history.add_argument("-n", "--limit", type=int, default=20, help="show the last N (default 20; 0: all)")
+    history.add_argument("--json", action="store_true", help="print a JSON list")
+
+
+def validation_skipped(args) -> str | None:
+    """Why this command does not import the DAGs: --no-validate; for build and deploy also Astro's skip-parse."""
+    if args.command in ("build", "deploy"):
+        return skip_parse_reason(args.project.resolve(), args.no_validate)
+    return "--no-validate" if getattr(args, "no_validate", False) else None
