@@ -13,15 +13,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from builder.common.errors import AirbuildError, SetupError
-from builder.project.ignore import IgnoreRules
+import watchfiles
+
+from builder.common import crash
+from builder.common.errors import AirbuildError, BuildError, SetupError
 from builder.common.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
+from builder.deploy.deploy import DeployOptions, deploy
+from builder.engine.build import build
+from builder.project.ignore import IgnoreRules
+from builder.validate.run import warm_harness
 
 STEP_MS = 40           # quiet time that ends a burst of writes
 MAX_BURST_MS = 2000    # a burst never delays a build longer than this
@@ -63,10 +70,6 @@ class WatchFilter:
 
 
 def watch(project: Path, options: WatchOptions) -> int:
-    import watchfiles
-
-    from builder.validate.run import warm_harness
-
     project = project.resolve()
     def emit(event: dict) -> None:
         _print(event, options.json_lines)
@@ -108,8 +111,6 @@ def _build_once(options: WatchOptions, changed: list[str], event_time: float, em
                 shipped: dict[str, str | None], first: bool) -> int | None:
     """Build and report; the exit code to stop with when the first build failed for a reason no save can fix
     (airbuild's installation lacks something, or a bug of airbuild's), else None."""
-    from builder.common import crash
-    from builder.engine.build import build
 
     build_options = options.build_options()
     if options.load:
@@ -165,10 +166,6 @@ def _validation_errors(report: dict) -> list[dict]:
 
 def _load(result) -> str:
     """`docker load` the new image from the archive the build wrote."""
-    import subprocess
-
-    from builder.common.errors import BuildError
-
     proc = subprocess.run(["docker", "load", "-i", result.archive], capture_output=True, text=True)
     if proc.returncode != 0:
         raise BuildError(f"docker load failed: {proc.stderr.strip()}")
@@ -176,8 +173,6 @@ def _load(result) -> str:
 
 
 def _deploy(build_options, target: str) -> str:
-    from builder.deploy.deploy import DeployOptions, deploy
-
     # The image the watch just built (same base, engine, build args, secrets, sandbox), validated as every
     # deploy is and never forced: failing DAGs keep the last good deploy. A developer's tree is dirty by
     # nature while watching: only the git check is waived.

@@ -15,6 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from builder import __version__
 from builder.common import masking
 from builder.common.paths import default_store_dir
 
@@ -28,8 +29,6 @@ def log_dir() -> Path:
 
 def write_log(exc: BaseException, argv: list[str] | None = None) -> Path | None:
     """The log file holding `exc`'s traceback, or None when it cannot be written (the message says so)."""
-    from builder import __version__
-
     now = datetime.datetime.now(datetime.timezone.utc)
     directory = log_dir()
     path = directory / f"internal-{now:%Y%m%dT%H%M%S}-{os.getpid()}.log"

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import sys
 from typing import TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
@@ -152,8 +153,6 @@ class MaskedStream(io.TextIOBase):
 
 def install() -> None:
     """Mask the caller's environment's secrets in everything this process prints from now on."""
-    import sys
-
     add_environment()
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -27,7 +28,5 @@ class Progress:
     def status(self, message: str):
         """A spinner for long work (a context manager)."""
         if not self.enabled:
-            import contextlib
-
             return contextlib.nullcontext()
         return self._out().status(message)

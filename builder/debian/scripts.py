@@ -20,6 +20,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from builder.layers.tar import LayerItem
 from builder.debian.ldcache import CacheEntry, elf_soname, parse_cache, write_cache
 from builder.debian.layer import Package, Tree
 
@@ -265,6 +266,4 @@ def accounts(tree: Tree, users: list[User]) -> None:
 
 
 def tree_dir(path: str, uid: int = 0, gid: int = 0, mode: int = 0o755):
-    from builder.layers.tar import LayerItem
-
     return LayerItem(path, "dir", mode, uid, gid)

@@ -16,7 +16,10 @@ from builder.engine import stamp
 from builder.common.atomic import atomic_write_bytes
 from builder.bases.resolve import BaseImage, resolve_base
 from builder.layers.compress import Codec
-from builder.engine.gate import ValidationFailed, check_dags
+from builder.engine.gate import ValidationFailed, check_dags, validation_inputs
+from builder.registry.reference import parse_repository
+from builder.validate.dag_run import run_dag as run_in_sandbox
+from builder.validate.run import run_project_tests
 from builder.oci.config import ContainerConfig
 from builder.project.dockerfile import Dockerfile, parse_dockerfile
 from builder.common.errors import BuildError, InputError
@@ -165,8 +168,6 @@ def load_inputs(options: BuildOptions, store: Store) -> Inputs:
 
 def insecure_registries(manifest: Manifest) -> frozenset[str]:
     """Registries a target marks `insecure: true`: base pulls from them may use plain HTTP too."""
-    from builder.registry.reference import parse_repository
-
     return frozenset(parse_repository(t.registry).registry for t in manifest.targets.values() if t.insecure)
 
 
@@ -388,18 +389,12 @@ def parse_dags(options: BuildOptions):
 
 def run_tests(options: BuildOptions, pytest_args: list[str], to_stderr: bool = False) -> int:
     """`airbuild test`: the project's tests/ with pytest, in the DAG sandbox; pytest's exit code."""
-    from builder.engine.gate import validation_inputs
-    from builder.validate.run import run_project_tests
-
     with _environment(options) as prepared:
         return run_project_tests(validation_inputs(prepared.ctx, prepared.plan), pytest_args, to_stderr)
 
 
 def run_dag(options: BuildOptions, dag_id: str, conf: dict, network: bool, timeout_s: float):
     """`airbuild run`: the environment built (cached), then one DAG run in the sandbox."""
-    from builder.engine.gate import validation_inputs
-    from builder.validate.dag_run import run_dag as run_in_sandbox
-
     with _environment(options) as prepared:
         options.progress.step(f"running {dag_id} in the sandbox")
         return run_in_sandbox(validation_inputs(prepared.ctx, prepared.plan), dag_id, conf, network, timeout_s)

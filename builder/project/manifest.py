@@ -12,6 +12,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from builder.registry.reference import TAG, parse_repository
 from builder.common.errors import InputError
 from builder.common.paths import MANIFEST_NAME
 from builder.project.yaml_source import YamlDocument, load_yaml
@@ -175,8 +176,6 @@ class Target(Strict):
     @field_validator("registry")
     @classmethod
     def valid_registry(cls, value: str) -> str:
-        from builder.registry.reference import parse_repository
-
         try:
             parse_repository(value)
         except InputError as exc:
@@ -186,8 +185,6 @@ class Target(Strict):
     @field_validator("tags")
     @classmethod
     def valid_tags(cls, value: list[str]) -> list[str]:
-        from builder.registry.reference import TAG
-
         bad = [t for t in value if not TAG.match(t)]
         if bad:
             raise ValueError(f"invalid tag {bad[0]!r}: letters, digits, '_', '.', '-', at most 128, not starting "

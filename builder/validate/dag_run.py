@@ -18,7 +18,7 @@ from typing import Any
 
 from builder.common import masking
 from builder.common.errors import BuildError
-from builder.common.resources import template_text
+from builder.validate import dag_runner
 from builder.validate.sandbox import run
 from builder.validate.run import PROJECT_DIRS, ValidationInputs, _work_dir, placement, project_job
 
@@ -52,7 +52,7 @@ def run_dag(inputs: ValidationInputs, dag_id: str, conf: dict, network: bool, ti
     work = _work_dir(inputs, "run")
     try:
         place = placement(inputs, work)
-        (work / "dag_runner.py").write_text(template_text("dag_runner.py"))
+        shutil.copyfile(dag_runner.__file__, work / "dag_runner.py")
         (work / "request.json").write_text(json.dumps({
             "dag_id": dag_id, "conf": conf, "dags_folder": posixpath.join(place.workdir, "dags"),
             "log_lines": LOG_LINES, "log_path": posixpath.join(place.tmp, "airbuild-run.log")}))

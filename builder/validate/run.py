@@ -10,6 +10,7 @@ files without one, and the duplicate-dag_id check always runs over all results.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
@@ -24,12 +25,11 @@ from builder.validate import astro_tests
 from builder.common import masking
 from builder.validate.astro_tests import AstroTestCase
 from builder.common.errors import BuildError, InputError
-from builder.common.resources import template_text
+from builder.validate import harness
 from builder.layers.unpack import chain_id, unpacked
 from builder.validate.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run
 from builder.store.store import LayerRecord, Store
 
-HARNESS_VERSION = "4"
 PROJECT_DIRS = ("dags", "plugins", "include")
 
 
@@ -135,7 +135,7 @@ def validate(inputs: ValidationInputs) -> Report:
     # Any confined sandbox gives the same results; an unconfined run may not (a write that succeeds).
     # (auto never means none, so no probing here: a cached answer starts no process.)
     confinement = "none" if inputs.sandbox == "none" else "confined"
-    settings = _hash({"sandbox": confinement, "harness": HARNESS_VERSION, "limits": asdict(inputs.limits),
+    settings = _hash({"sandbox": confinement, "harness": harness.VERSION, "limits": asdict(inputs.limits),
                       "safe_mode": inputs.safe_mode,
                       "variables": inputs.variables, "connections": inputs.connections, "env": env_id,
                       "workdir": inputs.workdir, "support": inputs.support_hash,
@@ -209,8 +209,6 @@ _OUTPUT_FIELDS = {"stdout": "", "stdout_bytes": 0, "stderr": "", "stderr_bytes":
 
 
 def _report_from(record: dict, inputs: ValidationInputs, cached: bool) -> Report:
-    import fnmatch
-
     files = []
     for rel, result in sorted(record["results"].items()):
         files.append(FileResult(
@@ -300,12 +298,9 @@ def _work_dir(inputs: ValidationInputs, name: str) -> Path:
 
 
 def _harness_work_dir(inputs: ValidationInputs, name: str) -> Path:
-    """A directory holding the rendered harness: the job's harness_dir."""
-    import jinja2
-
+    """A directory holding a copy of the harness: the job's harness_dir."""
     work = _work_dir(inputs, name)
-    template = jinja2.Template(template_text("dag_harness.py.j2"))
-    (work / "harness.py").write_text(template.render(harness_version=HARNESS_VERSION))
+    shutil.copyfile(harness.__file__, work / "harness.py")
     return work
 
 

@@ -119,6 +119,7 @@ def _bwrap_works() -> bool:
 @functools.cache
 def _docker_client() -> str | None:
     """The first `docker` CLI that reaches a daemon (BuildKit not needed here, unlike builder.engine.detect)."""
+    # python-on-whales: loaded only when bwrap cannot run and the docker sandbox is looked for.
     from python_on_whales.exceptions import DockerException
 
     from builder.docker.engine import candidates, daemon_version
@@ -206,7 +207,7 @@ def _docker_cli_env() -> dict[str, str]:
 
 def docker_image(client: str, rootfs: Path) -> str:
     """The unpacked environment as a Docker image, imported once: its tag names the rootfs (content-addressed)."""
-    import fcntl
+    import fcntl  # noqa: PLC0415 - POSIX only, and only for the docker sandbox
 
     tag = f"airbuild-sandbox:{rootfs.name}"
 

@@ -16,13 +16,14 @@ import sys
 import time
 import traceback
 
-RESULT = os.fdopen(os.dup(1), "w")
+RESULT = None  # the original stdout: main() sends everything else to the log file
 LOG_PATH = "/tmp/airbuild-run.log"  # the request's log_path where the sandbox's /tmp is not private
 START_MARK = "[DAG TEST] starting task_id="
 
 
 def main():
-    global LOG_PATH
+    global LOG_PATH, RESULT
+    RESULT = os.fdopen(os.dup(1), "w")
     request = json.load(open(sys.argv[1]))
     LOG_PATH = request.get("log_path") or LOG_PATH
     log = os.open(LOG_PATH, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

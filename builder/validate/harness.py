@@ -1,15 +1,21 @@
-# airbuild DAG-import harness {{ harness_version }}: rendered by airbuild, run inside the sandbox.
-#
-# Imports Airflow once, lists the DAG files the way this Airflow version does (.airflowignore
-# syntax, safe-mode heuristic), then forks one child per file to import. The child gets its
-# limits (address space, processes, CPU) before any DAG code runs; this parent enforces the
-# wall time from outside and kills what the child left behind. One JSON document on stdout;
-# with --serve, one request per line on stdin and one JSON line per request (watch mode keeps
-# Airflow imported between builds).
-#
-# A child reports only its own result: it loses this process's stdout and stdin before any DAG
-# code runs, and this process is not dumpable, so the child cannot reach our descriptors or
-# memory through /proc. What a child prints and raises is read in bounded pieces.
+"""airbuild's DAG-import harness: run by the image's own python3 inside the sandbox.
+
+Imports Airflow once, lists the DAG files the way this Airflow version does (.airflowignore
+syntax, safe-mode heuristic), then forks one child per file to import. The child gets its
+limits (address space, processes, CPU) before any DAG code runs; this parent enforces the
+wall time from outside and kills what the child left behind. One JSON document on stdout;
+with --serve, one request per line on stdin and one JSON line per request (watch mode keeps
+Airflow imported between builds).
+
+A child reports only its own result: it loses this process's stdout and stdin before any DAG
+code runs, and this process is not dumpable, so the child cannot reach our descriptors or
+memory through /proc. What a child prints and raises is read in bounded pieces.
+
+This file is copied into the sandbox as it is and needs nothing but the standard library and the
+image's Airflow; its parameters come as JSON (a request file, or one request per line with
+--serve). airbuild itself imports it only for VERSION (part of the results' key) and tests.
+"""
+
 import ast
 import ctypes
 import gc
@@ -26,7 +32,7 @@ import time
 import traceback
 import warnings
 
-HARNESS_VERSION = "{{ harness_version }}"
+VERSION = "4"  # of what the harness reports: a new one re-imports every cached file
 REQUEST = {}
 ALLOWED_WRITES = ()
 DagBag = None  # imported once, before the first fork
@@ -35,14 +41,16 @@ PROCESS_CHECK_S = 0.05  # how often a running import's processes are counted
 CAPTURED_BYTES = 64 << 10  # of a file's stdout, stderr, error message and traceback, each
 RESULT_BYTES = 1 << 20  # a child's whole result document; more is not a result
 REPORTED_AT = 0  # len(sys.modules) when uncompiled() last looked
-# The result goes to the original stdout; everything else printed (Airflow's logs, DAG prints) to stderr.
-RESULT = os.fdopen(os.dup(1), "w")
-os.dup2(2, 1)
+RESULT = None  # the original stdout, where results go (main() moves everything else printed to stderr)
 # Reaching out over IP at parse time; local plumbing (socketpair, AF_UNIX, bind) is left alone.
 NETWORK_EVENTS = {"socket.connect", "socket.sendto", "socket.sendmsg"}
 
 
 def main():
+    global RESULT
+    # The result goes to the original stdout; everything else printed (Airflow's logs) to stderr.
+    RESULT = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     not_dumpable()
     # As the namespace's init we get only the signals we handle: Python's SIGINT handler would let a
     # child stop us. airbuild ends a run by killing the sandbox, never by SIGINT.
@@ -103,7 +111,7 @@ def handle(airflow):
         if REQUEST.get("own_pid_namespace", True):  # unconfined, every process of the user is "left over"
             kill_leftovers()
     return {"airflow_version": airflow.__version__, "files": files, "results": results,
-            "harness_version": HARNESS_VERSION, "total_s": round(time.monotonic() - started, 3),
+            "harness_version": VERSION, "total_s": round(time.monotonic() - started, 3),
             "uncompiled": uncompiled()}
 
 

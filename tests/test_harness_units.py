@@ -1,0 +1,44 @@
+"""The DAG harness's own logic, imported directly (it runs in the image's Python; here in ours)."""
+
+from __future__ import annotations
+
+import os
+
+from builder.validate import harness
+
+
+def test_the_summary_is_the_final_exception_whole_and_found_without_copying_a_huge_message():
+    sqlalchemy = ('Traceback (most recent call last):\n  File "/x/dags/a.py", line 3, in <module>\n    run()\n'
+                  '    ^^^^^\nsqlalchemy.exc.OperationalError: (sqlite3.OperationalError) no such table: t\n'
+                  '[SQL: select 1]\n(Background on this error at: https://sqlalche.me/e/14/e3q8)\n')
+    assert harness.summary(sqlalchemy) == ("sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) no such "
+                                           "table: t\n[SQL: select 1]\n(Background on this error at: "
+                                           "https://sqlalche.me/e/14/e3q8)")
+    syntax = '  File "/x/dags/b.py", line 2\n    def f(:\n          ^\nSyntaxError: invalid syntax\n'
+    assert harness.summary(syntax) == "SyntaxError: invalid syntax"
+    assert harness.summary("a plain message") == "a plain message"
+    huge = 'Traceback (most recent call last):\n  File "/x/c.py", line 1, in <module>\nValueError: ' + "m" * (8 << 20)
+    summary = harness.summary(huge)
+    assert summary.startswith("ValueError: mmm") and len(summary) < harness.CAPTURED_BYTES + 100
+    assert summary.endswith(f"[... {(8 << 20) + len('ValueError: ') - harness.CAPTURED_BYTES} more characters not kept]")
+    kept = harness.head_and_tail(huge)
+    assert kept.startswith("Traceback") and kept.endswith("mmm") and len(kept) < harness.CAPTURED_BYTES + 100
+
+
+def test_captured_keeps_the_first_bytes_and_counts_them_all():
+    read_end, write_end = os.pipe()
+    captured = harness.Captured(10)
+    os.write(write_end, b"0123456789abcdef")
+    os.close(write_end)
+    while captured.open:
+        captured.read(read_end)
+    os.close(read_end)
+    assert captured.size == 16 and captured.data() == b"0123456789"
+    assert captured.text() == "0123456789\n[... 6 more bytes not kept]"
+
+
+def test_errors_are_classified_by_what_airflow_says():
+    assert harness.classify("airflow.exceptions.AirflowDagCycleException: Cycle detected in DAG") == "cycle"
+    assert harness.classify("DuplicateTaskIdFound: Task id 'a' has already been added") == "duplicate_task"
+    assert harness.classify("AirflowTaskTimeout: DagBag import timeout") == "timeout"
+    assert harness.classify("ModuleNotFoundError: No module named 'x'") == "import"
