@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +17,7 @@ from builder.oci.descriptors import Platform
 from builder.bases.accounts import Ownership
 from builder.store.store import Store
 from builder.project.tree import Entry, ProjectTree
+from builder.common.hashing import json_sha256
 
 
 @dataclass
@@ -63,7 +62,7 @@ class LayerStep:
 
     @property
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()
+        return json_sha256(self.config)
 
 
 @dataclass

@@ -13,7 +13,6 @@ layer, so the same lock gives the same base everywhere.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from builder.bases.image import BaseImage, scratch
@@ -30,6 +29,7 @@ from builder.project.lock import LockSection, LockState
 from builder.project.manifest import DebianBase
 from builder.oci.descriptors import Platform
 from builder.store.store import LayerRecord, Store
+from builder.common.hashing import json_sha256
 
 SECTION = "debian-base"
 FORMAT = 1
@@ -77,8 +77,7 @@ def debian_base(spec: DebianBase, project: Path, store: Store, platform: Platfor
         section = LockSection(inputs, tuple(resolved.entries))
     if lock is not None:
         lock.record(SECTION, section)
-    digest = "sha256:" + hashlib.sha256(json.dumps({"shape": shape, "packages": list(section.entries)},
-                                                   sort_keys=True).encode()).hexdigest()
+    digest = "sha256:" + json_sha256({"shape": shape, "packages": list(section.entries)})
     record = _layer(store, codec, section.entries, source, users, arch, digest, epoch)
     config = scratch(platform).config
     config["config"] = {"Env": [f"PATH={DEFAULT_PATH}", *runtime_env(workdir)], "Cmd": ["bash"]}

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from builder.common.errors import InputError
@@ -53,26 +51,6 @@ def from_config(description: str, digest: str, config_bytes: bytes, layers: list
             raise InputError(f"base {description}: unsupported layer type {layer['mediaType']}")
         records.append(LayerRecord(diff_id, layer["digest"], layer["size"], media_type))
     return BaseImage(description, digest, config, tuple(records))
-
-
-def verified(data: bytes, digest: str, where: str) -> bytes:
-    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-        raise InputError(f"base {where!r}: blob {digest} does not match its digest (corrupt layout?)")
-    return data
-
-
-def read_file(path: Path, where: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"base {where!r}: missing blob {path.name}") from None
-
-
-def open_blob(path: Path, where: str) -> BinaryIO:
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(f"base {where!r}: missing blob {path.name}") from None
 
 
 def import_blob(store: Store, handle: BinaryIO, digest: str, where: str) -> None:

@@ -6,9 +6,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from builder.bases.image import BaseImage, from_config, import_blob, open_blob, read_file, verified
+from builder.bases.image import BaseImage, from_config, import_blob
 from builder.common.errors import InputError
 from builder.oci.descriptors import REF_NAME, Platform
+from builder.oci.files import blob_name, directory
 from builder.oci.index import manifest_for_platform
 from builder.store.store import Store
 
@@ -29,19 +30,17 @@ def from_oci_layout(project: Path, location: str, store: Store, platform: Platfo
     if not (layout / "index.json").is_file():
         raise InputError(f"base oci {location!r}: {layout} is not an OCI image layout (no index.json)")
 
-    def read(dig: str) -> bytes:
-        return verified(read_file(layout / "blobs" / dig.replace(":", "/"), location), dig, location)
-
-    index = json.loads((layout / "index.json").read_bytes())
+    files = directory(layout, f"base oci {location!r}")
+    read = files.blob
+    index = json.loads(files.read("index.json"))
     manifest_desc = pick_manifest(index.get("manifests", []), tag, digest, location)
     manifest_desc = manifest_for_platform(manifest_desc, lambda d: json.loads(read(d)), platform, f"base {location!r}")
     manifest = json.loads(read(manifest_desc["digest"]))
     config_bytes = read(manifest["config"]["digest"])
     layers = []
     for layer in manifest["layers"]:
-        blob = layout / "blobs" / layer["digest"].replace(":", "/")
         if not store.has_blob(layer["digest"], layer["size"]):
-            with open_blob(blob, location) as handle:
+            with files.open(blob_name(layer["digest"])) as handle:
                 import_blob(store, handle, layer["digest"], location)
         layers.append(layer)
     base = from_config(f"oci:{location}", manifest_desc["digest"], config_bytes, layers, store)

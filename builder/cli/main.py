@@ -74,8 +74,8 @@ def _answered_by_stamp(args) -> bool:
     the build that runs otherwise)."""
     args.started_ns = time.time_ns()
     settings = stamp.settings(args.project.resolve(), args.base, args.oci, args.archive, args.locked,
-                              stamp.validate_setting(validation_skipped(args)), args.force,
-                              stamp.engine_settings(args.backend, build_args(args.build_arg), tuple(args.secret)))
+                              validation_skipped(args), args.force, args.backend, build_args(args.build_arg),
+                              tuple(args.secret))
     result, args.scanned = stamp.try_noop(args.project.resolve(), settings)
     if result is None:
         return False

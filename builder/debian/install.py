@@ -4,8 +4,6 @@ indexes, lock, fetch the locked `.deb` files, and assemble the layer.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from builder.debian.scripts import apply_alternatives, ca_certificates, update_l
 from builder.common.errors import BuildError
 from builder.layers.tar import LayerItem
 from builder.store.store import LayerRecord, Store
+from builder.common.hashing import json_sha256
 
 HOST_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 VIEW_FORMAT = 1
@@ -106,7 +105,7 @@ def lock_entry(c) -> dict:
 
 
 def entries_hash(entries) -> str:
-    return hashlib.sha256(json.dumps(list(entries), sort_keys=True).encode()).hexdigest()
+    return json_sha256(list(entries))
 
 
 def sources_json(sources: list[AptSource]) -> list[dict]:

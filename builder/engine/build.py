@@ -353,6 +353,7 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
         return
     extra_paths = [str(inputs.project / MANIFEST_NAME), str(inputs.dockerfile.path), str(inputs.lock_path),
                    str(inputs.project / DOCKERIGNORE_NAME), str(inputs.project / "airflow_settings.yaml"),
+                   str(inputs.project / ".env"),  # the DAGs' environment: a change must validate again
                    *inputs.base.source_files,
                    *sorted(str(p) for p in rules_dir().glob("*.yaml"))]
     outputs = [str(oci_dir / "index.json")] + ([result.archive] if result.archive else [])
@@ -365,8 +366,7 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
 def build_settings(options: BuildOptions) -> dict:
     base = f"{options.base.kind}:{options.base.location}" if options.base else None
     return stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked,
-                          stamp.validate_setting(options.skip_reason), options.force,
-                          stamp.engine_settings(options.backend, options.build_args, options.secrets))
+                          options.skip_reason, options.force, options.backend, options.build_args, options.secrets)
 
 
 def _ensure_output_dir(path: Path) -> None:

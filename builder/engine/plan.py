@@ -7,7 +7,6 @@ layer mtime). A key found in the store is reused without reading or writing laye
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,6 +19,7 @@ from builder.project.manifest import RuleSpec
 from builder.engine.state import PreviousBuild, StepState
 from builder.actions.steps import ActionResult, BuildContext, ConfigStep, LayerStep
 from builder.store.store import LayerRecord
+from builder.common.hashing import json_sha256
 
 KEY_FORMAT = 1
 
@@ -58,7 +58,7 @@ class Plan:
 def layer_key(step: LayerStep, parent_key: str, ctx: BuildContext) -> str:
     material = {"format": KEY_FORMAT, "config": step.config, "inputs": step.input_hash, "parent": parent_key,
                 "platform": str(ctx.platform), "mtime": ctx.epoch}
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return json_sha256(material)
 
 
 def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig, previous: PreviousBuild,

@@ -28,11 +28,15 @@ FORMAT = 1
 
 
 def settings(project: Path, base: str | None, oci: Path | None, archive: Path | None, locked: bool,
-             validate: bool | str = True, force: bool = False, engine: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything besides files that shapes a build's outputs (`engine`: backend, build args, secrets)."""
+             skipped: str | None, force: bool, backend: str | None, build_args: dict[str, str],
+             secrets: tuple[str, ...]) -> dict[str, Any]:
+    """Everything besides files that shapes a build's outputs: the same whether the command line asks
+    (the no-op check) or the build that ran records it. `skipped`: why validation is off (a new
+    reason is a new output); `secrets` as given (ids and files, never values)."""
     return {
-        "engine": engine,
-        "validate": validate,
+        "engine": {"backend": backend, "build_args": sorted(build_args.items()), "secrets": sorted(secrets),
+                   "cwd": os.getcwd() if secrets else None},
+        "validate": True if skipped is None else f"skipped: {skipped}",
         "force": force,
         "airflow_environment": sorted((k, v) for k, v in os.environ.items()
                                       if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))),
@@ -45,17 +49,6 @@ def settings(project: Path, base: str | None, oci: Path | None, archive: Path | 
         "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0"),
         "AIRBUILD_CACHE_DIR": os.environ.get("AIRBUILD_CACHE_DIR"),
     }
-
-
-def validate_setting(skipped: str | None) -> bool | str:
-    """The `validate` setting: True, or why validation is skipped (a new reason is a new output)."""
-    return True if skipped is None else f"skipped: {skipped}"
-
-
-def engine_settings(backend: str | None, build_args: dict[str, str], secrets: tuple[str, ...]) -> dict[str, Any]:
-    """The command-line options that shape RUN layers (--secret as given: ids and files, never values)."""
-    return {"backend": backend, "build_args": sorted(build_args.items()), "secrets": sorted(secrets),
-            "cwd": os.getcwd() if secrets else None}
 
 
 def _path_signature(path: str) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from builder.layers.whiteouts import is_whiteout, whiteout
 from builder.layers.tar import LayerItem
 
 VERSION = 1  # part of the key of every engine-built layer: bump when the output of this module changes
@@ -42,8 +43,6 @@ VOLATILE = (
 _VOLATILE = re.compile("|".join(
     "(?:" + re.escape(p).replace(r"\*\*", ".*").replace(r"\*", "[^/]*") + ")" for p in VOLATILE) + r"\Z")
 
-WHITEOUT = ".wh."
-OPAQUE = ".wh..wh..opq"
 SHADOW = ("etc/shadow", "etc/shadow-")
 _KIND = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink",
          tarfile.LNKTYPE: "hardlink"}
@@ -88,18 +87,17 @@ def _add(state: _State, archive: tarfile.TarFile, member: tarfile.TarInfo) -> No
     path = _clean(member.name)
     if not path:
         return
-    directory, base = posixpath.split(path)
-    if base == OPAQUE:
-        _forget_below(state, directory + "/")
-    elif base.startswith(WHITEOUT):
-        victim = posixpath.join(directory, base[len(WHITEOUT):])
-        _forget_below(state, victim)
-        _forget_below(state, victim + "/")
+    marker = whiteout(path)
+    if marker is not None and marker.opaque:
+        _forget_below(state, marker.directory + "/")
+    elif marker is not None:
+        _forget_below(state, marker.target)
+        _forget_below(state, marker.target + "/")
     kind = _KIND.get(member.type)
     if kind is None:
         state.dropped.append(f"{path} (a device node or FIFO: not kept)")
         return
-    if kind != "dir" and not base.startswith(WHITEOUT) and _VOLATILE.match(path):
+    if kind != "dir" and not is_whiteout(path) and _VOLATILE.match(path):
         state.dropped.append(path)
         state.items.pop(path, None)
         return
@@ -127,7 +125,7 @@ def _forget_below(state: _State, prefix: str) -> None:
     """Entries of an earlier merged layer at `prefix` (a path, or a directory ending in /) that a whiteout
     in a later one removes; whiteouts themselves stay, for the layers below."""
     doomed = [p for p in state.items if (p == prefix or (prefix.endswith("/") and p.startswith(prefix)))
-              and state.layer_of[p] < state.layer and not posixpath.basename(p).startswith(WHITEOUT)]
+              and state.layer_of[p] < state.layer and not is_whiteout(p)]
     for path in doomed:
         del state.items[path]
 

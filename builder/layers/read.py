@@ -9,11 +9,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from builder.layers.whiteouts import whiteout
 from builder.common.errors import InputError
 from builder.store.store import LayerRecord, Store
 
-WHITEOUT = ".wh."
-OPAQUE = ".wh..wh..opq"
 
 
 def find_files(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[str], bool],
@@ -123,12 +122,12 @@ def _merged(store: Store, layers: Sequence[LayerRecord]):
         layer_hidden, layer_opaque = set(), set()
         for member, open_member in members(store, layer):
             path = posixpath.normpath(member.name.lstrip("/").removeprefix("./"))
-            directory, name = posixpath.split(path)
-            if name == OPAQUE:
-                layer_opaque.add(directory)
+            marker = whiteout(path)
+            if marker is not None and marker.opaque:
+                layer_opaque.add(marker.directory)
                 continue
-            if name.startswith(WHITEOUT):
-                layer_hidden.add(posixpath.join(directory, name[len(WHITEOUT):]))
+            if marker is not None:
+                layer_hidden.add(marker.target)
                 continue
             if path in seen or _covered(path, hidden, opaque):
                 continue

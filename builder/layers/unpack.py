@@ -16,7 +16,8 @@ import tarfile
 from pathlib import Path
 from typing import Sequence
 
-from builder.layers.read import OPAQUE, WHITEOUT, members
+from builder.layers.read import members
+from builder.layers.whiteouts import whiteout
 from builder.common.errors import BuildError
 from builder.store.store import LayerRecord, Store
 
@@ -59,15 +60,15 @@ def _apply(store: Store, layer: LayerRecord, dest: Path) -> None:
         name = os.path.normpath(member.name.lstrip("/").removeprefix("./"))
         if name in (".", "") or name.startswith("..") or "/../" in f"/{name}/":
             continue
-        directory, base = os.path.split(name)
-        if base == OPAQUE:
-            parent = dest / directory
+        marker = whiteout(name)
+        if marker is not None and marker.opaque:
+            parent = dest / marker.directory
             if _inside(real_dest, parent) and parent.is_dir():
                 for child in parent.iterdir():
                     _remove(child)
             continue
-        if base.startswith(WHITEOUT):
-            victim = dest / directory / base[len(WHITEOUT):]
+        if marker is not None:
+            victim = dest / marker.target
             if _inside(real_dest, victim.parent):
                 _remove(victim)
             continue

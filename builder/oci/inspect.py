@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tarfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from builder.common.errors import InputError
 from builder.oci.descriptors import REF_NAME
+from builder.oci.files import ImageFiles, image_files
 
 
 def inspect_image(path: Path) -> dict[str, Any]:
-    if path.is_dir():
-        if not (path / "index.json").is_file():
-            raise InputError(f"{path} is not an OCI image layout (no index.json)")
-        return _describe(lambda name: (path / name).read_bytes(), str(path))
-    if path.is_file():
-        try:
-            with tarfile.open(path) as archive:
-                members = {m.name.removeprefix("./"): m for m in archive.getmembers() if m.isfile()}
-
-                def read(name: str) -> bytes:
-                    if name not in members:
-                        raise InputError(f"{path}: missing {name}")
-                    return archive.extractfile(members[name]).read()
-
-                return _describe(read, str(path))
-        except tarfile.TarError as exc:
-            raise InputError(f"{path}: not an image tarball ({exc})") from None
-    raise InputError(f"{path}: no such OCI layout or image tarball")
+    if path.is_dir() and not (path / "index.json").is_file():
+        raise InputError(f"{path} is not an OCI image layout (no index.json)")
+    with image_files(path, str(path)) as files:
+        return _describe(files)
 
 
-def _describe(read: Callable[[str], bytes], where: str) -> dict[str, Any]:
-    def blob(digest: str) -> bytes:
-        data = read("blobs/" + digest.replace(":", "/"))
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-            raise InputError(f"{where}: blob {digest} does not match its digest")
-        return data
-
-    index = json.loads(read("index.json"))
+def _describe(files: ImageFiles) -> dict[str, Any]:
+    where, blob = files.where, files.blob
+    index = json.loads(files.read("index.json"))
     manifests = index.get("manifests", [])
     if not manifests:
         raise InputError(f"{where}: the index lists no image")

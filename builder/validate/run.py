@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import hashlib
 import json
 import os
 import posixpath
@@ -29,6 +28,7 @@ from builder.validate import harness
 from builder.layers.unpack import chain_id, unpacked
 from builder.validate.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run
 from builder.store.store import LayerRecord, Store
+from builder.common.hashing import json_sha256
 
 PROJECT_DIRS = ("dags", "plugins", "include")
 
@@ -431,4 +431,4 @@ def _file_key(settings: str, rel: str, digest: str) -> str:
 
 
 def _hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+    return json_sha256(value)

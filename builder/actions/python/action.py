@@ -8,8 +8,6 @@ layer's key is not in the store.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 
 from builder.actions.inputs import listed_lines
@@ -17,6 +15,7 @@ from builder.oci.config import ContainerConfig
 from builder.project.lock import LockSection
 from builder.project.manifest import RuleSpec
 from builder.actions.steps import ActionResult, BuildContext, LayerStep
+from builder.common.hashing import json_sha256
 
 SECTION = "python"
 INSTALL_FORMAT = 2  # 2: pip's order, later wheels win shared files, REQUESTED (1: by name, shared files refused)
@@ -88,7 +87,7 @@ def _install_set(ctx: BuildContext, target, roots: tuple[str, ...]):
 
 
 def _hash(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+    return json_sha256(value)
 
 
 def _host(url: str) -> str | None:
