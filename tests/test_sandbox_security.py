@@ -36,7 +36,8 @@ HOME_SECRETS = ("docker-config-canary-31", "netrc-canary-64")
 # what the sandbox itself adds (bwrap's PWD, docker's HOSTNAME).
 ALLOWED_VARIABLES = {"PATH", "HOME", "AIRFLOW_HOME", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PWD", "HOSTNAME",
                      "AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
-                     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT"}
+                     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "AIRFLOW_CONFIG",
+                     "AIRFLOW__LOGGING__BASE_LOG_FOLDER", "AIRFLOW__SCHEDULER__CHILD_PROCESS_LOG_DIRECTORY"}
 ALLOWED_DEVICES = {"console", "core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr",
                    "stdin", "stdout", "tty", "urandom", "zero"}
 MANIFEST = "validation:\n  timeout_s: 60\n  memory_mb: 3072\n  processes: 32\n"

@@ -224,7 +224,9 @@ def test_without_a_sandbox_parse_refuses_unless_told_to_run_unconfined(tmp_path,
 def test_airflow_modules_are_imported_once_and_compiled_but_project_code_stays_in_the_child(tmp_path, debian_rootfs):
     project = project_with(tmp_path, AIRFLOW_3, ["good.py"])
     # A module the project provides under the airflow namespace (Airflow extends airflow.__path__ over
-    # sys.path): the harness must not import it itself, or its loop would escape the per-file limits.
+    # sys.path, here include/ through the image's PYTHONPATH): the harness must not import it itself, or
+    # its loop would escape the per-file limits.
+    (project / "Dockerfile").write_text("FROM scratch\nENV PYTHONPATH=/usr/local/airflow/include\n")
     (project / "include" / "airflow").mkdir(parents=True)
     (project / "include" / "airflow" / "project_hook.py").write_text("while True:\n    pass\n")
     (project / "dags" / "shadow.py").write_text("from airflow.sdk import DAG\nfrom airflow.project_hook import x\n")
