@@ -28,7 +28,7 @@ from builder.common.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
 from builder.deploy.deploy import DeployOptions, deploy
 from builder.engine.build import build
 from builder.project.ignore import IgnoreRules
-from builder.validate.run import warm_harness
+from builder.validate.memory import ValidationMemory
 
 STEP_MS = 40           # quiet time that ends a burst of writes
 MAX_BURST_MS = 2000    # a burst never delays a build longer than this
@@ -76,7 +76,7 @@ def watch(project: Path, options: WatchOptions) -> int:
 
     emit({"event": "start", "project": str(project)})
     shipped: dict[str, str | None] = {"last": None}  # the last good deploy: what a failing save keeps
-    with warm_harness():
+    with ValidationMemory(serve=True) as memory:  # one harness per environment, kept between saves
         # The first (empty) yield comes once the file watches are in place: the starting image is built
         # then, so no save made after its event can be missed.
         started = False
@@ -87,7 +87,7 @@ def watch(project: Path, options: WatchOptions) -> int:
                 continue
             changed = sorted({os.path.relpath(path, project) for _, path in changes})
             fatal = _build_once(options, changed, _event_time(project, changed) if changed else time.time(), emit,
-                                shipped, first=not started)
+                                shipped, memory, first=not started)
             if fatal is not None:
                 emit({"event": "stop", "exit_code": fatal})
                 return fatal
@@ -108,11 +108,12 @@ def _event_time(project: Path, changed: list[str]) -> float:
 
 
 def _build_once(options: WatchOptions, changed: list[str], event_time: float, emit,
-                shipped: dict[str, str | None], first: bool) -> int | None:
+                shipped: dict[str, str | None], memory: ValidationMemory, first: bool) -> int | None:
     """Build and report; the exit code to stop with when the first build failed for a reason no save can fix
     (airbuild's installation lacks something, or a bug of airbuild's), else None."""
 
     build_options = options.build_options()
+    build_options.validation_memory = memory
     if options.load:
         build_options.archive = build_options.project.resolve() / OUTPUT_DIR / "watch-image.tar"
     try:

@@ -84,16 +84,16 @@ def system_packages_action(rule: RuleSpec, ctx: BuildContext, config: ContainerC
     inputs = entries_hash([{"format": FORMAT, "requests": [[r.name, r.version] for r in requests],
                             "base": ctx.base.digest, "arch": arch,
                             "sources": sources_json(explicit) if explicit is not None else "base"}])
-    section = ctx.lock.reusable(SECTION, inputs, rule.file)
+    section = ctx.state.lock.reusable(SECTION, inputs, rule.file)
     if section is None:
         section = _resolve(ctx, requests, explicit, arch, path, inputs)
-    ctx.lock.record(SECTION, section)
+    ctx.state.lock.record(SECTION, section)
     if not section.entries:
         return ActionResult([], config)
     locked = entries_hash(section.entries)
     notes = ctx.store.get_record("deb-notes", locked)
     if notes:
-        ctx.notes.extend(notes["notes"])
+        ctx.state.notes.extend(notes["notes"])
     entry = ctx.tree.entries.get(rule.file)
     step = LayerStep(
         rule=rule.name,
@@ -125,7 +125,7 @@ def _resolve(ctx: BuildContext, requests: list[Request], explicit: list[AptSourc
                          "(/var/lib/dpkg/status): it is not a Debian-based image", path=path)
     resolved = resolve_online(ctx.store, sources, arch, requests, installed,
                               lambda s: keyring_for(s, view, override), str(path))
-    ctx.notes.extend(resolved.notes)
+    ctx.state.notes.extend(resolved.notes)
     return LockSection(inputs, tuple(resolved.entries))
 
 
@@ -139,6 +139,6 @@ def _make_items(ctx: BuildContext, entries, arch: str, locked: str, remember_not
     notes = install(tree, packages, view, arch)
     ctx.store.put_record("deb-notes", locked, {"notes": notes})
     if remember_notes:
-        ctx.notes.extend(notes)
+        ctx.state.notes.extend(notes)
     return layer_items(tree)
 

@@ -21,7 +21,20 @@ from builder.common.hashing import json_sha256
 
 
 @dataclass
+class BuildState:
+    """What one build accumulates while its rules run (the only mutable part of a build's context)."""
+
+    lock: LockState  # pinned sections to reuse; resolving rules record theirs here
+    notes: list[str] = field(default_factory=list)  # for the build output (e.g. skipped maintainer scripts)
+    engine: Any = None                      # builder.docker.client.EngineSession: found on first use only
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when the build ends, however it ends
+    onbuild_report: list[dict] = field(default_factory=list)  # what became of each trigger (bases.onbuild.report)
+
+
+@dataclass(frozen=True)
 class BuildContext:
+    """The inputs of one build, fixed before any rule runs, and its `state`."""
+
     project: Path
     manifest: Manifest
     manifest_path: Path | None
@@ -34,17 +47,13 @@ class BuildContext:
     epoch: int
     owner: Ownership
     variables: dict[str, str]
-    lock: LockState  # pinned sections to reuse; resolving rules record theirs here
-    notes: list[str] = field(default_factory=list)  # for the build output (e.g. skipped maintainer scripts)
+    state: BuildState
     backend: str = "auto"                   # native | auto | buildkit (see builder/docker/engine.py)
     sandbox: str | None = None              # for DAG validation, over the manifest's (see builder/validate/sandbox.py)
     env_file: Path | None = None            # the DAGs' variables (--env), else the project's .env
     build_args: dict[str, str] = field(default_factory=dict)  # values for the Dockerfile's ARGs
     secrets: tuple[SecretSpec, ...] = ()    # for RUN --mount=type=secret; never in a key or a layer
-    engine: Any = None                      # builder.engine.EngineSession: found on first use only
-    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run when the build ends, however it ends
-    onbuild: tuple[Any, ...] = ()           # the base's ONBUILD triggers (builder.onbuild.Trigger)
-    onbuild_report: list[dict] = field(default_factory=list)  # what became of each (builder.onbuild.report)
+    onbuild: tuple[Any, ...] = ()           # the base's ONBUILD triggers (builder.bases.onbuild.Trigger)
 
 
 @dataclass

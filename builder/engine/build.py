@@ -19,6 +19,7 @@ from builder.layers.compress import Codec
 from builder.engine.gate import ValidationFailed, check_dags, validation_inputs
 from builder.registry.reference import parse_repository
 from builder.validate.dag_run import run_dag as run_in_sandbox
+from builder.validate.memory import ValidationMemory
 from builder.validate.run import run_project_tests
 from builder.oci.config import ContainerConfig
 from builder.project.dockerfile import Dockerfile, parse_dockerfile
@@ -38,7 +39,7 @@ from builder.common.progress import Progress
 from builder.engine.rules import rule_list, rules_dir
 from builder.engine.state import PreviousBuild
 from builder.project.statcache import StatCache
-from builder.actions.steps import BuildContext
+from builder.actions.steps import BuildContext, BuildState
 from builder.common.paths import default_store_dir
 from builder.store.store import Store
 from builder.project.tree import Scanned, scan_project, walk_project
@@ -65,6 +66,7 @@ class BuildOptions:
     sandbox: str | None = None            # --sandbox / --no-sandbox, over validation.sandbox
     env_file: Path | None = None          # --env: the variables DAG code sees (default: the project's .env)
     astro_tests: bool = False             # validation also runs .astro/test_dag_integrity_default.py (deploy)
+    validation_memory: ValidationMemory | None = None  # watch's, kept between its builds; None: a fresh one
 
     @property
     def skip_reason(self) -> str | None:
@@ -204,19 +206,19 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
     ignore = IgnoreRules.for_project(project)
     scanned = options.scanned if options.scanned is not None else scan_project(project, ignore)
     tree = walk_project(project, ignore, statcache, scanned)
+    rules = rule_list(manifest, inputs.manifest_path)
     ctx = BuildContext(project=project, manifest=manifest, manifest_path=inputs.manifest_path,
                        dockerfile=inputs.dockerfile, base=base, store=store, tree=tree, platform=inputs.platform,
-                       codec=inputs.codec, epoch=epoch, lock=lock_state,
+                       codec=inputs.codec, epoch=epoch, state=BuildState(lock_state),
                        owner=owner, variables={"workdir": manifest.workdir, "name": image_name(project, manifest.name),
                                                "platform": str(inputs.platform)},
                        backend=options.backend or manifest.backend,
                        build_args={**manifest.build_args, **options.build_args},
                        secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox,
-                       env_file=options.env_file)
+                       env_file=options.env_file, onbuild=tuple(onbuild.base_triggers(
+                           base.config, rules, inputs.dockerfile.base_line)))
     previous = PreviousBuild.load(output_dir / "state.json")
-    rules = rule_list(manifest, inputs.manifest_path)
-    ctx.onbuild = tuple(onbuild.base_triggers(base.config, rules, inputs.dockerfile.base_line))
-    ctx.onbuild_report.extend(onbuild.report(t) for t in ctx.onbuild if t.replaced_by)
+    ctx.state.onbuild_report.extend(onbuild.report(t) for t in ctx.onbuild if t.replaced_by)
     plan = make_plan(ctx, rules, initial, previous, statcache.hashed_paths)
     lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))
     return Prepared(ctx, plan, lock, statcache, previous, output_dir, scanned, inputs)
@@ -248,7 +250,7 @@ def build(options: BuildOptions) -> BuildResult:
         report = None
         if options.validate:
             options.progress.step("importing DAGs in the sandbox")
-            report = check_dags(ctx, plan, astro_tests=options.astro_tests)
+            report = check_dags(ctx, plan, astro_tests=options.astro_tests, memory=options.validation_memory)
             if report.failed and not options.force:
                 raise ValidationFailed(report)
         image = assemble(store, ctx.base.config, ctx.base.layers, plan.config, records, plan.history, ctx.epoch)
@@ -274,7 +276,7 @@ def build(options: BuildOptions) -> BuildResult:
 def _end(prepared: "Prepared | None", store: Store) -> None:
     """Run what the build's steps left to clean up (engine staging), then release the store."""
     try:
-        for cleanup in reversed(prepared.ctx.cleanups if prepared else []):
+        for cleanup in reversed(prepared.ctx.state.cleanups if prepared else []):
             cleanup()
     finally:
         store.close()
@@ -315,7 +317,7 @@ def _build_layer(ctx: BuildContext, layer, progress: Progress):
 def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, archive: Path | None,
             duration: float, name: str, lock_changed: bool) -> BuildResult:
     base = prepared.ctx.base
-    triggers = sorted(prepared.ctx.onbuild_report, key=lambda entry: entry["index"])
+    triggers = sorted(prepared.ctx.state.onbuild_report, key=lambda entry: entry["index"])
     layers = [LayerResult("base", None, r.diff_id, r.digest, r.size, True, f"base image {base.description}")
               for r in base.layers]
     for layer in prepared.plan.layers:
@@ -333,9 +335,9 @@ def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, 
         layers=layers,
         image_name=name,
         lock_changed=lock_changed,
-        notes=[onbuild.note(entry) for entry in triggers] + list(prepared.ctx.notes),
+        notes=[onbuild.note(entry) for entry in triggers] + list(prepared.ctx.state.notes),
         onbuild=triggers,
-        engine=prepared.ctx.engine.summary() if prepared.ctx.engine else None,
+        engine=prepared.ctx.state.engine.summary() if prepared.ctx.state.engine else None,
     )
 
 
@@ -384,7 +386,7 @@ def parse_dags(options: BuildOptions):
     """`airbuild parse`: the environment layers built (or found in the store), then the DAGs imported."""
     with _environment(options) as prepared:
         options.progress.step("importing DAGs in the sandbox")
-        return check_dags(prepared.ctx, prepared.plan, astro_tests=True)
+        return check_dags(prepared.ctx, prepared.plan, astro_tests=True, memory=options.validation_memory)
 
 
 def run_tests(options: BuildOptions, pytest_args: list[str], to_stderr: bool = False) -> int:

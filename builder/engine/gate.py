@@ -12,6 +12,7 @@ from builder.common.errors import AirbuildError, InputError
 from builder.engine.plan import Plan
 from builder.actions.python.target import detect_python, installed_distributions
 from builder.actions.steps import BuildContext
+from builder.validate.memory import ValidationMemory
 from builder.validate.run import Limits, Report, ValidationInputs, validate
 from builder.project.yaml_source import load_yaml
 
@@ -35,25 +36,24 @@ AIRFLOW_DISTRIBUTIONS = {"apache-airflow", "apache-airflow-core"}
 
 
 def check_dags(ctx: BuildContext, plan: Plan, inputs: ValidationInputs | None = None,
-               astro_tests: bool = False) -> Report:
+               astro_tests: bool = False, memory: ValidationMemory | None = None) -> Report:
     """The planned build's DAGs imported against its environment layers, or against `inputs`' (deploy --dags:
-    the target image's); with `astro_tests`, Astro's own parse test too (parse, deploy)."""
+    the target image's); with `astro_tests`, Astro's own parse test too (parse, deploy). `memory`: what the
+    caller's earlier validations left (watch), else a fresh one."""
+    memory = memory or ValidationMemory()
     inputs = dataclasses.replace(inputs or validation_inputs(ctx, plan), astro_tests=astro_tests)
-    missing = _without_airflow(ctx, inputs.env_layers)
+    missing = _without_airflow(ctx, inputs.env_layers, memory)
     if missing:
         return Report("skipped", missing)
-    return validate(inputs)
+    return validate(inputs, memory)
 
 
-_environment_checked: dict[str, str | None] = {}  # layer chain -> _without_airflow's answer, for this process
-
-
-def _without_airflow(ctx: BuildContext, env_layers: list) -> str | None:
+def _without_airflow(ctx: BuildContext, env_layers: list, memory: ValidationMemory) -> str | None:
     """Why DAGs cannot be imported against this image (read from its files), or None."""
     chain = "|".join(layer.diff_id for layer in env_layers)
-    if chain not in _environment_checked:
-        _environment_checked[chain] = _check_environment(ctx, env_layers)
-    return _environment_checked[chain]
+    if chain not in memory.environments:
+        memory.environments[chain] = _check_environment(ctx, env_layers)
+    return memory.environments[chain]
 
 
 def _check_environment(ctx: BuildContext, env_layers: list) -> str | None:

@@ -9,7 +9,6 @@ files without one, and the duplicate-dag_id check always runs over all results.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import json
 import os
@@ -18,13 +17,14 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from builder.validate import astro_tests
 from builder.common import masking
 from builder.validate.astro_tests import AstroTestCase
 from builder.common.errors import BuildError, InputError
 from builder.validate import harness
+from builder.validate.memory import ServedHarness, ValidationMemory
 from builder.layers.unpack import chain_id, unpacked
 from builder.validate.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run
 from builder.store.store import LayerRecord, Store
@@ -126,7 +126,9 @@ def placement(inputs: ValidationInputs, work: Path) -> Placement:
     return Placement(sandbox, str(inputs.project), str(work / "tmp"), str(work))
 
 
-def validate(inputs: ValidationInputs) -> Report:
+def validate(inputs: ValidationInputs, memory: ValidationMemory | None = None) -> Report:
+    """`memory`: what the caller's earlier validations left (watch); None: a one-shot run."""
+    memory = memory or ValidationMemory()
     started = time.monotonic()
     dags_dir = inputs.project / "dags"
     if not dags_dir.is_dir():
@@ -142,20 +144,20 @@ def validate(inputs: ValidationInputs) -> Report:
                       "environment": _hash(sorted(dag_environment(inputs).items()))})
     whole = _hash({"settings": settings, "dags": sorted(inputs.dag_hashes.items())})
     cached_run = inputs.store.get_record("dag-runs", whole)
-    if cached_run is not None and _warm is not None:
-        _warm_session(inputs)  # watch mode: Airflow imports in the background, ready for the next edit
+    if cached_run is not None and memory.serve:
+        _warm_session(inputs, memory)  # watch mode: Airflow imports in the background, ready for the next edit
     if cached_run is not None:
         report = _report_from(cached_run, inputs, cached=True)
         _with_astro_tests(report, inputs, whole)
         report.duration_s = round(time.monotonic() - started, 3)
         return report
 
-    known = {rel: _stored_result(inputs.store, _file_key(settings, rel, digest))
+    known = {rel: _stored_result(inputs.store, _file_key(settings, rel, digest), memory)
              for rel, digest in inputs.dag_hashes.items()}
     known = {rel: result for rel, result in known.items() if result is not None}
-    outcome, place = _run_harness(inputs, known)
+    outcome, place = _run_harness(inputs, known, memory)
     folder = posixpath.join(place.workdir, "dags")
-    _compile_bytecode(inputs, outcome.get("uncompiled") or [])
+    _compile_bytecode(inputs, outcome.get("uncompiled") or [], memory)
     if outcome.get("airflow_version") is None:  # installed, but it does not import: nothing can be validated
         return Report("failed", outcome.get("error", "Airflow cannot be imported in the image"),
                       duration_s=round(time.monotonic() - started, 3))
@@ -171,7 +173,7 @@ def validate(inputs: ValidationInputs) -> Report:
         if digest is not None:
             key = _file_key(settings, rel, digest)
             inputs.store.put_record("dag-results", key, result)
-            _results_seen[key] = result
+            memory.results[key] = result
     run_record = {"airflow_version": outcome["airflow_version"], "results": results,
                   "imported": len(outcome["results"])}
     inputs.store.put_record("dag-runs", whole, run_record)
@@ -313,10 +315,10 @@ def _request(inputs: ValidationInputs, place: Placement, known: dict[str, dict])
             "project_root": place.workdir}
 
 
-def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> tuple[dict, Placement]:
+def _run_harness(inputs: ValidationInputs, known: dict[str, dict], memory: ValidationMemory) -> tuple[dict, Placement]:
     """The harness's answer, and where it ran (its DAG folder names the files)."""
-    if _warm is not None:
-        session, place = _warm_session(inputs)
+    if memory.serve:
+        session, place = _warm_session(inputs, memory)
         return json.loads(session.request(json.dumps(_request(inputs, place, known)))), place
     work = _harness_work_dir(inputs, "validate")
     try:
@@ -338,10 +340,7 @@ def _run_harness(inputs: ValidationInputs, known: dict[str, dict]) -> tuple[dict
                          f"{(proc.stderr.strip() or proc.stdout.strip())[-3000:]}") from None
 
 
-_compile_attempted: set[tuple[str, str]] = set()  # (rootfs, source) compiled or tried by this process
-
-
-def _compile_bytecode(inputs: ValidationInputs, sources: list[str]) -> None:
+def _compile_bytecode(inputs: ValidationInputs, sources: list[str], memory: ValidationMemory) -> None:
     """Compile what the harness imported from source into the unpacked environment (rootfs/ is airbuild's
     copy, not the image): Airflow's import then takes about half as long in every later run. compileall
     with -I -S reads the files and writes .pyc beside them; it runs none of their code."""
@@ -350,10 +349,10 @@ def _compile_bytecode(inputs: ValidationInputs, sources: list[str]) -> None:
         return
     rootfs = unpacked(inputs.store, inputs.env_layers)
     # Once per process and file: one that does not compile must not cost a sandbox run on every save.
-    sources = [s for s in sources if (str(rootfs), s) not in _compile_attempted]
+    sources = [s for s in sources if (str(rootfs), s) not in memory.compiled]
     if not sources:
         return
-    _compile_attempted.update((str(rootfs), s) for s in sources)
+    memory.compiled.update((str(rootfs), s) for s in sources)
     if sandbox == "none":  # the harness named host paths
         sources = [s for s in sources if s.startswith(os.path.join(str(rootfs), ""))]
     work = _work_dir(inputs, "compile")
@@ -371,41 +370,21 @@ def _compile_bytecode(inputs: ValidationInputs, sources: list[str]) -> None:
 
 # -- watch mode: one harness per environment, kept running between builds -------------------------
 
-_warm: dict[str, tuple[Session, Path, Placement]] | None = None
-
-
-@contextlib.contextmanager
-def warm_harness() -> Iterator[None]:
-    """While active, validations reuse a running harness (Airflow imported once) per environment."""
-    global _warm
-    _warm = {}
-    try:
-        yield
-    finally:
-        sessions, _warm = _warm, None
-        for session, work, _ in sessions.values():
-            session.close()
-            shutil.rmtree(work, ignore_errors=True)
-
-
-def _warm_session(inputs: ValidationInputs) -> tuple[Session, Placement]:
+def _warm_session(inputs: ValidationInputs, memory: ValidationMemory) -> tuple[Session, Placement]:
     key = _hash({"env": chain_id(inputs.env_layers), "project": str(inputs.project), "workdir": inputs.workdir,
                  "sandbox": inputs.sandbox, "dirs": [d for d in PROJECT_DIRS if (inputs.project / d).is_dir()],
                  "environment": dag_environment(inputs)})  # a new .env means a new harness
-    entry = _warm.get(key)
-    if entry is not None and entry[0].alive():
-        return entry[0], entry[2]
-    for session, work, _ in _warm.values():  # another environment (requirements changed): its harness goes
-        session.close()
-        shutil.rmtree(work, ignore_errors=True)
-    _warm.clear()
+    served = memory.harnesses.get(key)
+    if served is not None and served.session.alive():
+        return served.session, served.place
+    memory.close()  # another environment (requirements changed): its harness goes
     work = _harness_work_dir(inputs, f"harness-{key[:12]}")
     place = placement(inputs, work)
     job = project_job(inputs, place, ["python3", posixpath.join(place.harness_dir, "harness.py"), "--serve"],
                       PROJECT_DIRS, work, timeout_s=0)
     job.as_init = True
     session = Session(job)
-    _warm[key] = (session, work, place)
+    memory.harnesses[key] = ServedHarness(session, work, place)
     return session, place
 
 
@@ -414,15 +393,12 @@ def _airflow_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
 
 
-_results_seen: dict[str, dict] = {}  # file key -> result, for this process (watch asks again on every save)
-
-
-def _stored_result(store: Store, key: str) -> dict | None:
-    result = _results_seen.get(key)
+def _stored_result(store: Store, key: str, memory: ValidationMemory) -> dict | None:
+    result = memory.results.get(key)
     if result is None:
         result = store.get_record("dag-results", key)
         if result is not None:
-            _results_seen[key] = result
+            memory.results[key] = result
     return result
 
 

@@ -60,7 +60,7 @@ def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig
             raise _located(exc, inst, path) from None
         if inst.trigger:
             engine = made is not None and (inst.keyword == "RUN" or ctx.backend == "buildkit")
-            ctx.onbuild_report.append(onbuild.report(next(t for t in triggers if t.index == inst.trigger),
+            ctx.state.onbuild_report.append(onbuild.report(next(t for t in triggers if t.index == inst.trigger),
                                                      made.step if made else None, engine=engine))
         if made is not None:
             steps.append(made)

@@ -111,15 +111,15 @@ class EngineSegment:
     def _run(self) -> None:
         ctx = self.ctx
         path, first = ctx.dockerfile.path, self.first
-        if ctx.engine is None:
-            ctx.engine = EngineSession()
-        engine = ctx.engine.require(f"{first.keyword} (rule {self.rule.name}, layer {self.steps[0].step})",
+        if ctx.state.engine is None:
+            ctx.state.engine = EngineSession()
+        engine = ctx.state.engine.require(f"{first.keyword} (rule {self.rule.name}, layer {self.steps[0].step})",
                                     path, first.line)
         _check_platform(engine.server_platform, str(ctx.platform), path, first.line)
-        client = EngineClient(engine, ctx.engine)
+        client = EngineClient(engine, ctx.state.engine)
         self._work = ctx.store.root / "tmp" / f"{os.getpid()}.buildkit.{os.urandom(4).hex()}"
         self._work.mkdir(parents=True)
-        ctx.cleanups.append(self.close)
+        ctx.state.cleanups.append(self.close)
 
         parent_image = self._parent_image()
         parent = self._load_parent(client, parent_image)
@@ -129,7 +129,7 @@ class EngineSegment:
         dockerfile = self._render(parent, lines)
         declared = {name for inst in lines if inst.keyword == "ARG" for name in _arg_names(inst)}
         build_args = {**self.start_args, **{k: v for k, v in ctx.build_args.items() if k in declared}}
-        ctx.engine.instructions += len(self.steps)
+        ctx.state.engine.instructions += len(self.steps)
         with engine_secrets(ctx) as secrets:
             try:
                 image = client.build(self._work / "context", dockerfile, build_args, secrets, self._work / "iid")
@@ -220,7 +220,7 @@ class EngineSegment:
                 items, dropped = layer_normalise.normalise(streams, self._work / f"layer-{index}", ctx.epoch)
                 if dropped:
                     more = f" (+{len(dropped) - 3} more)" if len(dropped) > 3 else ""
-                    ctx.notes.append(f"{step.step}: left out of the layer: {', '.join(dropped[:3])}{more}")
+                    ctx.state.notes.append(f"{step.step}: left out of the layer: {', '.join(dropped[:3])}{more}")
                 outputs[index] = items
         return outputs
 

@@ -38,13 +38,13 @@ def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) ->
                     "site": target.site_packages, "platform": target.uv_platform,
                     "indexes": [strip_credentials(u) for u in filter(None, [indexes.index_url,
                                                                             *indexes.extra_index_urls])]})
-    section = ctx.lock.reusable(SECTION, inputs, rule.file)
+    section = ctx.state.lock.reusable(SECTION, inputs, rule.file)
     if section is None:
-        pinned = ctx.lock.pinned.sections.get(SECTION) if ctx.lock.pinned else None
+        pinned = ctx.state.lock.pinned.sections.get(SECTION) if ctx.state.lock.pinned else None
         previous = tuple(PinnedWheel.from_json(e) for e in pinned.entries) if pinned else ()
-        pins = resolve(path, target, base_dists, indexes, ctx.lock.upgrade, previous)
+        pins = resolve(path, target, base_dists, indexes, ctx.state.lock.upgrade, previous)
         section = LockSection(inputs, tuple(p.to_json() for p in sorted(pins, key=lambda p: p.name.lower())))
-    ctx.lock.record(SECTION, section)
+    ctx.state.lock.record(SECTION, section)
     pins = [PinnedWheel.from_json(e) for e in section.entries]
     if not pins:  # the base has everything already
         return ActionResult([], config)
