@@ -229,3 +229,25 @@ def test_private_index_credentials_never_land_anywhere(tmp_path, debian_rootfs, 
                     env={"AIRBUILD_INDEX_USERNAME": "ci", "AIRBUILD_INDEX_PASSWORD": wrong_password})
     assert wrong.returncode == 2 and "cannot resolve" in wrong.stderr
     assert wrong_password not in wrong.stderr + wrong.stdout
+
+
+def test_two_requirements_rules_each_keep_their_own_lock_section(project, debian_rootfs, shared_store):
+    """A second python-requirements rule (requirements-ml.txt) pins in a section of its own name: the
+    two never overwrite each other's pins, so a rebuild resolves nothing and changes nothing."""
+    (project / "requirements.txt").write_text("tabulate==0.9.0\n")
+    (project / "requirements-ml.txt").write_text("toolz==1.0.0\n")
+    (project / "astro.yaml").write_text(
+        "layers:\n  - system-packages\n  - python-requirements\n"
+        "  - {name: python-ml, action: python-requirements, file: requirements-ml.txt}\n"
+        "  - dockerfile\n  - project-files\n  - dags\n")
+    env = {"AIRBUILD_CACHE_DIR": str(shared_store)}
+    first = build(project, f"rootfs:{debian_rootfs}", "--no-validate", env=env)
+    lock = json.loads((project / "astro.lock").read_text())
+    assert [e["name"].lower() for e in lock["python"]["entries"]] == ["tabulate"]
+    assert [e["name"].lower() for e in lock["python-ml"]["entries"]] == ["toolz"]
+    site = "usr/local/lib/python3.11/dist-packages"
+    assert f"{site}/tabulate/__init__.py" in layer_names(first, "python-requirements")
+    assert f"{site}/toolz/__init__.py" in layer_names(first, "python-ml")
+    again = build(project, f"rootfs:{debian_rootfs}", "--no-validate", "--locked", env=env)
+    assert not again["lock_changed"] and all(layer["cached"] for layer in again["layers"])
+    assert again["manifest_digest"] == first["manifest_digest"]

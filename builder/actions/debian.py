@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from builder.oci.config import ContainerConfig
 from builder.common.errors import InputError
-from builder.project.lock import LockSection
+from builder.project.lock import LockSection, section_for
 from builder.project.manifest import RuleSpec
 from builder.actions.steps import ActionResult, BuildContext, LayerStep
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # the Debian modules load only for a packages.txt that names 
     from builder.debian.repo import AptSource
     from builder.debian.resolve import Request
 
-SECTION = "debian"
 FORMAT = 1
 NAME = re.compile(r"^[a-z0-9][a-z0-9+.\-]+$")
 
@@ -84,10 +83,10 @@ def system_packages_action(rule: RuleSpec, ctx: BuildContext, config: ContainerC
     inputs = entries_hash([{"format": FORMAT, "requests": [[r.name, r.version] for r in requests],
                             "base": ctx.base.digest, "arch": arch,
                             "sources": sources_json(explicit) if explicit is not None else "base"}])
-    section = ctx.state.lock.reusable(SECTION, inputs, rule.file)
+    section = ctx.state.lock.reusable(section_for(rule.name), inputs, rule.file)
     if section is None:
         section = _resolve(ctx, requests, explicit, arch, path, inputs)
-    ctx.state.lock.record(SECTION, section)
+    ctx.state.lock.record(section_for(rule.name), section)
     if not section.entries:
         return ActionResult([], config)
     locked = entries_hash(section.entries)

@@ -112,3 +112,12 @@ def check_base(state: LockState, wanted: BasePin) -> None:
             f"--locked, but the base changed: the lock pins {state.pinned.base.source} at {state.pinned.base.digest}, "
             f"the inputs give {wanted.source} at {wanted.digest}; run `airbuild lock` to accept it",
             path=state.path)
+
+
+# The default rules keep the section names every lock has had; any other rule's section is its name.
+_LEGACY_SECTIONS = {"python-requirements": "python", "system-packages": "debian"}
+
+
+def section_for(rule_name: str) -> str:
+    """The section of astro.lock a resolving rule pins its inputs in: two rules never share one."""
+    return _LEGACY_SECTIONS.get(rule_name, rule_name)

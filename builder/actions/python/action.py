@@ -12,12 +12,11 @@ import os
 
 from builder.actions.inputs import listed_lines
 from builder.oci.config import ContainerConfig
-from builder.project.lock import LockSection
+from builder.project.lock import LockSection, section_for
 from builder.project.manifest import RuleSpec
 from builder.actions.steps import ActionResult, BuildContext, LayerStep
 from builder.common.hashing import json_sha256
 
-SECTION = "python"
 INSTALL_FORMAT = 2  # 2: pip's order, later wheels win shared files, REQUESTED (1: by name, shared files refused)
 
 
@@ -38,13 +37,13 @@ def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) ->
                     "site": target.site_packages, "platform": target.uv_platform,
                     "indexes": [strip_credentials(u) for u in filter(None, [indexes.index_url,
                                                                             *indexes.extra_index_urls])]})
-    section = ctx.state.lock.reusable(SECTION, inputs, rule.file)
+    section = ctx.state.lock.reusable(section_for(rule.name), inputs, rule.file)
     if section is None:
-        pinned = ctx.state.lock.pinned.sections.get(SECTION) if ctx.state.lock.pinned else None
+        pinned = ctx.state.lock.pinned.sections.get(section_for(rule.name)) if ctx.state.lock.pinned else None
         previous = tuple(PinnedWheel.from_json(e) for e in pinned.entries) if pinned else ()
         pins = resolve(path, target, base_dists, indexes, ctx.state.lock.upgrade, previous)
         section = LockSection(inputs, tuple(p.to_json() for p in sorted(pins, key=lambda p: p.name.lower())))
-    ctx.state.lock.record(SECTION, section)
+    ctx.state.lock.record(section_for(rule.name), section)
     pins = [PinnedWheel.from_json(e) for e in section.entries]
     if not pins:  # the base has everything already
         return ActionResult([], config)
