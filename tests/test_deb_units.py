@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.actions.debian import parse_package_list
+from builder.actions.debian.package_list import parse_package_list
 from builder.debian.control import Dep, compare, relations, satisfies
 from builder.debian.ldcache import libcmp, parse_cache, write_cache
 from builder.debian.repo import Candidate, dearmor, parse_sources, release_files

@@ -95,7 +95,7 @@ def _tar(data: bytes, name: str, what: str) -> tarfile.TarFile:
         if name.endswith(".xz"):
             data = lzma.decompress(data)
         elif name.endswith(".zst"):
-            import zstandard
+            import zstandard  # only for a .deb whose members are zstd
 
             data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
         elif name.endswith(".gz"):

@@ -12,7 +12,7 @@ from typing import Callable
 
 from builder.actions.dockerfile.action import dockerfile_action
 from builder.actions.files import files_action
-from builder.actions.debian import system_packages_action
+from builder.actions.debian.action import system_packages_action
 from builder.actions.python.action import python_action
 from builder.oci.config import ContainerConfig
 from builder.project.manifest import RuleSpec

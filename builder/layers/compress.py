@@ -35,10 +35,10 @@ class Codec:
     @property
     def version(self) -> str:
         if self.name == "gzip":
-            import isal
+            import isal  # the codec in use only
 
             return f"isal-{isal.__version__}"
-        import zstandard
+        import zstandard  # the codec in use only
 
         return f"zstd-{'.'.join(map(str, zstandard.ZSTD_VERSION))}"
 
@@ -75,7 +75,7 @@ class _GzipStream:
 
 
 def _zstd(level: int) -> Compressor:
-    import zstandard
+    import zstandard  # only for zstd layers
 
     return zstandard.ZstdCompressor(level=level, threads=0, write_checksum=False,
                                     write_content_size=False).compressobj()
@@ -110,11 +110,11 @@ class ChunkedCompressor:
 def decompressor_for(head: bytes):
     """A streaming decompressor for a blob starting with `head`, or None for an uncompressed tar."""
     if head[:2] == b"\x1f\x8b":
-        import zlib
+        import zlib  # only to read a gzip base layer
 
         return zlib.decompressobj(31)
     if head[:4] == b"\x28\xb5\x2f\xfd":
-        import zstandard
+        import zstandard  # only to read a zstd base layer
 
         return zstandard.ZstdDecompressor().decompressobj()
     return None

@@ -157,7 +157,7 @@ def members(store: Store, layer: LayerRecord):
         with open(path, "rb") as raw:
             head = raw.read(4)
         if head == b"\x28\xb5\x2f\xfd":
-            import zstandard
+            import zstandard  # only for zstd layers
 
             source = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
         elif head[:2] == b"\x1f\x8b":

@@ -10,6 +10,7 @@ Credentials and tokens only ever travel in headers: they are never in a message.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import ssl
@@ -61,7 +62,7 @@ def ssl_context(ca_bundle: Path | None, verify: bool) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    import certifi
+    import certifi  # only when no CA bundle is configured
 
     context = ssl.create_default_context(cafile=certifi.where())
     bundle = ca_bundle or (Path(os.environ[ENV_CA_BUNDLE]) if os.environ.get(ENV_CA_BUNDLE) else None)
@@ -80,8 +81,6 @@ def error_detail(response: httpx.Response) -> str:
     except httpx.HTTPError:
         return ""
     try:
-        import json
-
         errors = json.loads(body).get("errors")
         parts = []
         for error in errors:

@@ -1,61 +1,36 @@
-"""The `system-packages` action: `packages.txt` -> one locked, reproducible layer of Debian packages.
+"""The system-packages layer: `packages.txt` -> one locked, reproducible layer of Debian packages.
 
 What Astro's ONBUILD `apt-get install` does, without a container: resolve against the
 base's dpkg status and its apt sources (or the manifest's `apt`), lock every `.deb` in
 astro.lock's `debian` section, then unpack the locked files into a layer. While
 packages.txt, the base and the sources are unchanged the lock is reused and nothing
-touches the network; the layer itself is keyed by the locked set.
+touches the network; the layer itself is keyed by the locked set. Loaded only for a packages.txt
+that names packages (builder.actions.debian.action).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from builder.actions.debian.package_list import Listed
+from builder.debian.install import (base_view, entries_hash, fetch_packages, install, keyring_for, layer_items,
+                                    resolve_online, sources_json)
+from builder.debian.layer import Tree
+from builder.debian.repo import AptSource
+from builder.debian.resolve import Request, installed_from_status
 from builder.oci.config import ContainerConfig
 from builder.common.errors import InputError
 from builder.project.lock import LockSection, section_for
 from builder.project.manifest import RuleSpec
 from builder.actions.steps import ActionResult, BuildContext, LayerStep
 
-if TYPE_CHECKING:  # the Debian modules load only for a packages.txt that names packages (~50 ms)
-    from builder.debian.repo import AptSource
-    from builder.debian.resolve import Request
-
 FORMAT = 1
-NAME = re.compile(r"^[a-z0-9][a-z0-9+.\-]+$")
-
-
-def parse_package_list(text: str, path: Path) -> list[Request]:
-    """packages.txt as Astro reads it: names (several a line allowed), `#` comments, CRLF, `name=version`."""
-    listed: dict[str, tuple[str | None, int]] = {}  # name -> (version, line)
-    for number, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
-        for word in raw.split("#", 1)[0].split():
-            name, sep, version = word.partition("=")
-            if not NAME.match(name) or (sep and not version):
-                hint = " (architecture qualifiers are not supported)" if ":" in name else \
-                       " (suite pins are not supported: use name=version)" if "/" in name else ""
-                raise InputError(f"{word!r} is not a Debian package name or name=version{hint}",
-                                 path=path, line=number)
-            previous = listed.get(name)
-            if previous is not None and previous[0] != (version or None):
-                raise InputError(f"{name} is listed twice with different versions "
-                                 f"(line {previous[1]} and here)", path=path, line=number)
-            listed.setdefault(name, (version or None, number))
-    if not listed:
-        return []
-    from builder.debian.resolve import Request
-
-    return [Request(name, version, line) for name, (version, line) in listed.items()]
 
 
 def manifest_sources(ctx: BuildContext) -> list[AptSource] | None:
     apt = getattr(ctx.manifest, "apt", None)
     if apt is None or not apt.sources:
         return None
-    from builder.debian.repo import AptSource
-
     return [AptSource(s.uri.rstrip("/"), suite, tuple(s.components)) for s in apt.sources for suite in s.suites]
 
 
@@ -69,15 +44,10 @@ def manifest_keyring(ctx: BuildContext) -> tuple[bytes, str] | None:
     return path.read_bytes(), str(path)
 
 
-def system_packages_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
-    path = ctx.project / rule.file
-    if not path.is_file():
-        return ActionResult([], config)
-    requests = parse_package_list(path.read_text(encoding="utf-8", errors="replace"), path)
-    if not requests:
-        return ActionResult([], config)
-    from builder.debian.install import entries_hash, sources_json
-
+def packages_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, path: Path,
+                   listed: list[Listed]) -> ActionResult:
+    """The layer of a packages.txt that names packages (system_packages_action checked)."""
+    requests = [Request(item.name, item.version, item.line) for item in listed]
     arch = ctx.platform.architecture
     explicit = manifest_sources(ctx)
     inputs = entries_hash([{"format": FORMAT, "requests": [[r.name, r.version] for r in requests],
@@ -108,9 +78,6 @@ def system_packages_action(rule: RuleSpec, ctx: BuildContext, config: ContainerC
 
 def _resolve(ctx: BuildContext, requests: list[Request], explicit: list[AptSource] | None, arch: str,
              path: Path, inputs: str) -> LockSection:
-    from builder.debian.install import base_view, keyring_for, resolve_online
-    from builder.debian.resolve import installed_from_status
-
     view = base_view(ctx.store, ctx.base.layers, with_links=False)
     sources = explicit if explicit is not None else view.sources()
     if not sources:
@@ -129,9 +96,6 @@ def _resolve(ctx: BuildContext, requests: list[Request], explicit: list[AptSourc
 
 
 def _make_items(ctx: BuildContext, entries, arch: str, locked: str, remember_notes: bool):
-    from builder.debian.install import base_view, fetch_packages, install, layer_items
-    from builder.debian.layer import Tree
-
     view = base_view(ctx.store, ctx.base.layers)
     packages = fetch_packages(ctx.store, entries)
     tree = Tree(dict(view.links))
