@@ -163,7 +163,6 @@ def make_parser() -> argparse.ArgumentParser:
     _sandbox_args(test)
     _env_arg(test)
 
-
     run = commands.add_parser(
         "run", help="run one DAG end to end in the image's environment (like `astro run`, without Docker)",
         description="Build the image's environment (cached), then run DAG_ID once, every task in order as "
