@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from builder.cli.commands import MODULES
 from builder.cli.output import print_build, print_validation
 from builder.cli.parser import build_args, make_parser, validation_skipped
 from builder.common import crash, masking
@@ -40,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         args = _with_project(args)
         if args.command == "build" and _answered_by_stamp(args):
             return EXIT_OK
-        # The commands import every stage (pydantic, the engine, the registry client...): only now that
-        # one has to run; an unchanged project's build was answered above without them.
-        commands = importlib.import_module("builder.cli.commands")
-        return commands.COMMANDS[args.command](args)
+        # A command's module imports the stages it drives (pydantic, the engine, the registry client...):
+        # only that one, only now; an unchanged project's build was answered above without any.
+        module = importlib.import_module(f"builder.cli.commands.{MODULES[args.command]}")
+        return getattr(module, f"cmd_{args.command}")(args)
     except AirbuildError as exc:
         report = getattr(exc, "report", None)
         if report is not None and not getattr(args, "json", False):

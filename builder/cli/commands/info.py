@@ -1,0 +1,36 @@
+"""`airbuild inspect` and `history`: what was built and what was deployed."""
+
+from __future__ import annotations
+
+import json
+
+from builder.cli.commands.options import EXIT_OK
+from builder.cli.output import human_size, print_inspect
+from builder.deploy import records as deploy_record
+from builder.oci.inspect import inspect_image
+
+
+def cmd_inspect(args) -> int:
+    info = inspect_image(args.image)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print_inspect(info)
+    return EXIT_OK
+
+
+def cmd_history(args) -> int:
+    records = deploy_record.read(args.project.resolve(), args.target)
+    if args.limit:
+        records = records[-args.limit:]
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return EXIT_OK
+    if not records:
+        print("no deploys recorded")
+    for r in records:
+        description = (r.get("description") or "").splitlines()[0:1]
+        print(f"{r['time']}  {r['target']:<12} {r['reference']}  {r['tag']}  "
+              f"{(r.get('git_commit') or '-')[:12]:<12} {human_size(r.get('bytes_uploaded')):>9}  "
+              f"{description[0] if description else ''}")
+    return EXIT_OK
