@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from builder.cli.commands import MODULES
-from builder.cli.output import print_build, print_validation
+from builder.cli.output import print_build, print_validation, show
 from builder.cli.parser import build_args, make_parser, validation_skipped
 from builder.common import crash, masking
 from builder.common.errors import AirbuildError
@@ -80,10 +80,7 @@ def _answered_by_stamp(args) -> bool:
     result, args.scanned = stamp.try_noop(args.project.resolve(), settings)
     if result is None:
         return False
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_build(result)
+    show(result, args.json, print_build)
     return True
 
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Callable
 
+
+
+def show(document: dict[str, Any] | list, as_json: bool, table: Callable[[Any], None]) -> None:
+    """A command's result: one JSON document on stdout with --json, else its table."""
+    if as_json:
+        print(json.dumps(document, indent=2))
+    else:
+        table(document)
 
 def human_size(size: int | None) -> str:
     if size is None:

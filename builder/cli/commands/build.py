@@ -6,7 +6,7 @@ import json
 
 from builder.cli.commands.options import EXIT_FAILED, EXIT_OK, build_options
 from builder.cli.junit import write_junit
-from builder.cli.output import print_build, print_dag_run, print_plan, print_validation
+from builder.cli.output import print_build, print_dag_run, print_plan, print_validation, show
 from builder.common.errors import InputError
 from builder.engine.build import build, parse_dags, plan_only, run_dag, run_tests, write_lock
 
@@ -14,20 +14,15 @@ from builder.engine.build import build, parse_dags, plan_only, run_dag, run_test
 def cmd_build(args) -> int:
     options = build_options(args)
     options.scanned, options.started_ns = args.scanned, args.started_ns  # from the stamp check (cli.main)
-    _print_result(build(options).to_json(), args.json, planned=False)
+    show(build(options).to_json(), args.json, print_build)
     return EXIT_OK
 
 
 def cmd_parse(args) -> int:
     report = parse_dags(build_options(args))
     if args.junit:
-
         write_junit(report, args.junit)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-
-        print_validation(report.to_json())
+    show(report.to_json(), args.json, print_validation)
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
@@ -44,24 +39,13 @@ def cmd_run(args) -> int:
     if not isinstance(conf, dict):
         raise InputError("--conf must be a JSON object, e.g. '{\"key\": \"value\"}'")
     result = run_dag(build_options(args), args.dag_id, conf, network=args.network == "host", timeout_s=args.timeout)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-
-        print_dag_run(result.to_json())
+    show(result.to_json(), args.json, print_dag_run)
     return EXIT_OK if result.succeeded else EXIT_FAILED
 
 
 def cmd_plan(args) -> int:
-    _print_result(plan_only(build_options(args)).to_json(), args.json, planned=True)
+    show(plan_only(build_options(args)).to_json(), args.json, print_plan)
     return EXIT_OK
-
-
-def _print_result(result: dict, as_json: bool, planned: bool) -> None:
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    (print_plan if planned else print_build)(result)
 
 
 def cmd_lock(args) -> int:

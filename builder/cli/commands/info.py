@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 
 from builder.cli.commands.options import EXIT_OK
-from builder.cli.output import human_size, print_inspect
+from builder.cli.output import human_size, print_inspect, show
 from builder.deploy import records as deploy_record
 from builder.oci.inspect import inspect_image
 
 
 def cmd_inspect(args) -> int:
     info = inspect_image(args.image)
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        print_inspect(info)
+    show(info, args.json, print_inspect)
     return EXIT_OK
 
 
