@@ -20,7 +20,7 @@ from builder.common import masking
 from builder.common.errors import BuildError
 from builder.validate import dag_runner
 from builder.validate.sandbox import run
-from builder.validate.run import PROJECT_DIRS, ValidationInputs, _work_dir, placement, project_job
+from builder.validate.run import PROJECT_DIRS, ValidationInputs, project_job, scratch
 
 LOG_LINES = 40
 
@@ -49,9 +49,7 @@ class DagRunResult:
 
 
 def run_dag(inputs: ValidationInputs, dag_id: str, conf: dict, network: bool, timeout_s: float) -> DagRunResult:
-    work = _work_dir(inputs, "run")
-    try:
-        place = placement(inputs, work)
+    with scratch(inputs, "run") as (work, place):
         shutil.copyfile(dag_runner.__file__, work / "dag_runner.py")
         (work / "request.json").write_text(json.dumps({
             "dag_id": dag_id, "conf": conf, "dags_folder": posixpath.join(place.workdir, "dags"),
@@ -63,8 +61,6 @@ def run_dag(inputs: ValidationInputs, dag_id: str, conf: dict, network: bool, ti
         for name, value in _settings_environment(inputs).items():
             job.env.setdefault(name, value)  # what the user set wins over airflow_settings.yaml
         proc = run(job)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     try:
         document = masking.value(json.loads(proc.stdout.strip().splitlines()[-1]))
     except (ValueError, IndexError):

@@ -9,6 +9,7 @@ files without one, and the duplicate-dag_id check always runs over all results.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -17,7 +18,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from builder.validate import astro_tests
 from builder.common import masking
@@ -191,13 +192,9 @@ def _with_astro_tests(report: Report, inputs: ValidationInputs, whole: str) -> N
     key = _hash({"run": whole, "tests": astro_tests.inputs_hash(inputs.project), "version": astro_tests.VERSION})
     stored = inputs.store.get_record("astro-tests", key)
     if stored is None:
-        work = _work_dir(inputs, "astro-tests")
-        try:
-            place = placement(inputs, work)
+        with scratch(inputs, "astro-tests") as (work, place):
             proc = run(project_job(inputs, place, astro_tests.argv(), (*PROJECT_DIRS, ".astro"), work,
-                                   timeout_s=120 + inputs.limits.timeout_s * (len(inputs.dag_hashes) + 1)))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+                                   timeout_s=_every_file_s(inputs)))
         cases = astro_tests.read_results(proc.stdout, proc.returncode, proc.stderr)
         stored = {"cases": [case.to_json() for case in cases]}
         inputs.store.put_record("astro-tests", key, stored)
@@ -283,14 +280,26 @@ def run_project_tests(inputs: ValidationInputs, pytest_args: list[str], to_stder
     """`airbuild test`: the project's tests/ with the image's pytest, in the same sandbox; output streamed."""
     if not (inputs.project / "tests").is_dir():
         raise InputError("the project has no tests/ directory")
-    work = _work_dir(inputs, "test")
-    try:
-        place = placement(inputs, work)
+    with scratch(inputs, "test") as (work, place):
         job = project_job(inputs, place, ["python3", "-m", "pytest", "-p", "no:cacheprovider", "tests", *pytest_args],
                           (*PROJECT_DIRS, "tests"), work, timeout_s=3600)
         return run(job, capture=False, stdout_to_stderr=to_stderr).returncode
+
+
+@contextlib.contextmanager
+def scratch(inputs: ValidationInputs, name: str) -> Iterator[tuple[Path, Placement]]:
+    """A job's own directory in the store's tmp/ (its harness_dir in the sandbox) and where the job sees
+    things; the directory is removed however the job ends."""
+    work = _work_dir(inputs, name)
+    try:
+        yield work, placement(inputs, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _every_file_s(inputs: ValidationInputs) -> float:
+    """A run that imports every DAG file: each may take its whole timeout."""
+    return 120 + inputs.limits.timeout_s * (len(inputs.dag_hashes) + 1)
 
 
 def _work_dir(inputs: ValidationInputs, name: str) -> Path:
@@ -320,19 +329,15 @@ def _run_harness(inputs: ValidationInputs, known: dict[str, dict], memory: Valid
     if memory.serve:
         session, place = _warm_session(inputs, memory)
         return json.loads(session.request(json.dumps(_request(inputs, place, known)))), place
-    work = _harness_work_dir(inputs, "validate")
-    try:
-        place = placement(inputs, work)
+    with scratch(inputs, "validate") as (work, place):
+        shutil.copyfile(harness.__file__, work / "harness.py")
         (work / "request.json").write_text(json.dumps(_request(inputs, place, known)))
-        timeout = 120 + inputs.limits.timeout_s * (len(inputs.dag_hashes) + 1)
-        harness = posixpath.join(place.harness_dir, "harness.py")
-        job = project_job(inputs, place, ["python3", harness, posixpath.join(place.harness_dir, "request.json")],
-                          PROJECT_DIRS, work, timeout)
+        job = project_job(inputs, place, ["python3", posixpath.join(place.harness_dir, "harness.py"),
+                                          posixpath.join(place.harness_dir, "request.json")],
+                          PROJECT_DIRS, work, _every_file_s(inputs))
         job.as_init = True
         job.stdout_limit = (8 << 20) + len(inputs.dag_hashes) * (1 << 20)  # a file's result is at most ~1 MiB
         proc = run(job)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     try:
         return json.loads(proc.stdout), place
     except ValueError:
@@ -355,17 +360,13 @@ def _compile_bytecode(inputs: ValidationInputs, sources: list[str], memory: Vali
     memory.compiled.update((str(rootfs), s) for s in sources)
     if sandbox == "none":  # the harness named host paths
         sources = [s for s in sources if s.startswith(os.path.join(str(rootfs), ""))]
-    work = _work_dir(inputs, "compile")
-    try:
-        place = placement(inputs, work)
+    with scratch(inputs, "compile") as (work, place):
         (work / "sources.txt").write_text("".join(f"{source}\n" for source in sources if "\n" not in source))
         listing = posixpath.join(place.harness_dir, "sources.txt")
         job = SandboxRun(rootfs, ["python3", "-I", "-S", "-m", "compileall", "-q", "-i", listing],
                          [Mount(work, place.harness_dir)] if sandbox in CONFINED else [], {"PATH": "/usr/bin:/bin"},
                          timeout_s=600, sandbox=sandbox, writable_root=True)
         run(job)  # best effort: a source it cannot compile stays uncompiled
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 # -- watch mode: one harness per environment, kept running between builds -------------------------
