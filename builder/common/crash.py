@@ -12,6 +12,7 @@ import datetime
 import os
 import platform
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -24,7 +25,10 @@ KEEP = 50
 
 
 def log_dir() -> Path:
-    return default_store_dir() / "logs"
+    try:
+        return default_store_dir() / "logs"
+    except Exception:  # the store's location itself failed (a broken install): the log must still be written
+        return Path(tempfile.gettempdir()) / "airbuild-logs"
 
 
 def write_log(exc: BaseException, argv: list[str] | None = None) -> Path | None:

@@ -15,7 +15,7 @@ class Progress:
 
     def _out(self):
         if self._console is None:
-            from rich.console import Console
+            from rich.console import Console  # rich (~20 ms): only once something is shown on a terminal
 
             self._console = Console(stderr=True, highlight=False)
         return self._console

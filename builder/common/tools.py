@@ -19,7 +19,7 @@ from builder.common.errors import SetupError
 def uv() -> str:
     """The uv binary of the uv package airbuild depends on."""
     try:
-        from uv import find_uv_bin
+        from uv import find_uv_bin  # the uv package: only when a resolution or an install needs uv
 
         return find_uv_bin()
     except (ImportError, FileNotFoundError):  # uv.UvNotFound is a FileNotFoundError

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import run
+
 from builder.docker.engine import Engine, EngineSession
 from builder.common.errors import BuildError
 
 
 class EngineClient:
     def __init__(self, engine: Engine, session: EngineSession):
-        from python_on_whales import DockerClient
-
         self.engine = engine
         self.session = session
         self.docker = DockerClient(client_call=[engine.client])
@@ -24,8 +26,6 @@ class EngineClient:
         return self.docker.image.exists(reference)
 
     def load(self, archive: Path) -> None:
-        from python_on_whales.exceptions import DockerException
-
         self._count()
         try:
             self.docker.image.load(archive, quiet=True)
@@ -38,8 +38,6 @@ class EngineClient:
 
     def image_of(self, reference: str) -> str | None:
         """The image id a tag points at, or None."""
-        from python_on_whales.exceptions import DockerException
-
         self._count()
         try:
             return self.docker.image.inspect(reference).id
@@ -48,8 +46,6 @@ class EngineClient:
 
     def remove(self, image: str) -> None:
         """Remove an image if nothing else needs it (other tags, child images); errors are ignored."""
-        from python_on_whales.exceptions import DockerException
-
         self._count()
         try:
             self.docker.image.remove(image, prune=True)
@@ -59,9 +55,6 @@ class EngineClient:
     def build(self, context: Path, dockerfile: Path, build_args: dict[str, str], secrets: list[str],
               iidfile: Path) -> str:
         """Run BuildKit on `dockerfile`; the new image's id. Raises BuildError with BuildKit's output."""
-        from python_on_whales.exceptions import DockerException
-        from python_on_whales.utils import run
-
         self._count()
         self.session.builds += 1
         try:
@@ -82,10 +75,6 @@ class EngineClient:
             raise EngineBuildFailed("\n".join(filter(None, (exc.stdout, exc.stderr)))) from None
 
     def save(self, image: str, output: Path) -> None:
-        from python_on_whales.exceptions import DockerException
-
-        from python_on_whales.utils import run
-
         self._count()
         try:  # not docker.image.save(): it inspects the image first, one more call
             run(self.docker.client_config.docker_cmd + ["image", "save", "--output", str(output), image])

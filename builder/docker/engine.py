@@ -14,6 +14,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from python_on_whales import DockerClient
+from python_on_whales.client_config import ClientNotFoundError
+from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import run
+
 from builder.common.errors import BuildError
 
 ENV_CLIENT = "AIRBUILD_DOCKER"
@@ -56,17 +61,12 @@ def daemon_version(client: str) -> tuple[str, str, str]:
 
     Raises python-on-whales' DockerException, or OSError (FileNotFoundError for a CLI that is not there),
     when it does not."""
-    from python_on_whales.utils import run
-
     version = run(_command(client) + ["version", "--format", _VERSION_FORMAT])
     client_version, server_version, server_platform = (version.strip().split("|") + ["", "", ""])[:3]
     return client_version, server_version, server_platform
 
 
 def _command(client: str) -> list[str]:
-    from python_on_whales import DockerClient
-    from python_on_whales.client_config import ClientNotFoundError
-
     try:
         return DockerClient(client_call=[client]).client_config.docker_cmd
     except ClientNotFoundError:
@@ -75,9 +75,6 @@ def _command(client: str) -> list[str]:
 
 def detect(calls: list[int] | None = None) -> Engine:
     """The first candidate CLI that reaches a daemon and can run BuildKit builds; NoEngine says why none does."""
-    from python_on_whales.exceptions import DockerException
-    from python_on_whales.utils import run
-
     reasons: list[str] = []
     clients = candidates()
     if not clients:
@@ -117,7 +114,6 @@ def _last_line(text: str | None) -> str:
 @dataclass
 class EngineSession:
     """The engine of one build, found when a step first needs it; counts the calls made to it."""
-
     engine: Engine | None = None
     calls: list[int] = field(default_factory=lambda: [0])  # docker CLI invocations
     builds: int = 0                                          # BuildKit builds among them

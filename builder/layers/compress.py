@@ -52,7 +52,7 @@ class Codec:
 
 class _GzipStream:
     def __init__(self, level: int):
-        from isal import isal_zlib
+        from isal import isal_zlib  # ISA-L: only when a layer is compressed (a no-op build compresses nothing)
 
         self._zlib = isal_zlib
         self._deflate = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)

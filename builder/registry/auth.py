@@ -13,15 +13,22 @@ import base64
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable, NoReturn, Protocol
 
 import httpx
 
 from builder.registry.docker_config import Credential
 from builder.registry.reference import is_loopback
 
-if TYPE_CHECKING:
-    from builder.registry.client import RegistryClient
+
+class TokenTransport(Protocol):
+    """What the authenticator needs of the client it serves (builder.registry.client.RegistryClient)."""
+
+    insecure: bool
+
+    def fail(self, what: str, response: httpx.Response | None = None) -> NoReturn: ...
+
+    def token_request(self, method: str, url: str, **kwargs: Any) -> httpx.Response: ...
 
 DEFAULT_TOKEN_LIFETIME_S = 60  # the token spec's default when the server gives no expires_in
 PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
@@ -52,7 +59,7 @@ def repository_scope(repository: str, actions: str) -> str:
 
 
 class Authenticator:
-    def __init__(self, client: "RegistryClient", credential: "Credential | Callable[[], Credential | None] | None"):
+    def __init__(self, client: TokenTransport, credential: Credential | Callable[[], Credential | None] | None):
         self.client = client
         self._credential = credential
         self.challenge: Challenge | None = None

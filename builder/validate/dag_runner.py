@@ -45,12 +45,13 @@ def main():
 
 
 def run(request):
+    # The image's Airflow: importable only here, in the sandbox, with the run's environment set.
     from airflow.utils import db
 
     try:
         from airflow.dag_processing.dagbag import DagBag  # Airflow >= 3.2
     except ImportError:
-        from airflow.models.dagbag import DagBag
+        from airflow.models.dagbag import DagBag  # Airflow < 3.2
     db.initdb()
     options = {"dag_folder": request["dags_folder"]}
     if "include_examples" in inspect.signature(DagBag.__init__).parameters:  # removed in Airflow 3.3

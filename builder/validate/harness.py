@@ -86,13 +86,13 @@ def dags_folder_on_path(folder):
 def load_airflow():
     global DagBag
     try:
-        import airflow
+        import airflow  # the image's Airflow: importable only here, in the sandbox, once the environment is set
     except Exception as exc:
         return None, f"Airflow cannot be imported in the image: {exc}"
     try:
         from airflow.dag_processing.dagbag import DagBag  # Airflow >= 3.2
     except ImportError:
-        from airflow.models.dagbag import DagBag
+        from airflow.models.dagbag import DagBag  # Airflow < 3.2
     install_placeholders()
     remember_safe_mode_checks()
     return airflow, None
@@ -187,7 +187,7 @@ def remember_safe_mode_checks():
     """Airflow's safe-mode check reads every file for "airflow" and "dag": a serving harness remembers
     the answer per file until its size or mtime changes."""
     try:
-        import airflow.utils.file as files
+        import airflow.utils.file as files  # the image's Airflow (see load_airflow)
     except ImportError:
         return
     original = getattr(files, "might_contain_dag", None)
@@ -212,7 +212,7 @@ def remember_safe_mode_checks():
 
 def list_files(folder):
     try:
-        from airflow.utils.file import list_py_file_paths
+        from airflow.utils.file import list_py_file_paths  # the image's Airflow (see load_airflow)
     except ImportError:
         return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.endswith(".py"))
     return sorted(list_py_file_paths(folder, safe_mode=REQUEST["safe_mode"]))

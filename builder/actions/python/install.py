@@ -24,6 +24,9 @@ from pathlib import Path
 from urllib.error import URLError
 from urllib.parse import urlsplit
 
+from installer import install as install_wheel
+from installer.destinations import SchemeDictionaryDestination
+from installer.sources import WheelFile
 from packaging.requirements import Requirement
 from packaging.utils import parse_wheel_filename
 
@@ -119,10 +122,6 @@ def install(store: Store, wheels: list[tuple[PinnedWheel, Path]], target: Python
     """Install the wheels into `staging` as pip would: in pip's order, a file several wheels ship taken from the
     one installed last (each RECORD keeps what its wheel wrote, as pip leaves it), REQUESTED for the roots.
     Returns the distributions' names in the order they were installed."""
-    from installer import install as install_wheel
-    from installer.destinations import SchemeDictionaryDestination
-    from installer.sources import WheelFile
-
     built = {}
     for pin, path in wheels:
         filename, path = built_wheel(store, pin, path, target) if pin.kind == "sdist" else (pin.filename, path)

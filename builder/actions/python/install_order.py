@@ -19,6 +19,7 @@ image's Python (extra "" for a plain requirement, the requested extras for `name
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from email.parser import HeaderParser
 
 from packaging.markers import Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
@@ -40,8 +41,6 @@ class Distribution:
     @classmethod
     def from_metadata(cls, text: str, installed: bool = False, requires_txt: str | None = None) -> "Distribution":
         """From a METADATA or PKG-INFO text; an egg-info's dependencies are in its requires.txt."""
-        from email.parser import HeaderParser
-
         message = HeaderParser().parsestr(text)
         requires = tuple(r.strip() for r in message.get_all("Requires-Dist") or ())
         extras = frozenset(canonicalize_name(e) for e in message.get_all("Provides-Extra") or ())

@@ -15,7 +15,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
@@ -182,8 +182,6 @@ def with_credentials(url: str) -> str:
     if not user or not password:
         return url
     parts = urlsplit(url)
-    from urllib.parse import quote
-
     netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}" + \
         (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
