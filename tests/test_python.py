@@ -235,7 +235,7 @@ def test_two_requirements_rules_each_keep_their_own_lock_section(project, debian
     """A second python-requirements rule (requirements-ml.txt) pins in a section of its own name: the
     two never overwrite each other's pins, so a rebuild resolves nothing and changes nothing."""
     (project / "requirements.txt").write_text("tabulate==0.9.0\n")
-    (project / "requirements-ml.txt").write_text("toolz==1.0.0\n")
+    (project / "requirements-ml.txt").write_text("toolz==1.0.0\ntabulate\n")
     (project / "astro.yaml").write_text(
         "layers:\n  - system-packages\n  - python-requirements\n"
         "  - {name: python-ml, action: python-requirements, file: requirements-ml.txt}\n"
@@ -244,10 +244,31 @@ def test_two_requirements_rules_each_keep_their_own_lock_section(project, debian
     first = build(project, f"rootfs:{debian_rootfs}", "--no-validate", env=env)
     lock = json.loads((project / "astro.lock").read_text())
     assert [e["name"].lower() for e in lock["python"]["entries"]] == ["tabulate"]
-    assert [e["name"].lower() for e in lock["python-ml"]["entries"]] == ["toolz"]
+    assert [e["name"].lower() for e in lock["python-ml"]["entries"]] == ["toolz"], \
+        "the rule above sees tabulate installed by the rule below it, as pip in a second RUN would"
     site = "usr/local/lib/python3.11/dist-packages"
     assert f"{site}/tabulate/__init__.py" in layer_names(first, "python-requirements")
     assert f"{site}/toolz/__init__.py" in layer_names(first, "python-ml")
     again = build(project, f"rootfs:{debian_rootfs}", "--no-validate", "--locked", env=env)
     assert not again["lock_changed"] and all(layer["cached"] for layer in again["layers"])
     assert again["manifest_digest"] == first["manifest_digest"]
+
+
+def test_python_rule_sees_what_a_debian_rule_below_installed(project, debian_rootfs, shared_store):
+    """The Python rule reads the filesystem below it, not only the base: Debian's python3-six (from
+    packages.txt, one rule lower) satisfies `six`, so only tabulate is resolved and installed."""
+    (project / "packages.txt").write_text("python3-six\n")
+    (project / "requirements.txt").write_text("six\ntabulate==0.9.0\n")
+    env = {"AIRBUILD_CACHE_DIR": str(shared_store)}
+    result = build(project, f"rootfs:{debian_rootfs}", "--no-validate", env=env)
+    lock = json.loads((project / "astro.lock").read_text())
+    assert [e["name"] for e in lock["debian"]["entries"]] == ["python3-six"]
+    assert [e["name"].lower() for e in lock["python"]["entries"]] == ["tabulate"]
+    names = layer_names(result, "python-requirements")
+    assert "usr/local/lib/python3.11/dist-packages/tabulate/__init__.py" in names
+    assert not [n for n in names if "/six" in n]
+    # Without the Debian package, the same requirements resolve six from the index.
+    (project / "packages.txt").write_text("# none\n")
+    build(project, f"rootfs:{debian_rootfs}", "--no-validate", env=env)
+    lock = json.loads((project / "astro.lock").read_text())
+    assert sorted(e["name"].lower() for e in lock["python"]["entries"]) == ["six", "tabulate"]

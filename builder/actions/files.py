@@ -11,11 +11,11 @@ from builder.project.ignore import IgnoreRules
 from builder.layers.tar import LayerItem, with_parents
 from builder.project.manifest import RuleSpec
 from builder.bases.accounts import Ownership
-from builder.actions.steps import ActionResult, BuildContext, LayerStep
+from builder.actions.steps import ActionResult, BuildContext, LayerStep, Lower
 from builder.project.tree import Entry, merkle_root
 
 
-def files_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
+def files_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, lower: Lower) -> ActionResult:
     source = posixpath.normpath(rule.source.strip("/")) if rule.source.strip("/") else "."
     dest = render(rule.dest, ctx.variables)
     if not dest.startswith("/"):
@@ -25,7 +25,7 @@ def files_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> 
     if not entries:
         return ActionResult([], config)
     base = "" if source == "." else source
-    owner = ctx.owner
+    owner = ctx.project_owner()
     step = LayerStep(
         rule=rule.name,
         step=rule.name,

@@ -1,7 +1,9 @@
-"""What a rule's action yields: layer steps (content) and config steps (image settings)."""
+"""What a rule's action is given (the build's inputs, the filesystem below it) and what it yields:
+layer steps (content) and config steps (image settings)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -15,8 +17,9 @@ from builder.project.lock import LockState
 from builder.project.manifest import Manifest, SecretSpec
 from builder.oci.descriptors import Platform
 from builder.bases.accounts import Ownership
-from builder.store.store import Store
+from builder.store.store import LayerRecord, Store
 from builder.project.tree import Entry, ProjectTree
+from builder.common.errors import NotLocal
 from builder.common.hashing import json_sha256
 
 
@@ -45,7 +48,7 @@ class BuildContext:
     platform: Platform
     codec: Codec
     epoch: int
-    owner: Ownership
+    owner: Ownership | None                 # of project files; None in a read-only plan that could not read it
     variables: dict[str, str]
     state: BuildState
     backend: str = "auto"                   # native | auto | buildkit (see builder/docker/engine.py)
@@ -54,6 +57,44 @@ class BuildContext:
     build_args: dict[str, str] = field(default_factory=dict)  # values for the Dockerfile's ARGs
     secrets: tuple[SecretSpec, ...] = ()    # for RUN --mount=type=secret; never in a key or a layer
     onbuild: tuple[Any, ...] = ()           # the base's ONBUILD triggers (builder.bases.onbuild.Trigger)
+    read_only: bool = False                 # `plan`: never resolve, fetch layer blobs or build (NotLocal instead)
+
+    def project_owner(self) -> Ownership:
+        if self.owner is None:
+            raise NotLocal("the owner of project files is a name in the base's /etc/passwd, and the base's "
+                           "layers are not in the store")
+        return self.owner
+
+    def resolving(self, what: str) -> None:
+        """Called before a rule resolves `what` (the lock did not pin it): a read-only plan stops there."""
+        if self.read_only:
+            raise NotLocal(f"{what} is not pinned by the lock (new, or changed since the lock was written): "
+                           "resolving it needs the package index; `airbuild lock` resolves and pins it")
+
+
+@dataclass(frozen=True)
+class Lower:
+    """The filesystem a rule's action sees: the base with the layers planned below the rule on top."""
+
+    base: BaseImage
+    layers: tuple[Any, ...] = ()            # builder.engine.plan.PlannedLayer, bottom first
+    materialise: Callable[[Any], LayerRecord] | None = None  # builds a layer the store lacks; None: read-only
+
+    def image(self) -> BaseImage:
+        """The base extended by the layers below, each built first when the store does not have it."""
+        if not self.layers:
+            return self.base
+        records = tuple(self._record(layer) for layer in self.layers)
+        rules = ", ".join(dict.fromkeys(layer.step.rule for layer in self.layers))
+        return dataclasses.replace(self.base, description=f"{self.base.description} with the layers of {rules}",
+                                   layers=self.base.layers + records)
+
+    def _record(self, layer) -> LayerRecord:
+        if layer.record is None:
+            if self.materialise is None:
+                raise NotLocal(f"it reads the files of the `{layer.step.rule}` layer below it, which is not built")
+            layer.record = self.materialise(layer)
+        return layer.record
 
 
 @dataclass

@@ -23,7 +23,7 @@ from builder.debian.layer import Tree
 from builder.debian.repo import AptSource, Keyring, dearmor, parse_sources
 from builder.debian.resolve import Request
 from builder.debian.scripts import User, accounts, base_files_defaults, tree_dir
-from builder.common.errors import InputError
+from builder.common.errors import InputError, NotLocal
 from builder.layers.tar import store_layer
 from builder.project.lock import LockSection, LockState
 from builder.project.manifest import DebianBase
@@ -57,7 +57,8 @@ def host_mirror(suite: str) -> str | None:
 
 
 def debian_base(spec: DebianBase, project: Path, store: Store, platform: Platform, codec: Codec,
-                lock: LockState | None, epoch: int, workdir: str = "/usr/local/airflow"):
+                lock: LockState | None, epoch: int, workdir: str = "/usr/local/airflow", read_only: bool = False):
+    """The base `spec` describes; `read_only` (a plan): only as the lock pins it and the store has it built."""
     arch = platform.architecture
     mirror = (spec.mirror or host_mirror(spec.suite) or "").rstrip("/")
     if not mirror:
@@ -71,6 +72,9 @@ def debian_base(spec: DebianBase, project: Path, store: Store, platform: Platfor
     what = "the manifest's base.debian"
     section = lock.reusable(SECTION, inputs, what) if lock is not None else None
     if section is None:
+        if read_only:
+            raise NotLocal("the manifest's base.debian is not pinned by the lock (new, or changed since the lock "
+                           "was written): resolving it needs Debian's indexes; `airbuild lock` resolves and pins it")
         keyring = _keyring(spec, project)
         resolved = resolve_online(store, [source], arch, [Request(name) for name in sorted(set(spec.packages))],
                                   {}, lambda s: keyring, "base.debian.packages", essential=True)
@@ -78,7 +82,7 @@ def debian_base(spec: DebianBase, project: Path, store: Store, platform: Platfor
     if lock is not None:
         lock.record(SECTION, section)
     digest = "sha256:" + json_sha256({"shape": shape, "packages": list(section.entries)})
-    record = _layer(store, codec, section.entries, source, users, arch, digest, epoch)
+    record = _layer(store, codec, section.entries, source, users, arch, digest, epoch, read_only)
     config = scratch(platform).config
     config["config"] = {"Env": [f"PATH={DEFAULT_PATH}", *runtime_env(workdir)], "Cmd": ["bash"]}
     config["rootfs"]["diff_ids"] = [record.diff_id]
@@ -104,12 +108,14 @@ def _keyring(spec: DebianBase, project: Path) -> Keyring | None:
 
 
 def _layer(store: Store, codec: Codec, entries, source: AptSource, users: list[User], arch: str, digest: str,
-           epoch: int) -> LayerRecord:
+           epoch: int, read_only: bool) -> LayerRecord:
     key = hashlib.sha256(f"debian-base|{digest}|{epoch}".encode()).hexdigest()
     stored = store.get_layer(key)
     record = store.get_compressed(stored.diff_id, codec.cache_id) if stored else None
     if record is not None:
         return record
+    if read_only:
+        raise NotLocal(f"the Debian base ({len(entries)} packages) is not built yet; a build makes it")
     with store.building(key):
         stored = store.get_layer(key)
         record = store.get_compressed(stored.diff_id, codec.cache_id) if stored else None

@@ -1,4 +1,5 @@
-"""A base from a registry: pulled into the store (manifest, config, layers), pinned by digest when locked."""
+"""A base from a registry: pulled into the store (manifest, config and, unless for a plan, layers), pinned by
+digest when locked."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from builder.store.store import Store
 
 
 def from_registry(text: str, store: Store, platform: Platform, pinned: BasePin | None,
-                  insecure: frozenset[str]) -> BaseImage:
+                  insecure: frozenset[str], layers: bool = True) -> BaseImage:
     ref = parse_reference(text)
     description = f"image:{ref}"
     if pinned is not None and pinned.source == description and ref.digest is None:
         ref = ref.pinned(pinned.digest)
     with open_client(ref.registry, insecure=ref.registry in insecure) as client:
-        pulled = Puller(client, store).pull(ref, platform)
+        pulled = Puller(client, store).pull(ref, platform, layers=layers)
     base = from_config(description, pulled.digest, pulled.config_bytes, pulled.manifest["layers"], store)
     return dataclasses.replace(base, floating=ref.digest is None)

@@ -32,6 +32,8 @@ def _layer_table(result: dict[str, Any], planned: bool) -> list[str]:
             state = "base"
         elif layer["cached"]:
             state = "cached"
+        elif planned and layer["key"] is None:
+            state = "unknown"
         else:
             state = "to build" if planned else "built"
         digest = (layer["digest"] or "").removeprefix("sha256:")[:12] or "-"
@@ -71,8 +73,11 @@ def print_build(result: dict[str, Any]) -> None:
 
 
 def print_plan(result: dict[str, Any]) -> None:
-    todo = sum(1 for l in result["layers"] if not l["cached"])
-    print(f"{result['image_name']}: {todo} layer{'s' if todo != 1 else ''} to build")
+    todo = sum(1 for l in result["layers"] if not l["cached"] and l["key"] is not None)
+    unknown = sum(1 for l in result["layers"] if not l["cached"] and l["key"] is None)
+    print(f"{result['image_name']}: {todo} layer{'s' if todo != 1 else ''} to build"
+          + (f", {unknown} whose key a plan cannot know without fetching or building (a build will)"
+             if unknown else ""))
     print("\n".join(_layer_table(result, planned=True)))
     for note in result.get("notes", []):
         print(f"note: {note}")

@@ -33,6 +33,13 @@ class BuildError(AirbuildError):
     exit_code = 1
 
 
+class NotLocal(AirbuildError):
+    """What a read-only `plan` cannot know without fetching layer blobs, resolving or building: the plan
+    reports it for the rule that needed it. A build never meets it (it fetches and builds what it reads)."""
+
+    exit_code = 1
+
+
 class SetupError(AirbuildError):
     """airbuild's own installation or machine lacks something (a dependency's program): no edit of the
     project fixes it, so `watch` stops on it instead of waiting for a save (exit 1)."""

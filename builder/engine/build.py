@@ -23,7 +23,7 @@ from builder.validate.memory import ValidationMemory
 from builder.validate.run import run_project_tests
 from builder.oci.config import ContainerConfig
 from builder.project.dockerfile import Dockerfile, parse_dockerfile
-from builder.common.errors import BuildError, InputError
+from builder.common.errors import BuildError, InputError, NotLocal
 from builder.project.ignore import IgnoreRules
 from builder.oci.image import BuiltImage, assemble
 from builder.layers.tar import FileChangedError, store_layer
@@ -32,7 +32,7 @@ from builder.project.lock import BasePin, Lock, LockState, check_base
 from builder.project.manifest import BaseSource, Manifest, SecretSpec, load_manifest
 from builder.project.naming import default_name
 from builder.oci.descriptors import Platform
-from builder.bases.accounts import resolve_owner
+from builder.bases.accounts import Ownership, resolve_owner
 from builder.engine.plan import Plan, make_plan
 from builder.common.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
 from builder.common.progress import Progress
@@ -146,8 +146,11 @@ class Inputs:
         return self.project / self.manifest.lockfile
 
 
-def load_inputs(options: BuildOptions, store: Store) -> Inputs:
-    """The manifest, Dockerfile and resolved base: everything the lock is about."""
+def load_inputs(options: BuildOptions, store: Store, read_only: bool = False) -> Inputs:
+    """The manifest, Dockerfile and resolved base: everything the lock is about.
+
+    `read_only` (a plan): a registry base's manifest and config only, a Debian base only if built (else NotLocal).
+    """
     project = options.project.resolve()
     if not project.is_dir():
         raise InputError(f"project directory {options.project} does not exist")
@@ -163,7 +166,7 @@ def load_inputs(options: BuildOptions, store: Store) -> Inputs:
     pinned = lock_state.pinned.base if options.locked and lock_state.pinned else None
     base = resolve_base(options.base or manifest.base, dockerfile.base_ref, project, store, platform, codec,
                         lock=lock_state, epoch=epoch, pinned=pinned, insecure=insecure_registries(manifest),
-                        workdir=manifest.workdir)
+                        workdir=manifest.workdir, read_only=read_only)
     pin = BasePin(source=base.description, digest=base.digest)
     return Inputs(project, manifest, manifest_path, dockerfile, platform, codec, base, pin, lock_state, epoch)
 
@@ -184,8 +187,10 @@ def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
         store.close()
 
 
-def prepare(options: BuildOptions, store: Store) -> Prepared:
-    inputs = load_inputs(options, store)
+def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Prepared:
+    """Inputs, context and plan. A build's plan materialises the layers an action reads below it;
+    a `read_only` one fetches no layer blob, resolves and builds nothing (see builder.engine.plan)."""
+    inputs = load_inputs(options, store, read_only)
     project, manifest, base = inputs.project, inputs.manifest, inputs.base
     lock_state, epoch = inputs.lock_state, inputs.epoch
     if options.locked:
@@ -196,10 +201,12 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
     initial = ContainerConfig.from_oci(base.config.get("config"))
     if "workdir" in manifest.model_fields_set or not initial.workdir:
         initial = dataclasses.replace(initial, workdir=manifest.workdir)
-    if manifest.owner is not None:
-        owner = resolve_owner(manifest.owner.user, manifest.owner.group, base, store, "owner")
-    else:
-        owner = resolve_owner(initial.user.split(":")[0] or None, 0, base, store, "the base image's USER")
+    try:
+        owner = project_owner(manifest, initial, base, store)
+    except NotLocal:
+        if not read_only:
+            raise
+        owner = None  # the rules that need it say so (BuildContext.project_owner)
 
     options.progress.step("hashing project files")
     statcache = StatCache(output_dir / "statcache.json")
@@ -216,12 +223,20 @@ def prepare(options: BuildOptions, store: Store) -> Prepared:
                        build_args={**manifest.build_args, **options.build_args},
                        secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox,
                        env_file=options.env_file, onbuild=tuple(onbuild.base_triggers(
-                           base.config, rules, inputs.dockerfile.base_line)))
+                           base.config, rules, inputs.dockerfile.base_line)), read_only=read_only)
     previous = PreviousBuild.load(output_dir / "state.json")
     ctx.state.onbuild_report.extend(onbuild.report(t) for t in ctx.onbuild if t.replaced_by)
-    plan = make_plan(ctx, rules, initial, previous, statcache.hashed_paths)
+    materialise = None if read_only else (lambda layer: _build_layer(ctx, layer, options.progress))
+    plan = make_plan(ctx, rules, initial, previous, statcache.hashed_paths, materialise)
     lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))
     return Prepared(ctx, plan, lock, statcache, previous, output_dir, scanned, inputs)
+
+
+def project_owner(manifest: Manifest, initial: ContainerConfig, base: BaseImage, store: Store) -> Ownership:
+    """Who owns the project's files: the manifest's `owner`, else the base's USER (names read from its files)."""
+    if manifest.owner is not None:
+        return resolve_owner(manifest.owner.user, manifest.owner.group, base, store, "owner")
+    return resolve_owner(initial.user.split(":")[0] or None, 0, base, store, "the base image's USER")
 
 
 def _secrets(from_manifest: list[SecretSpec], given: tuple[str, ...]) -> tuple[SecretSpec, ...]:
@@ -283,10 +298,18 @@ def _end(prepared: "Prepared | None", store: Store) -> None:
 
 
 def plan_only(options: BuildOptions) -> BuildResult:
+    """`airbuild plan`: every layer's key and whether the store has it, read-only (see prepare)."""
     started = time.monotonic()
     store = Store(default_store_dir())
     try:
-        prepared = prepare(options, store)
+        try:
+            prepared = prepare(options, store, read_only=True)
+        except NotLocal as exc:  # the base itself: a Debian base not built yet
+            project = options.project.resolve()
+            manifest, _ = load_manifest(project)
+            return BuildResult(None, None, None, None, None, round(time.monotonic() - started, 4),
+                               [LayerResult("base", None, None, None, None, False, f"key not known: {exc.message}")],
+                               image_name(project, manifest.name))
         prepared.statcache.save()
         name = image_name(prepared.ctx.project, prepared.ctx.manifest.name)
         return _result(prepared, None, None, None, time.monotonic() - started, name, False)

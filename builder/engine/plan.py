@@ -2,6 +2,12 @@
 
 key = sha256(rule config incl. name and version, input Merkle root, parent key, platform,
 layer mtime). A key found in the store is reused without reading or writing layer bytes.
+
+Each rule's action sees the filesystem below it (`Lower`): the base and the layers planned
+under the rule. A build materialises those layers when an action reads them; a read-only plan
+(`airbuild plan`) does not, and a rule whose key needs bytes the store lacks, or a resolution
+the lock does not pin, is planned with no key and the reason (`NotLocal`), as is every layer
+above it.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from builder.actions.python.action import python_action
 from builder.oci.config import ContainerConfig
 from builder.project.manifest import RuleSpec
 from builder.engine.state import PreviousBuild, StepState
-from builder.actions.steps import ActionResult, BuildContext, ConfigStep, LayerStep
+from builder.actions.steps import ActionResult, BuildContext, ConfigStep, LayerStep, Lower
+from builder.common.errors import NotLocal
 from builder.store.store import LayerRecord
 from builder.common.hashing import json_sha256
 
 KEY_FORMAT = 1
 
-ACTIONS: dict[str, Callable[[RuleSpec, BuildContext, ContainerConfig], ActionResult]] = {
+ACTIONS: dict[str, Callable[[RuleSpec, BuildContext, ContainerConfig, Lower], ActionResult]] = {
     "files": files_action,
     "dockerfile": dockerfile_action,
     "system-packages": system_packages_action,
@@ -34,8 +41,8 @@ ACTIONS: dict[str, Callable[[RuleSpec, BuildContext, ContainerConfig], ActionRes
 @dataclass
 class PlannedLayer:
     step: LayerStep
-    key: str
-    parent_key: str
+    key: str | None              # None: a read-only plan could not know it (`reason` says why)
+    parent_key: str | None
     record: LayerRecord | None   # from the store, or once built
     reason: str
     cached: bool = False         # the store had it when planned
@@ -62,20 +69,33 @@ def layer_key(step: LayerStep, parent_key: str, ctx: BuildContext) -> str:
 
 
 def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig, previous: PreviousBuild,
-              hashed_paths: set[str]) -> Plan:
-    parent_key = hashlib.sha256(f"base|{ctx.base.digest}|{ctx.platform}".encode()).hexdigest()
+              hashed_paths: set[str], materialise: Callable[[PlannedLayer], LayerRecord] | None) -> Plan:
+    """`materialise` builds a planned layer an action above it reads; None for a read-only plan."""
+    parent_key: str | None = hashlib.sha256(f"base|{ctx.base.digest}|{ctx.platform}".encode()).hexdigest()
     base_key = parent_key
     config = initial
     layers: list[PlannedLayer] = []
     history: list[dict] = []
+    unknown_below: str | None = None  # the first rule whose key could not be known, in a read-only plan
     for rule in rules:
-        result = ACTIONS[rule.action](rule, ctx, config)
+        try:
+            result = ACTIONS[rule.action](rule, ctx, config, Lower(ctx.base, tuple(layers), materialise))
+        except NotLocal as exc:
+            if not ctx.read_only:
+                raise
+            layers.append(PlannedLayer(_unplanned(rule), None, None, None, f"key not known: {exc.message}"))
+            parent_key, unknown_below = None, unknown_below or rule.name
+            continue
         config = result.config
         for step in result.steps:
             if isinstance(step, ConfigStep):
                 history.append({"created_by": step.created_by, "empty_layer": True})
                 continue
             step.below = tuple(layers)
+            if parent_key is None:
+                layers.append(PlannedLayer(step, None, None, None,
+                                           f"key not known: the `{unknown_below}` layer below it has none"))
+                continue
             key = layer_key(step, parent_key, ctx)
             stored = ctx.store.get_layer(key)
             record = ctx.store.get_compressed(stored.diff_id, ctx.codec.cache_id) if stored else None
@@ -86,6 +106,15 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
             history.append({"created_by": step.created_by})
             parent_key = key
     return Plan(layers=layers, history=history, config=config, base_key=base_key)
+
+
+def _unplanned(rule: RuleSpec) -> LayerStep:
+    """Where a read-only plan shows a rule it could not plan: no inputs, nothing to build from."""
+    def refuse():
+        raise NotLocal(f"the `{rule.name}` rule was not planned")
+
+    return LayerStep(rule=rule.name, step=rule.name, config={}, entries=[], input_hash="", make_items=refuse,
+                     created_by=f"airbuild {rule.name}")
 
 
 def explain(layer: PlannedLayer, before: StepState | None, stored: LayerRecord | None) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from builder.layers.whiteouts import whiteout
-from builder.common.errors import InputError
+from builder.common.errors import InputError, NotLocal
 from builder.store.store import LayerRecord, Store
 
 
@@ -152,6 +152,8 @@ def _covered(path: str, hidden: set[str], opaque: set[str]) -> bool:
 
 def members(store: Store, layer: LayerRecord):
     """(tar member, open its content) for each entry of a layer blob, in order."""
+    if not store.has_blob(layer.digest):  # a read-only plan's base: only its manifest and config were fetched
+        raise NotLocal(f"layer {layer.digest} is not in the store")
     path = store.blob_path(layer.digest)
     try:
         with open(path, "rb") as raw:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from builder.actions.debian.package_list import Listed
+from builder.bases.image import BaseImage
 from builder.debian.install import (base_view, entries_hash, fetch_packages, install, keyring_for, layer_items,
                                     resolve_online, sources_json)
 from builder.debian.layer import Tree
@@ -22,7 +23,7 @@ from builder.oci.config import ContainerConfig
 from builder.common.errors import InputError
 from builder.project.lock import LockSection, section_for
 from builder.project.manifest import RuleSpec
-from builder.actions.steps import ActionResult, BuildContext, LayerStep
+from builder.actions.steps import ActionResult, BuildContext, LayerStep, Lower
 
 FORMAT = 1
 
@@ -44,18 +45,23 @@ def manifest_keyring(ctx: BuildContext) -> tuple[bytes, str] | None:
     return path.read_bytes(), str(path)
 
 
-def packages_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, path: Path,
+def packages_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, lower: Lower, path: Path,
                    listed: list[Listed]) -> ActionResult:
-    """The layer of a packages.txt that names packages (system_packages_action checked)."""
+    """The layer of a packages.txt that names packages (system_packages_action checked), installed over
+    the base and the layers of the rules below this one."""
     requests = [Request(item.name, item.version, item.line) for item in listed]
     arch = ctx.platform.architecture
     explicit = manifest_sources(ctx)
-    inputs = entries_hash([{"format": FORMAT, "requests": [[r.name, r.version] for r in requests],
-                            "base": ctx.base.digest, "arch": arch,
-                            "sources": sources_json(explicit) if explicit is not None else "base"}])
+    image = lower.image()
+    shape = {"format": FORMAT, "requests": [[r.name, r.version] for r in requests], "base": ctx.base.digest,
+             "arch": arch, "sources": sources_json(explicit) if explicit is not None else "base"}
+    if lower.layers:  # packages a rule below installed: what dpkg's status says is part of the resolution
+        shape["below"] = entries_hash([base_view(ctx.store, image.layers, with_links=False).status])
+    inputs = entries_hash([shape])
     section = ctx.state.lock.reusable(section_for(rule.name), inputs, rule.file)
     if section is None:
-        section = _resolve(ctx, requests, explicit, arch, path, inputs)
+        ctx.resolving(rule.file)
+        section = _resolve(ctx, image, requests, explicit, arch, path, inputs)
     ctx.state.lock.record(section_for(rule.name), section)
     if not section.entries:
         return ActionResult([], config)
@@ -70,15 +76,15 @@ def packages_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, p
         config={"rule": rule.name, "version": rule.version, "format": FORMAT, "packages": locked, "arch": arch},
         entries=[entry] if entry is not None else [],
         input_hash=locked,
-        make_items=lambda: _make_items(ctx, section.entries, arch, locked, notes is None),
+        make_items=lambda: _make_items(ctx, image, section.entries, arch, locked, notes is None),
         created_by=f"airbuild {rule.name}: {len(section.entries)} Debian packages from {rule.file}",
     )
     return ActionResult([step], config)
 
 
-def _resolve(ctx: BuildContext, requests: list[Request], explicit: list[AptSource] | None, arch: str,
-             path: Path, inputs: str) -> LockSection:
-    view = base_view(ctx.store, ctx.base.layers, with_links=False)
+def _resolve(ctx: BuildContext, image: BaseImage, requests: list[Request], explicit: list[AptSource] | None,
+             arch: str, path: Path, inputs: str) -> LockSection:
+    view = base_view(ctx.store, image.layers, with_links=False)
     sources = explicit if explicit is not None else view.sources()
     if not sources:
         raise InputError("lists Debian packages, but the base image has no apt sources "
@@ -95,8 +101,8 @@ def _resolve(ctx: BuildContext, requests: list[Request], explicit: list[AptSourc
     return LockSection(inputs, tuple(resolved.entries))
 
 
-def _make_items(ctx: BuildContext, entries, arch: str, locked: str, remember_notes: bool):
-    view = base_view(ctx.store, ctx.base.layers)
+def _make_items(ctx: BuildContext, image: BaseImage, entries, arch: str, locked: str, remember_notes: bool):
+    view = base_view(ctx.store, image.layers)
     packages = fetch_packages(ctx.store, entries)
     tree = Tree(dict(view.links))
     notes = install(tree, packages, view, arch)

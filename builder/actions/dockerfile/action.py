@@ -21,14 +21,14 @@ from builder.common.errors import InputError
 from builder.layers.tar import LayerItem
 from builder.project.manifest import RuleSpec
 from builder.bases.accounts import resolve_owner
-from builder.actions.steps import ActionResult, BuildContext, ConfigStep, LayerStep, Step
+from builder.actions.steps import ActionResult, BuildContext, ConfigStep, LayerStep, Lower, Step
 from builder.actions.dockerfile.copy_sources import copy_sources
 from builder.project.tree import merkle_root
 
 if TYPE_CHECKING:
     from builder.actions.dockerfile.segment import EngineSegment
 
-def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
+def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, lower: Lower) -> ActionResult:
     args: dict[str, str] = {}
     steps: list[Step] = []
     path = ctx.dockerfile.path
@@ -53,7 +53,7 @@ def dockerfile_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig
                 made = engine_step(segment, rule, ctx, config, args, inst, variables)
             elif inst.keyword == "COPY":
                 segment = _finish(segment)
-                made = _copy(rule, ctx, config, inst, variables)
+                made = _copy(rule, ctx, config, inst, variables, lower)
             else:
                 config = _apply(inst, config, args, variables, ctx)
         except InputError as exc:
@@ -127,6 +127,12 @@ def _apply(inst: Instruction, config: ContainerConfig, args: dict[str, str], var
     return config
 
 
+def _named(chown: str, lower: Lower):
+    """Where --chown's names are looked up, as Docker does: the filesystem below (the base and the rules under
+    this one). Numeric ids read nothing, so they do not need the layers below built."""
+    return lower.base if all(part.isdigit() for part in chown.split(":")) else lower.image()
+
+
 def _single(inst: Instruction) -> str:
     if len(inst.args) != 1:
         raise InputError(f"{inst.keyword} takes one argument")
@@ -134,18 +140,21 @@ def _single(inst: Instruction) -> str:
 
 
 def _copy(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, inst: Instruction,
-          variables: dict[str, str]) -> LayerStep:
+          variables: dict[str, str], lower: Lower) -> LayerStep:
     sources, dest_abs, selections, all_entries = copy_sources(ctx, config, inst, variables)
     workdir = config.workdir or "/"
     chown = inst.flag("chown")
     try:
-        owner = resolve_owner(expand(chown, variables), None, ctx.base, ctx.store, f"COPY --chown={chown}") \
-            if chown else resolve_owner(None, None, ctx.base, ctx.store, "COPY")
+        if chown:
+            named = expand(chown, variables)
+            owner = resolve_owner(named, None, _named(named, lower), ctx.store, f"COPY --chown={chown}")
+        else:
+            owner = resolve_owner(None, None, ctx.base, ctx.store, "COPY")
     except InputError as exc:
         if not ctx.dockerfile.runs_commands:
             raise
-        raise InputError(f"{exc.message} (the native COPY reads the base's; for a user a RUN creates, build the "
-                         "Dockerfile with `backend: buildkit`)") from None
+        raise InputError(f"{exc.message} (the native COPY reads the image's files below the Dockerfile; for a "
+                         "user a RUN creates, build the Dockerfile with `backend: buildkit`)") from None
     chmod_text = inst.flag("chmod")
     try:
         chmod = int(chmod_text, 8) if chmod_text else None

@@ -82,7 +82,7 @@ class EngineSegment:
                 continue
             step.entries, step.input_hash = entries, root
             if entries:
-                owner = self.ctx.owner
+                owner = self.ctx.project_owner()
                 step.config["project_files"] = {"workdir": self.ctx.manifest.workdir, "owner": [owner.uid, owner.gid]}
 
     @property

@@ -9,12 +9,12 @@ layer's key is not in the store.
 from __future__ import annotations
 
 from builder.actions.inputs import listed_lines
-from builder.actions.steps import ActionResult, BuildContext
+from builder.actions.steps import ActionResult, BuildContext, Lower
 from builder.oci.config import ContainerConfig
 from builder.project.manifest import RuleSpec
 
 
-def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) -> ActionResult:
+def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, lower: Lower) -> ActionResult:
     path = ctx.project / rule.file
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     if not listed_lines(text):
@@ -22,4 +22,4 @@ def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig) ->
     # uv, the wheel installer and the Python target's readers: only for a file that lists something.
     from builder.actions.python.layer import requirements_layer
 
-    return requirements_layer(rule, ctx, config, path, text)
+    return requirements_layer(rule, ctx, config, lower, path, text)
