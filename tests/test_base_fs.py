@@ -6,7 +6,7 @@ import pytest
 
 from builder.layers.read import find_files, list_paths
 from builder.layers.compress import Codec
-from builder.common.errors import InputError
+from builder.common.errors import NotLocal
 from builder.layers.tar import LayerItem, store_layer
 from builder.store.store import Store
 
@@ -42,6 +42,6 @@ def test_one_pass_over_the_layers_answers_the_later_questions(tmp_path):
         "etc/passwd": b"root:x:0:0::/root:/bin/sh\n", "etc/group": b"root:x:0:\n"}
     assert find_files(store, layers, lambda p: p.endswith("/METADATA")) == {}, "whiteouts hold in the memo too"
     assert set(list_paths(store, layers, lambda p: p.startswith("etc/"))) == {"etc/passwd", "etc/group"}
-    with pytest.raises(InputError):  # a file no earlier pass kept needs the layers again
+    with pytest.raises(NotLocal):  # a file no earlier pass kept needs the layers, and they are gone
         find_files(store, layers, lambda p: p == "usr/bin/tool")
     store.close()
