@@ -31,7 +31,7 @@ def _layer_table(result: dict[str, Any], planned: bool) -> list[str]:
         if layer["rule"] == "base" and not planned:
             state = "base"
         elif layer["cached"]:
-            state = "cached"
+            state = "remote" if layer.get("source") == "remote" else "cached"
         elif planned and layer["key"] is None:
             state = "unknown"
         else:
@@ -64,6 +64,11 @@ def print_build(result: dict[str, Any]) -> None:
         errors = sum(1 for f in validation["files"] if f["errors"] and not f["allowed_to_fail"])
         print(f"DAGs      {len(validation['files'])} files, {errors} with errors, "
               f"{validation['imported']} imported (Airflow {validation['airflow_version']})")
+    cache = result.get("cache")
+    if cache:
+        print(f"cache     {cache['repo']} ({cache['mode']}): {cache['hits']} layer(s) fetched, {cache['misses']} not "
+              f"there, {cache['published']} written; {human_size(cache['downloaded_bytes'])} down, "
+              f"{human_size(cache['uploaded_bytes'])} up" + ("" if cache["reachable"] else "; NOT REACHABLE"))
     engine = result.get("engine")
     if engine:
         print(f"engine    {engine['description'] or 'BuildKit (not reached)'}: {engine['builds']} build(s), "

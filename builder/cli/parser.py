@@ -67,6 +67,12 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--secret", metavar="id=ID,src=FILE", action="append", default=[],
                         help="a build secret for RUN --mount=type=secret,id=ID: a file (src=) or an environment "
                              "variable (env=); repeatable; never stored in a layer or a key")
+    parser.add_argument("--cache-repo", metavar="HOST[:PORT]/REPO",
+                        help="a shared build cache in a registry repository: layers found there are not built, "
+                             "layers built here are written there (default: $AIRBUILD_CACHE_REPO, else astro.yaml's "
+                             "`cache`); the registry's credentials as for deploys")
+    parser.add_argument("--cache-required", action="store_true",
+                        help="fail when the shared cache cannot be used (default: a warning, and the build goes on)")
 
 
 def build_args(values: list[str]) -> dict[str, str]:

@@ -15,6 +15,7 @@ from builder.bases import onbuild
 from builder.engine import stamp
 from builder.common.atomic import atomic_write_bytes
 from builder.bases.resolve import BaseImage, resolve_base
+from builder.cache.remote import CacheSettings, RemoteCache
 from builder.layers.compress import Codec
 from builder.engine.gate import ValidationFailed, check_dags, validation_inputs
 from builder.registry.reference import parse_repository
@@ -67,6 +68,8 @@ class BuildOptions:
     env_file: Path | None = None          # --env: the variables DAG code sees (default: the project's .env)
     astro_tests: bool = False             # validation also runs .astro/test_dag_integrity_default.py (deploy)
     validation_memory: ValidationMemory | None = None  # watch's, kept between its builds; None: a fresh one
+    cache_repo: str | None = None         # --cache-repo: the shared cache, over AIRBUILD_CACHE_REPO and the manifest's
+    cache_required: bool = False          # --cache-required: an unusable shared cache fails the build
 
     @property
     def skip_reason(self) -> str | None:
@@ -83,6 +86,7 @@ class LayerResult:
     cached: bool
     reason: str
     files_read: int = 0
+    source: str | None = None  # base | local | remote (the shared cache) | built; None: not built (a plan)
 
 
 @dataclass
@@ -101,6 +105,7 @@ class BuildResult:
     notes: list[str] = field(default_factory=list)  # what the user should know (skipped scripts...)
     onbuild: list[dict] = field(default_factory=list)  # the base's ONBUILD triggers: replaced, or how each ran
     engine: dict | None = None  # the container engine RUN layers were built with; None when none was used
+    cache: dict | None = None   # the shared cache: hits, misses, bytes down and up, warnings; None without one
 
     def to_json(self) -> dict:
         # Shallow (the validation report is already plain data): asdict would deep-copy it on every call.
@@ -119,6 +124,7 @@ class Prepared:
     output_dir: Path
     scanned: list[Scanned]
     inputs: "Inputs"
+    remote: RemoteCache | None = None  # the shared cache, when one is set (never for a read-only plan)
 
 
 def epoch_from_env() -> int:
@@ -226,10 +232,16 @@ def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Pre
                            base.config, rules, inputs.dockerfile.base_line)), read_only=read_only)
     previous = PreviousBuild.load(output_dir / "state.json")
     ctx.state.onbuild_report.extend(onbuild.report(t) for t in ctx.onbuild if t.replaced_by)
-    materialise = None if read_only else (lambda layer: _build_layer(ctx, layer, options.progress))
+    remote = None if read_only else shared_cache(options, manifest, store, inputs.codec)
+    materialise = None if read_only else (lambda layer: _build_layer(ctx, layer, options.progress, remote))
     plan = make_plan(ctx, rules, initial, previous, statcache.hashed_paths, materialise)
     lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))
-    return Prepared(ctx, plan, lock, statcache, previous, output_dir, scanned, inputs)
+    return Prepared(ctx, plan, lock, statcache, previous, output_dir, scanned, inputs, remote)
+
+
+def shared_cache(options: BuildOptions, manifest: Manifest, store: Store, codec: Codec) -> RemoteCache | None:
+    settings = CacheSettings.choose(options.cache_repo, manifest.cache, options.cache_required)
+    return RemoteCache(settings, store, codec.cache_id) if settings else None
 
 
 def project_owner(manifest: Manifest, initial: ContainerConfig, base: BaseImage, store: Store) -> Ownership:
@@ -256,11 +268,13 @@ def build(options: BuildOptions) -> BuildResult:
     prepared = None
     try:
         prepared = prepare(options, store)
-        ctx, plan = prepared.ctx, prepared.plan
+        ctx, plan, remote = prepared.ctx, prepared.plan, prepared.remote
+        if remote is not None:  # the misses asked for at once, before any is built
+            remote.lookup([layer.key for layer in plan.layers if layer.record is None])
         records = []
         for layer in plan.layers:
             if layer.record is None:
-                layer.record = _build_layer(ctx, layer, options.progress)
+                layer.record = _build_layer(ctx, layer, options.progress, remote)
             records.append(layer.record)
         report = None
         if options.validate:
@@ -268,6 +282,8 @@ def build(options: BuildOptions) -> BuildResult:
             report = check_dags(ctx, plan, astro_tests=options.astro_tests, memory=options.validation_memory)
             if report.failed and not options.force:
                 raise ValidationFailed(report)
+        if remote is not None:  # only what this build made and verified
+            _publish(remote, plan, options.progress)
         image = assemble(store, ctx.base.config, ctx.base.layers, plan.config, records, plan.history, ctx.epoch)
         oci_dir = (options.oci_dir or prepared.output_dir / "image").resolve()
         options.progress.step(f"writing the OCI layout {oci_dir}")
@@ -288,12 +304,22 @@ def build(options: BuildOptions) -> BuildResult:
         _end(prepared, store)
 
 
+def _publish(remote: RemoteCache, plan: Plan, progress: Progress) -> None:
+    built = [layer for layer in plan.layers if layer.source == "built"]
+    if built:
+        progress.step(f"writing {len(built)} layer(s) to the shared cache {remote.settings.repo}")
+    for layer in built:
+        remote.publish(layer.key, layer.record)
+
+
 def _end(prepared: "Prepared | None", store: Store) -> None:
     """Run what the build's steps left to clean up (engine staging), then release the store."""
     try:
         for cleanup in reversed(prepared.ctx.state.cleanups if prepared else []):
             cleanup()
     finally:
+        if prepared is not None and prepared.remote is not None:
+            prepared.remote.close()
         store.close()
 
 
@@ -317,14 +343,21 @@ def plan_only(options: BuildOptions) -> BuildResult:
         store.close()
 
 
-def _build_layer(ctx: BuildContext, layer, progress: Progress):
+def _build_layer(ctx: BuildContext, layer, progress: Progress, remote: RemoteCache | None = None):
+    """The layer's record: from the store (another build made it meanwhile), the shared cache, or built."""
     store = ctx.store
     with store.building(layer.key):
         stored = store.get_layer(layer.key)  # another build may have made it while we waited
         if stored is not None:
             record = store.get_compressed(stored.diff_id, ctx.codec.cache_id)
             if record is not None:
+                layer.source = "local"
                 return record
+        record = remote.fetch(layer.key) if remote is not None else None
+        if record is not None:
+            layer.source, layer.cached, layer.reason = "remote", True, f"from the shared cache {remote.settings.repo}"
+            progress.step(f"layer {layer.step.step}: from the shared cache")
+            return record
         progress.step(f"building layer {layer.step.step}: {layer.reason}")
         try:
             record = store_layer(store, ctx.codec, layer.step.make_items(), ctx.epoch)
@@ -334,6 +367,7 @@ def _build_layer(ctx: BuildContext, layer, progress: Progress):
             if layer.step.cleanup is not None:
                 layer.step.cleanup()
         store.put_layer(layer.key, record)
+        layer.source = "built"
         return record
 
 
@@ -341,13 +375,14 @@ def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, 
             duration: float, name: str, lock_changed: bool) -> BuildResult:
     base = prepared.ctx.base
     triggers = sorted(prepared.ctx.state.onbuild_report, key=lambda entry: entry["index"])
-    layers = [LayerResult("base", None, r.diff_id, r.digest, r.size, True, f"base image {base.description}")
-              for r in base.layers]
+    layers = [LayerResult("base", None, r.diff_id, r.digest, r.size, True, f"base image {base.description}",
+                          source="base") for r in base.layers]
     for layer in prepared.plan.layers:
         record = layer.record
         layers.append(LayerResult(layer.step.step, layer.key, record.diff_id if record else None,
                                   record.digest if record else None, record.size if record else None,
-                                  layer.cached, layer.reason, layer.files_read))
+                                  layer.cached, layer.reason, layer.files_read, layer.source))
+    remote = prepared.remote.summary() if prepared.remote else None
     return BuildResult(
         manifest_digest=image.manifest_digest if image else None,
         config_digest=image.config_digest if image else None,
@@ -358,9 +393,11 @@ def _result(prepared: Prepared, image: BuiltImage | None, oci_dir: Path | None, 
         layers=layers,
         image_name=name,
         lock_changed=lock_changed,
-        notes=[onbuild.note(entry) for entry in triggers] + list(prepared.ctx.state.notes),
+        notes=[onbuild.note(entry) for entry in triggers] + list(prepared.ctx.state.notes)
+        + [f"shared cache: {warning}" for warning in (remote or {}).get("warnings", [])],
         onbuild=triggers,
         engine=prepared.ctx.state.engine.summary() if prepared.ctx.state.engine else None,
+        cache=remote,
     )
 
 
@@ -436,7 +473,7 @@ def _environment(options: BuildOptions):
         last = max((i for i, layer in enumerate(layers) if not layer.step.project_content), default=-1)
         for layer in layers[:last + 1]:  # project files under an environment layer (a RUN) are built too
             if layer.record is None:
-                layer.record = _build_layer(prepared.ctx, layer, options.progress)
+                layer.record = _build_layer(prepared.ctx, layer, options.progress, prepared.remote)
         if not options.locked:  # what was resolved is pinned, as a build pins it: the next run resolves nothing
             prepared.lock.write(prepared.ctx.project / prepared.ctx.manifest.lockfile)
         yield prepared

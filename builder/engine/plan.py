@@ -45,8 +45,9 @@ class PlannedLayer:
     parent_key: str | None
     record: LayerRecord | None   # from the store, or once built
     reason: str
-    cached: bool = False         # the store had it when planned
+    cached: bool = False         # the store had it when planned (or the shared cache, once fetched)
     files_read: int = 0
+    source: str | None = None    # local | remote (the shared cache) | built, once known
 
     def state(self) -> StepState:
         return StepState(key=self.key, parent_key=self.parent_key, config_hash=self.step.config_hash,
@@ -99,7 +100,8 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
             key = layer_key(step, parent_key, ctx)
             stored = ctx.store.get_layer(key)
             record = ctx.store.get_compressed(stored.diff_id, ctx.codec.cache_id) if stored else None
-            planned = PlannedLayer(step, key, parent_key, record, "", cached=record is not None)
+            planned = PlannedLayer(step, key, parent_key, record, "", cached=record is not None,
+                                   source="local" if record is not None else None)
             planned.reason = "unchanged" if record else explain(planned, previous.steps.get(step.step), stored)
             planned.files_read = sum(1 for e in step.entries if e.relpath in hashed_paths)
             layers.append(planned)

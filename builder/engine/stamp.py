@@ -112,9 +112,10 @@ def write(output_dir: Path, scanned: list[Scanned], extra_paths: list[str], buil
             continue
         if st.st_mtime_ns >= horizon or st.st_ctime_ns >= horizon:
             return
-    noop = dict(result, lock_changed=False, engine=None,
-                layers=[dict(layer, cached=True, reason=layer["reason"] if layer["rule"] == "base" else "unchanged",
-                             files_read=0) for layer in result["layers"]])
+    noop = dict(result, lock_changed=False, engine=None, cache=None,
+                layers=[layer if layer["rule"] == "base" else
+                        dict(layer, cached=True, reason="unchanged", files_read=0, source="local")
+                        for layer in result["layers"]])
     payload = {"format": FORMAT, "fingerprint": fingerprint(scanned, extra_paths, build_settings),
                "extra_paths": extra_paths, "outputs": {p: _path_signature(p) for p in outputs},
                "blobs": {p: os.stat(p).st_size for p in blobs}, "result": noop}

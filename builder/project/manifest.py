@@ -166,6 +166,15 @@ class Validation(Strict):
                             "none: import unconfined (only on machines you trust the DAGs on)")
 
 
+def repository(value: str) -> str:
+    """`value` if it names a registry repository (host[:port]/path, no tag); a validation error otherwise."""
+    try:
+        parse_repository(value)
+    except InputError as exc:
+        raise ValueError(exc.message) from None
+    return value
+
+
 class Target(Strict):
     """A registry `airbuild deploy` pushes to."""
 
@@ -176,11 +185,7 @@ class Target(Strict):
     @field_validator("registry")
     @classmethod
     def valid_registry(cls, value: str) -> str:
-        try:
-            parse_repository(value)
-        except InputError as exc:
-            raise ValueError(exc.message) from None
-        return value
+        return repository(value)
 
     @field_validator("tags")
     @classmethod
@@ -232,6 +237,20 @@ class SecretSpec(Strict):
             raise InputError(f"--secret {text!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
+class Cache(Strict):
+    """The team's shared build cache: a repository in an OCI registry (see builder.cache)."""
+
+    repo: str = Field(description="host[:port]/repository that holds layer records and blobs, e.g. "
+                                  "registry.example.com/team/airbuild-cache")
+    mode: Literal["readwrite", "read"] = Field("readwrite", description="read: use entries, never write them")
+    insecure: bool = Field(False, description="allow plain HTTP and unverified TLS (loopback registries always may)")
+
+    @field_validator("repo")
+    @classmethod
+    def valid_repo(cls, value: str) -> str:
+        return repository(value)
+
+
 class Manifest(Strict):
     name: str | None = Field(None, description="image name; default: the project directory's name")
     platform: str = "linux/amd64"
@@ -251,6 +270,8 @@ class Manifest(Strict):
                                                  "command (RUN); native: never; buildkit: all the Dockerfile's layers")
     build_args: dict[str, str] = Field(default_factory=dict, description="values for the Dockerfile's ARGs")
     secrets: list[SecretSpec] = Field(default_factory=list, description="build secrets for RUN --mount=type=secret")
+    cache: Cache | None = Field(None, description="a shared build cache in a registry (AIRBUILD_CACHE_REPO, "
+                                                  "--cache-repo override it)")
 
     @field_validator("targets")
     @classmethod

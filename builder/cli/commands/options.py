@@ -29,4 +29,6 @@ def build_options(args) -> BuildOptions:
         secrets=tuple(getattr(args, "secret", [])),
         sandbox=getattr(args, "sandbox", None),
         env_file=getattr(args, "env_file", None),
+        cache_repo=getattr(args, "cache_repo", None),
+        cache_required=getattr(args, "cache_required", False),
     )

@@ -1,0 +1,256 @@
+"""Layer records by key as small OCI artifacts in a registry repository, the layer blobs beside them.
+
+An entry is an image manifest tagged `layer-<key>-<codec>` (the key is the engine's: the same
+on every machine for the same inputs) with the empty config and one layer, the layer's blob,
+annotated with its diff_id. A lookup is one manifest GET (misses concurrently); a hit's blob is
+downloaded, checked against the record's digest and size and then its diff_id against the
+uncompressed bytes, before the local store takes it: an entry that fails is rejected, reported
+and the layer built locally. Writes come after the build verified its layers; two runners
+writing one key write the same bytes. A cache that cannot be reached or refuses the credentials
+is a warning (the build goes on without it) unless it is required.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from builder.common.errors import AirbuildError, InputError
+from builder.layers.compress import decompressor_for
+from builder.oci.descriptors import MANIFEST_MEDIA_TYPE
+from builder.registry.auth import repository_scope
+from builder.registry.blob_sources import BlobSources
+from builder.registry.client import RegistryClient, RegistryError
+from builder.registry.connect import open_client
+from builder.registry.pull import Puller
+from builder.registry.push import Pusher
+from builder.registry.reference import Reference, parse_repository
+from builder.store.store import LayerRecord, Store
+
+ENV_REPO = "AIRBUILD_CACHE_REPO"
+ARTIFACT_TYPE = "application/vnd.airbuild.layer-record.v1+json"
+EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
+EMPTY = b"{}"
+EMPTY_DIGEST = "sha256:" + hashlib.sha256(EMPTY).hexdigest()
+LOOKUPS = 8  # manifest GETs in flight at once
+ATTEMPTS = 2  # a cache is an optimisation: one retry, then the build goes on without it
+READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    repo: str                 # host[:port]/repository
+    mode: str = "readwrite"   # or "read"
+    required: bool = False    # an unreachable cache fails the build instead of warning
+    insecure: bool = False
+
+    @classmethod
+    def choose(cls, flag: str | None, manifest_cache, required: bool) -> "CacheSettings | None":
+        """--cache-repo, else AIRBUILD_CACHE_REPO, else the manifest's `cache`; None: no shared cache."""
+        repo = flag or os.environ.get(ENV_REPO) or (manifest_cache.repo if manifest_cache else None)
+        if not repo:
+            if required:
+                raise InputError("--cache-required, but no cache repository is set (--cache-repo, "
+                                 f"{ENV_REPO} or `cache: repo:` in astro.yaml)")
+            return None
+        parse_repository(repo)
+        mode = manifest_cache.mode if manifest_cache else "readwrite"
+        return cls(repo, mode, required, bool(manifest_cache and manifest_cache.insecure))
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    rejected: int = 0
+    published: int = 0
+    downloaded_bytes: int = 0
+    uploaded_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    record: LayerRecord
+
+
+class RemoteCache:
+    def __init__(self, settings: CacheSettings, store: Store, codec_id: str):
+        self.settings = settings
+        self.store = store
+        self.codec_id = codec_id
+        self.ref: Reference = parse_repository(settings.repo)
+        self.stats = CacheStats()
+        self._client: RegistryClient | None = None
+        self._down = False         # unreachable or refused: not asked again in this build
+        self._found: dict[str, Entry | None] = {}
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def lookup(self, keys: list[str]) -> None:
+        """Ask for every key not asked yet, concurrently; answers are kept for `fetch`."""
+        wanted = [k for k in dict.fromkeys(keys) if k not in self._found]
+        if not wanted or self._down:
+            return
+        with concurrent.futures.ThreadPoolExecutor(min(LOOKUPS, len(wanted))) as pool:
+            for key, entry in zip(wanted, pool.map(self._guarded_lookup, wanted)):
+                self._found[key] = entry
+
+    def fetch(self, key: str) -> LayerRecord | None:
+        """The layer for `key`, in the local store and verified, or None (a miss, a rejected entry, no cache)."""
+        if key not in self._found:
+            self.lookup([key])
+        entry = self._found.get(key)
+        if entry is None:
+            if not self._down:
+                self.stats.misses += 1
+            return None
+        try:
+            record = self._download(entry)
+        except (AirbuildError, OSError) as exc:
+            self._warn(f"could not download layer {key[:12]} from the cache: {exc}; built locally")
+            return None
+        if record is None:
+            return None
+        self.stats.hits += 1
+        self.store.put_compressed(self.codec_id, record)
+        self.store.put_layer(key, record)
+        return record
+
+    def _guarded_lookup(self, key: str) -> Entry | None:
+        try:
+            return self._lookup(key)
+        except (AirbuildError, OSError) as exc:
+            self._unreachable(exc)
+            return None
+
+    def _lookup(self, key: str) -> Entry | None:
+        if self._down:
+            return None
+        client = self._connect()
+        response = client.request("GET", f"/v2/{self.ref.repository}/manifests/{self.tag(key)}",
+                                  scopes=(repository_scope(self.ref.repository, "pull"),), ok=(200, 404),
+                                  what=f"looking up layer {key[:12]} in the cache {self.settings.repo}",
+                                  headers={"Accept": MANIFEST_MEDIA_TYPE})
+        if response.status_code == 404:
+            return None
+        try:
+            manifest = json.loads(response.content)
+            layer = manifest["layers"][0]
+            record = LayerRecord(layer["annotations"]["dev.airbuild.diff-id"], layer["digest"], int(layer["size"]),
+                                 layer["mediaType"])
+            if manifest.get("annotations", {}).get("dev.airbuild.key") != key:
+                raise ValueError("the entry is for another key")
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            self.stats.rejected += 1
+            self._warn(f"rejected the cache's entry for layer {key[:12]}: not a layer record ({exc})")
+            return None
+        return Entry(key, record)
+
+    def _download(self, entry: Entry) -> LayerRecord | None:
+        record = entry.record
+        if not self.store.has_blob(record.digest, record.size):
+            try:
+                Puller(self._connect(), self.store).fetch_layers(self.ref, [record])
+            except RegistryError as exc:
+                self.stats.rejected += 1
+                self._warn(f"rejected the cache's entry for layer {entry.key[:12]}: {exc}; built locally")
+                return None
+            self.stats.downloaded_bytes += record.size
+        diff_id = uncompressed_digest(self.store, record.digest)
+        if diff_id != record.diff_id:
+            self.stats.rejected += 1
+            self._warn(f"rejected the cache's entry for layer {entry.key[:12]}: its blob unpacks to {diff_id}, "
+                       f"the record says {record.diff_id}; built locally")
+            return None
+        sources = BlobSources(self.store, self.ref.registry)
+        sources.add(record.digest, self.ref.repository)  # a deploy to the same registry mounts it from here
+        sources.save()
+        return record
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def publish(self, key: str, record: LayerRecord) -> None:
+        """Write the entry for a layer this build made and verified (readwrite caches only)."""
+        if self.settings.mode != "readwrite" or self._down or self._found.get(key) is not None:
+            return
+        try:
+            client = self._connect()
+            pusher = Pusher(client, self.store, self.ref.repository)
+            if not self.store.has_blob(EMPTY_DIGEST):
+                self.store.put_blob(EMPTY)
+            pusher.push_blob(EMPTY_DIGEST, len(EMPTY))
+            pusher.push_blob(record.digest, record.size)
+            manifest = self.entry_manifest(key, record)
+            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+            pusher.put_manifest(self.tag(key), manifest, digest, MANIFEST_MEDIA_TYPE)
+        except (AirbuildError, OSError) as exc:
+            self._unreachable(exc, writing=True)
+            return
+        self.stats.uploaded_bytes += pusher.stats.bytes_uploaded
+        self.stats.published += 1
+
+    def entry_manifest(self, key: str, record: LayerRecord) -> bytes:
+        manifest = {
+            "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "artifactType": ARTIFACT_TYPE,
+            "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": EMPTY_DIGEST, "size": len(EMPTY),
+                       "data": base64.b64encode(EMPTY).decode()},
+            "layers": [{"mediaType": record.media_type, "digest": record.digest, "size": record.size,
+                        "annotations": {"dev.airbuild.diff-id": record.diff_id}}],
+            "annotations": {"dev.airbuild.key": key, "dev.airbuild.codec": self.codec_id},
+        }
+        return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+
+    def tag(self, key: str) -> str:
+        codec = hashlib.sha256(self.codec_id.encode()).hexdigest()[:12]
+        return f"layer-{key}-{codec}"
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        return {"repo": self.settings.repo, "mode": self.settings.mode, "reachable": not self._down,
+                "hits": self.stats.hits, "misses": self.stats.misses, "rejected": self.stats.rejected,
+                "published": self.stats.published, "downloaded_bytes": self.stats.downloaded_bytes,
+                "uploaded_bytes": self.stats.uploaded_bytes, "warnings": list(self.stats.warnings)}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def _connect(self) -> RegistryClient:
+        if self._client is None:
+            self._client = open_client(self.ref.registry, insecure=self.settings.insecure)
+            self._client.attempts = min(self._client.attempts, ATTEMPTS)
+        return self._client
+
+    def _unreachable(self, exc: Exception, writing: bool = False) -> None:
+        message = (f"the shared cache {self.settings.repo} {'refused a write' if writing else 'is not usable'}: "
+                   f"{exc}")
+        if self.settings.required:
+            raise RegistryError(f"{message} (--cache-required)")
+        if not self._down:
+            self._warn(message + "; building without it")
+        self._down = True
+
+    def _warn(self, message: str) -> None:
+        self.stats.warnings.append(message)
+
+
+def uncompressed_digest(store: Store, digest: str) -> str:
+    """sha256 of a layer blob's uncompressed bytes (its diff_id), streamed."""
+    hasher = hashlib.sha256()
+    with open(store.blob_path(digest), "rb") as handle:
+        head = handle.read(4)
+        handle.seek(0)
+        decompress = decompressor_for(head)
+        while chunk := handle.read(READ):
+            hasher.update(decompress.decompress(chunk) if decompress else chunk)
+        if decompress is not None and hasattr(decompress, "flush"):
+            hasher.update(decompress.flush())
+    return "sha256:" + hasher.hexdigest()
+

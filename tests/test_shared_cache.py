@@ -1,0 +1,125 @@
+"""The shared build cache in a registry repository: two stores share it, bad entries are refused, an
+unreachable cache is a warning, a read-only cache is never written. Against the loopback registry."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from pathlib import Path
+
+from tests.helpers import run_cli
+from tests.projects import make_project
+from tests.test_bases import tiny_rootfs
+
+
+def build(project: Path, base: Path, store: Path, *extra: str, check: bool = True):
+    proc = run_cli(["build", project, "--base", f"rootfs:{base}", "--no-validate", "--json", *extra],
+                   env={"AIRBUILD_CACHE_DIR": str(store)}, check=check)
+    return json.loads(proc.stdout) if check else proc
+
+
+def own(result: dict) -> list[dict]:
+    return [layer for layer in result["layers"] if layer["rule"] != "base"]
+
+
+def registry_json(registry: str, path: str) -> dict:
+    with urllib.request.urlopen(f"http://{registry}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def setup(tmp_path: Path, registry: str) -> tuple[Path, Path, str]:
+    project = make_project(tmp_path / "p")
+    base = tmp_path / "rootfs.tar.gz"
+    tiny_rootfs(base)
+    return project, base, f"{registry}/airbuild-cache-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_second_store_builds_nothing_and_gets_the_same_image(tmp_path, registry):
+    project, base, repo = setup(tmp_path, registry)
+    first = build(project, base, tmp_path / "store-a", "--cache-repo", repo)
+    assert {layer["source"] for layer in own(first)} == {"built"}
+    assert first["cache"]["published"] == len(own(first)) and first["cache"]["uploaded_bytes"] > 0
+    tags = registry_json(registry, f"/v2/{repo.split('/', 1)[1]}/tags/list")["tags"]
+    assert {t.split("-")[1] for t in tags} == {layer["key"] for layer in own(first)}
+
+    second = build(project, base, tmp_path / "store-b", "--cache-repo", repo)
+    assert second["manifest_digest"] == first["manifest_digest"]
+    assert all(layer["cached"] and layer["source"] == "remote" for layer in own(second))
+    assert second["cache"]["hits"] == len(own(second)) and second["cache"]["published"] == 0
+    assert second["cache"]["downloaded_bytes"] == sum(layer["size"] for layer in own(first))
+    table = run_cli(["build", project, "--base", f"rootfs:{base}", "--no-validate", "--cache-repo", repo],
+                    env={"AIRBUILD_CACHE_DIR": str(tmp_path / "store-c")}).stdout
+    assert "remote    dags" in table and "layer(s) fetched" in table
+
+    # The third store has them locally now: a no-op asks nothing of the cache; after an edit, the
+    # unchanged layers are local hits and only the new DAG layer is built (and written to the cache).
+    third = build(project, base, tmp_path / "store-c", "--cache-repo", repo)
+    assert {layer["source"] for layer in own(third)} == {"local"} and third["cache"] is None
+    (project / "dags" / "etl.py").write_text("# edited\n")
+    edited = build(project, base, tmp_path / "store-c", "--cache-repo", repo)
+    assert {layer["rule"]: layer["source"] for layer in own(edited)} == {"project-files": "local", "dags": "built"}
+    assert edited["cache"]["hits"] == 0 and edited["cache"]["misses"] == 1 and edited["cache"]["published"] == 1
+
+
+def test_a_poisoned_entry_is_rejected_and_the_layer_built_here(tmp_path, registry):
+    project, base, repo = setup(tmp_path, registry)
+    first = build(project, base, tmp_path / "store-a", "--cache-repo", repo)
+    dags = next(layer for layer in own(first) if layer["rule"] == "dags")
+    files = next(layer for layer in own(first) if layer["rule"] == "project-files")
+    # Someone rewrites the dags entry to name the project-files blob, keeping the dags layer's diff_id.
+    name = repo.split("/", 1)[1]
+    tag = next(t for t in registry_json(registry, f"/v2/{name}/tags/list")["tags"] if dags["key"] in t)
+    request = urllib.request.Request(f"http://{registry}/v2/{name}/manifests/{tag}",
+                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        manifest = json.loads(response.read())
+    manifest["layers"][0].update(digest=files["digest"], size=files["size"])
+    body = json.dumps(manifest).encode()
+    put = urllib.request.Request(f"http://{registry}/v2/{name}/manifests/{tag}", data=body, method="PUT",
+                                 headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    urllib.request.urlopen(put, timeout=10).close()
+
+    second = build(project, base, tmp_path / "store-b", "--cache-repo", repo)
+    assert second["manifest_digest"] == first["manifest_digest"], "the poisoned entry did not reach the image"
+    sources = {layer["rule"]: layer["source"] for layer in own(second)}
+    assert sources["dags"] == "built" and sources["project-files"] == "remote"
+    assert second["cache"]["rejected"] == 1
+    assert any("rejected" in note and dags["key"][:12] in note for note in second["notes"])
+
+
+def test_an_unreachable_cache_is_a_warning_unless_required(tmp_path):
+    project, base, _ = setup(tmp_path, "127.0.0.1:9")
+    result = build(project, base, tmp_path / "store", "--cache-repo", "127.0.0.1:9/cache")
+    assert {layer["source"] for layer in own(result)} == {"built"}
+    assert result["cache"]["reachable"] is False
+    assert any("127.0.0.1:9/cache is not usable" in note for note in result["notes"])
+    (project / "dags" / "new.py").write_text("# another\n")
+    proc = build(project, base, tmp_path / "store", "--cache-repo", "127.0.0.1:9/cache", "--cache-required",
+                 check=False)
+    assert proc.returncode == 1 and "--cache-required" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_read_only_cache_is_used_but_never_written(tmp_path, registry):
+    project, base, repo = setup(tmp_path, registry)
+    (project / ".dockerignore").write_text("astro.yaml\n")  # the manifest edit below changes no layer
+    build(project, base, tmp_path / "store-a", "--cache-repo", repo)
+    name = repo.split("/", 1)[1]
+    before = set(registry_json(registry, f"/v2/{name}/tags/list")["tags"])
+    (project / "astro.yaml").write_text(f"cache:\n  repo: {repo}\n  mode: read\n")
+    (project / "dags" / "etl.py").write_text("# edited\n")
+    result = build(project, base, tmp_path / "store-b")
+    sources = {layer["rule"]: layer["source"] for layer in own(result)}
+    assert sources["project-files"] == "remote" and sources["dags"] == "built"
+    assert result["cache"]["published"] == 0
+    assert set(registry_json(registry, f"/v2/{name}/tags/list")["tags"]) == before
+
+
+def test_cache_settings_are_checked(tmp_path):
+    project = make_project(tmp_path / "p")
+    (project / "astro.yaml").write_text("cache:\n  repo: host/repo:tag\n")
+    proc = run_cli(["build", project, "--json"], check=False)
+    assert proc.returncode == 2 and "cache.repo" in proc.stderr
+    (project / "astro.yaml").write_text("cache:\n  repo: host/repo\n  mode: write-only\n")
+    proc = run_cli(["build", project, "--json"], check=False)
+    assert proc.returncode == 2 and "cache.mode" in proc.stderr
