@@ -123,3 +123,33 @@ def test_cache_settings_are_checked(tmp_path):
     (project / "astro.yaml").write_text("cache:\n  repo: host/repo\n  mode: write-only\n")
     proc = run_cli(["build", project, "--json"], check=False)
     assert proc.returncode == 2 and "cache.mode" in proc.stderr
+
+
+def test_dag_results_are_shared_so_no_runner_imports_an_unchanged_dag_again(tmp_path, registry, debian_rootfs):
+    """Runner A (a warm store) fills the cache with its layers and its DAG results; runner B (an empty
+    store) builds the same commit importing nothing, then after a one-file edit imports that file only."""
+    from tests.test_validate import AIRFLOW_3, TEST_STORE, project_with
+
+    project = project_with(tmp_path, AIRFLOW_3, ["good.py", "duplicate_task.py"])
+    (project / "dags" / "second.py").write_text((project / "dags" / "good.py").read_text().replace(
+        'DAG("good"', 'DAG("second"'))
+    repo = f"{registry}/airbuild-cache-{uuid.uuid4().hex[:8]}"
+    a = run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--json", "--force", "--cache-repo", repo],
+                env={"AIRBUILD_CACHE_DIR": str(TEST_STORE)})
+    first = json.loads(a.stdout)
+    assert first["cache"]["published"] == len(own(first)), "a warm runner fills the cache with what it lacks"
+    assert first["cache"]["records_published"] >= 2
+
+    b_store = tmp_path / "runner-b"
+    second = json.loads(run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--json", "--force",
+                                 "--cache-repo", repo], env={"AIRBUILD_CACHE_DIR": str(b_store)}).stdout)
+    assert second["manifest_digest"] == first["manifest_digest"]
+    assert {layer["source"] for layer in own(second)} == {"remote"}
+    assert second["validation"]["imported"] == 0 and all(f["cached"] for f in second["validation"]["files"])
+    assert [f["errors"] for f in second["validation"]["files"]] == [f["errors"] for f in first["validation"]["files"]]
+
+    (project / "dags" / "second.py").write_text((project / "dags" / "second.py").read_text() + "\n# edited\n")
+    third = json.loads(run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--json", "--force",
+                                "--cache-repo", repo], env={"AIRBUILD_CACHE_DIR": str(b_store)}).stdout)
+    assert third["validation"]["imported"] == 1
+    assert {f["file"] for f in third["validation"]["files"] if not f["cached"]} == {"dags/second.py"}

@@ -33,6 +33,8 @@ from builder.store.store import LayerRecord, Store
 
 ENV_REPO = "AIRBUILD_CACHE_REPO"
 ARTIFACT_TYPE = "application/vnd.airbuild.layer-record.v1+json"
+RECORD_ARTIFACT_TYPE = "application/vnd.airbuild.record.v1+json"  # a result by its content key (DAG validation)
+RECORD_MEDIA_TYPE = "application/json"
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
 EMPTY_DIGEST = "sha256:" + hashlib.sha256(EMPTY).hexdigest()
@@ -68,6 +70,8 @@ class CacheStats:
     misses: int = 0
     rejected: int = 0
     published: int = 0
+    records_fetched: int = 0
+    records_published: int = 0
     downloaded_bytes: int = 0
     uploaded_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -101,6 +105,11 @@ class RemoteCache:
             for key, entry in zip(wanted, pool.map(self._guarded_lookup, wanted)):
                 self._found[key] = entry
 
+    def lacks(self, key: str) -> bool:
+        """The cache was asked for `key` and has no usable entry (so a readwrite build should write one)."""
+        return self.settings.mode == "readwrite" and not self._down and key in self._found and \
+            self._found[key] is None
+
     def fetch(self, key: str) -> LayerRecord | None:
         """The layer for `key`, in the local store and verified, or None (a miss, a rejected entry, no cache)."""
         if key not in self._found:
@@ -115,7 +124,8 @@ class RemoteCache:
         except (AirbuildError, OSError) as exc:
             self._warn(f"could not download layer {key[:12]} from the cache: {exc}; built locally")
             return None
-        if record is None:
+        if record is None:  # rejected: this build writes a good entry in its place
+            self._found[key] = None
             return None
         self.stats.hits += 1
         self.store.put_compressed(self.codec_id, record)
@@ -173,38 +183,75 @@ class RemoteCache:
         sources.save()
         return record
 
+    # -- results by content key (validation): builder.validate.run.SharedRecords ----------------
+
+    def get_record(self, kind: str, name: str) -> dict | None:
+        if self._down:
+            return None
+        try:
+            client = self._connect()
+            scopes = (repository_scope(self.ref.repository, "pull"),)
+            response = client.request("GET", f"/v2/{self.ref.repository}/manifests/{kind}-{name}", scopes=scopes,
+                                      ok=(200, 404), what=f"looking up {kind} {name[:12]} in the cache",
+                                      headers={"Accept": MANIFEST_MEDIA_TYPE})
+            if response.status_code == 404:
+                return None
+            blob = json.loads(response.content)["layers"][0]
+            data = client.request("GET", f"/v2/{self.ref.repository}/blobs/{blob['digest']}", scopes=scopes,
+                                  ok=(200,), what=f"downloading {kind} {name[:12]} from the cache").content
+        except (AirbuildError, OSError) as exc:
+            self._unreachable(exc)
+            return None
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            self._warn(f"ignored the cache's {kind} entry {name[:12]}: not a record ({exc})")
+            return None
+        if "sha256:" + hashlib.sha256(data).hexdigest() != blob["digest"]:
+            self.stats.rejected += 1
+            self._warn(f"rejected the cache's {kind} entry {name[:12]}: its bytes do not match their digest")
+            return None
+        self.stats.downloaded_bytes += len(data)
+        try:
+            value = json.loads(data)
+        except ValueError:
+            return None
+        self.stats.records_fetched += 1
+        return value if isinstance(value, dict) else None
+
+    def put_record(self, kind: str, name: str, value: dict) -> None:
+        if self.settings.mode != "readwrite" or self._down:
+            return
+        data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        blob = {"mediaType": RECORD_MEDIA_TYPE, "digest": self.store.put_blob(data), "size": len(data)}
+        if self._push(f"{kind}-{name}", RECORD_ARTIFACT_TYPE, blob, {"dev.airbuild.kind": kind}):
+            self.stats.records_published += 1
+
     # -- writing -------------------------------------------------------------------------------
 
     def publish(self, key: str, record: LayerRecord) -> None:
         """Write the entry for a layer this build made and verified (readwrite caches only)."""
-        if self.settings.mode != "readwrite" or self._down or self._found.get(key) is not None:
+        if not self.lacks(key):
             return
+        blob = {"mediaType": record.media_type, "digest": record.digest, "size": record.size,
+                "annotations": {"dev.airbuild.diff-id": record.diff_id}}
+        annotations = {"dev.airbuild.key": key, "dev.airbuild.codec": self.codec_id}
+        if self._push(self.tag(key), ARTIFACT_TYPE, blob, annotations):
+            self.stats.published += 1
+
+    def _push(self, tag: str, artifact_type: str, blob: dict, annotations: dict[str, str]) -> bool:
+        """One entry: the empty config, its blob, then the manifest by tag; False (a warning) if refused."""
         try:
-            client = self._connect()
-            pusher = Pusher(client, self.store, self.ref.repository)
+            pusher = Pusher(self._connect(), self.store, self.ref.repository)
             if not self.store.has_blob(EMPTY_DIGEST):
                 self.store.put_blob(EMPTY)
             pusher.push_blob(EMPTY_DIGEST, len(EMPTY))
-            pusher.push_blob(record.digest, record.size)
-            manifest = self.entry_manifest(key, record)
-            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-            pusher.put_manifest(self.tag(key), manifest, digest, MANIFEST_MEDIA_TYPE)
+            pusher.push_blob(blob["digest"], blob["size"])
+            manifest = _artifact(artifact_type, blob, annotations)
+            pusher.put_manifest(tag, manifest, "sha256:" + hashlib.sha256(manifest).hexdigest(), MANIFEST_MEDIA_TYPE)
         except (AirbuildError, OSError) as exc:
             self._unreachable(exc, writing=True)
-            return
+            return False
         self.stats.uploaded_bytes += pusher.stats.bytes_uploaded
-        self.stats.published += 1
-
-    def entry_manifest(self, key: str, record: LayerRecord) -> bytes:
-        manifest = {
-            "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "artifactType": ARTIFACT_TYPE,
-            "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": EMPTY_DIGEST, "size": len(EMPTY),
-                       "data": base64.b64encode(EMPTY).decode()},
-            "layers": [{"mediaType": record.media_type, "digest": record.digest, "size": record.size,
-                        "annotations": {"dev.airbuild.diff-id": record.diff_id}}],
-            "annotations": {"dev.airbuild.key": key, "dev.airbuild.codec": self.codec_id},
-        }
-        return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        return True
 
     def tag(self, key: str) -> str:
         codec = hashlib.sha256(self.codec_id.encode()).hexdigest()[:12]
@@ -215,7 +262,8 @@ class RemoteCache:
     def summary(self) -> dict:
         return {"repo": self.settings.repo, "mode": self.settings.mode, "reachable": not self._down,
                 "hits": self.stats.hits, "misses": self.stats.misses, "rejected": self.stats.rejected,
-                "published": self.stats.published, "downloaded_bytes": self.stats.downloaded_bytes,
+                "published": self.stats.published, "records_fetched": self.stats.records_fetched,
+                "records_published": self.stats.records_published, "downloaded_bytes": self.stats.downloaded_bytes,
                 "uploaded_bytes": self.stats.uploaded_bytes, "warnings": list(self.stats.warnings)}
 
     def close(self) -> None:
@@ -254,3 +302,14 @@ def uncompressed_digest(store: Store, digest: str) -> str:
             hasher.update(decompress.flush())
     return "sha256:" + hasher.hexdigest()
 
+
+
+def _artifact(artifact_type: str, blob: dict, annotations: dict[str, str]) -> bytes:
+    """An OCI 1.1 artifact manifest (an image manifest with the empty config) holding one blob."""
+    manifest = {
+        "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "artifactType": artifact_type,
+        "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": EMPTY_DIGEST, "size": len(EMPTY),
+                   "data": base64.b64encode(EMPTY).decode()},
+        "layers": [blob], "annotations": annotations,
+    }
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()

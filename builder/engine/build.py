@@ -269,8 +269,9 @@ def build(options: BuildOptions) -> BuildResult:
     try:
         prepared = prepare(options, store)
         ctx, plan, remote = prepared.ctx, prepared.plan, prepared.remote
-        if remote is not None:  # the misses asked for at once, before any is built
-            remote.lookup([layer.key for layer in plan.layers if layer.record is None])
+        if remote is not None:  # asked at once, before any is built: the misses, and what a readwrite cache lacks
+            remote.lookup([layer.key for layer in plan.layers
+                           if layer.record is None or remote.settings.mode == "readwrite"])
         records = []
         for layer in plan.layers:
             if layer.record is None:
@@ -279,7 +280,8 @@ def build(options: BuildOptions) -> BuildResult:
         report = None
         if options.validate:
             options.progress.step("importing DAGs in the sandbox")
-            report = check_dags(ctx, plan, astro_tests=options.astro_tests, memory=options.validation_memory)
+            report = check_dags(ctx, plan, astro_tests=options.astro_tests, memory=options.validation_memory,
+                                shared=remote)
             if report.failed and not options.force:
                 raise ValidationFailed(report)
         if remote is not None:  # only what this build made and verified
@@ -305,10 +307,11 @@ def build(options: BuildOptions) -> BuildResult:
 
 
 def _publish(remote: RemoteCache, plan: Plan, progress: Progress) -> None:
-    built = [layer for layer in plan.layers if layer.source == "built"]
-    if built:
-        progress.step(f"writing {len(built)} layer(s) to the shared cache {remote.settings.repo}")
-    for layer in built:
+    """The layers the cache lacks, made here or found in the local store, once this build verified them."""
+    missing = [layer for layer in plan.layers if layer.source in ("built", "local") and remote.lacks(layer.key)]
+    if missing:
+        progress.step(f"writing {len(missing)} layer(s) to the shared cache {remote.settings.repo}")
+    for layer in missing:
         remote.publish(layer.key, layer.record)
 
 
@@ -446,7 +449,8 @@ def parse_dags(options: BuildOptions):
     """`airbuild parse`: the environment layers built (or found in the store), then the DAGs imported."""
     with _environment(options) as prepared:
         options.progress.step("importing DAGs in the sandbox")
-        return check_dags(prepared.ctx, prepared.plan, astro_tests=True, memory=options.validation_memory)
+        return check_dags(prepared.ctx, prepared.plan, astro_tests=True, memory=options.validation_memory,
+                          shared=prepared.remote)
 
 
 def run_tests(options: BuildOptions, pytest_args: list[str], to_stderr: bool = False) -> int:

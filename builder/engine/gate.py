@@ -13,7 +13,7 @@ from builder.engine.plan import Plan
 from builder.actions.python.target import detect_python, installed_distributions
 from builder.actions.steps import BuildContext
 from builder.validate.memory import ValidationMemory
-from builder.validate.run import Limits, Report, ValidationInputs, validate
+from builder.validate.run import Limits, Report, SharedRecords, ValidationInputs, validate
 from builder.project.yaml_source import load_yaml
 
 
@@ -36,12 +36,13 @@ AIRFLOW_DISTRIBUTIONS = {"apache-airflow", "apache-airflow-core"}
 
 
 def check_dags(ctx: BuildContext, plan: Plan, inputs: ValidationInputs | None = None,
-               astro_tests: bool = False, memory: ValidationMemory | None = None) -> Report:
+               astro_tests: bool = False, memory: ValidationMemory | None = None,
+               shared: SharedRecords | None = None) -> Report:
     """The planned build's DAGs imported against its environment layers, or against `inputs`' (deploy --dags:
     the target image's); with `astro_tests`, Astro's own parse test too (parse, deploy). `memory`: what the
-    caller's earlier validations left (watch), else a fresh one."""
+    caller's earlier validations left (watch), else a fresh one; `shared`: the team's cache of results."""
     memory = memory or ValidationMemory()
-    inputs = dataclasses.replace(inputs or validation_inputs(ctx, plan), astro_tests=astro_tests)
+    inputs = dataclasses.replace(inputs or validation_inputs(ctx, plan), astro_tests=astro_tests, shared=shared)
     missing = _without_airflow(ctx, inputs.env_layers, memory)
     if missing:
         return Report("skipped", missing)

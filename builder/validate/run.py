@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 from builder.validate import astro_tests
 from builder.common import masking
@@ -88,6 +88,14 @@ class Report:
                 "astro_tests": [case.to_json() for case in self.astro_tests]}
 
 
+class SharedRecords(Protocol):
+    """Results by content key shared beyond this machine (builder.cache.remote.RemoteCache)."""
+
+    def get_record(self, kind: str, name: str) -> dict | None: ...
+
+    def put_record(self, kind: str, name: str, value: dict) -> None: ...
+
+
 @dataclass
 class ValidationInputs:
     project: Path
@@ -106,6 +114,7 @@ class ValidationInputs:
     dotenv: dict[str, str] = field(default_factory=dict)     # the project's .env (or --env FILE)
     warnings: tuple[str, ...] = ()         # about those inputs (a malformed .env line), for the report
     astro_tests: bool = False              # also run the project's .astro/test_dag_integrity_default.py
+    shared: SharedRecords | None = None    # the team's shared cache: results another machine found
 
 
 @dataclass(frozen=True)
@@ -144,7 +153,7 @@ def validate(inputs: ValidationInputs, memory: ValidationMemory | None = None) -
                       "workdir": inputs.workdir, "support": inputs.support_hash,
                       "environment": _hash(sorted(dag_environment(inputs).items()))})
     whole = _hash({"settings": settings, "dags": sorted(inputs.dag_hashes.items())})
-    cached_run = inputs.store.get_record("dag-runs", whole)
+    cached_run = _record(inputs, "dag-runs", whole)
     if cached_run is not None and memory.serve:
         _warm_session(inputs, memory)  # watch mode: Airflow imports in the background, ready for the next edit
     if cached_run is not None:
@@ -156,6 +165,8 @@ def validate(inputs: ValidationInputs, memory: ValidationMemory | None = None) -
     known = {rel: _stored_result(inputs.store, _file_key(settings, rel, digest), memory)
              for rel, digest in inputs.dag_hashes.items()}
     known = {rel: result for rel, result in known.items() if result is not None}
+    if inputs.shared is not None and len(known) < len(inputs.dag_hashes):
+        known.update(_shared_results(inputs, settings, known))
     outcome, place = _run_harness(inputs, known, memory)
     folder = posixpath.join(place.workdir, "dags")
     _compile_bytecode(inputs, outcome.get("uncompiled") or [], memory)
@@ -178,6 +189,11 @@ def validate(inputs: ValidationInputs, memory: ValidationMemory | None = None) -
     run_record = {"airflow_version": outcome["airflow_version"], "results": results,
                   "imported": len(outcome["results"])}
     inputs.store.put_record("dag-runs", whole, run_record)
+    if inputs.shared is not None:
+        inputs.shared.put_record("dag-runs", whole, run_record)
+        # For the next commit's run elsewhere: the files it did not change need not be imported again.
+        inputs.shared.put_record("dag-latest", settings, {"dags": inputs.dag_hashes, "results": {
+            rel: {k: v for k, v in result.items() if k != "cached"} for rel, result in results.items()}})
     report = _report_from(run_record, inputs, cached=False)
     report.sandbox = place.sandbox
     _with_astro_tests(report, inputs, whole)
@@ -190,7 +206,7 @@ def _with_astro_tests(report: Report, inputs: ValidationInputs, whole: str) -> N
     if not inputs.astro_tests or not astro_tests.present(inputs.project) or report.airflow_version is None:
         return
     key = _hash({"run": whole, "tests": astro_tests.inputs_hash(inputs.project), "version": astro_tests.VERSION})
-    stored = inputs.store.get_record("astro-tests", key)
+    stored = _record(inputs, "astro-tests", key)
     if stored is None:
         with scratch(inputs, "astro-tests") as (work, place):
             proc = run(project_job(inputs, place, astro_tests.argv(), (*PROJECT_DIRS, ".astro"), work,
@@ -198,6 +214,8 @@ def _with_astro_tests(report: Report, inputs: ValidationInputs, whole: str) -> N
         cases = astro_tests.read_results(proc.stdout, proc.returncode, proc.stderr)
         stored = {"cases": [case.to_json() for case in cases]}
         inputs.store.put_record("astro-tests", key, stored)
+        if inputs.shared is not None:
+            inputs.shared.put_record("astro-tests", key, stored)
         report.sandbox = report.sandbox or place.sandbox
     report.astro_tests = [astro_tests.AstroTestCase(**case) for case in stored["cases"]]
     if any(case.failed for case in report.astro_tests):
@@ -392,6 +410,28 @@ def _warm_session(inputs: ValidationInputs, memory: ValidationMemory) -> tuple[S
 def _airflow_environment() -> dict[str, str]:
     """Connections and variables set in the environment, as Airflow reads them."""
     return {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
+
+
+def _record(inputs: ValidationInputs, kind: str, key: str) -> dict | None:
+    """A result by its key: the local store's, else the shared cache's (then kept locally)."""
+    found = inputs.store.get_record(kind, key)
+    if found is None and inputs.shared is not None:
+        found = inputs.shared.get_record(kind, key)
+        if found is not None:
+            inputs.store.put_record(kind, key, found)
+    return found
+
+
+def _shared_results(inputs: ValidationInputs, settings: str, known: dict[str, dict]) -> dict[str, dict]:
+    """Per-file results of the last run another machine shared with the same settings, for unchanged files."""
+    latest = inputs.shared.get_record("dag-latest", settings) or {}
+    dags, results = latest.get("dags") or {}, latest.get("results") or {}
+    found = {}
+    for rel, digest in inputs.dag_hashes.items():
+        if rel not in known and dags.get(rel) == digest and isinstance(results.get(rel), dict):
+            found[rel] = results[rel]
+            inputs.store.put_record("dag-results", _file_key(settings, rel, digest), results[rel])
+    return found
 
 
 def _stored_result(store: Store, key: str, memory: ValidationMemory) -> dict | None:
