@@ -153,3 +153,26 @@ def test_dag_results_are_shared_so_no_runner_imports_an_unchanged_dag_again(tmp_
                                 "--cache-repo", repo], env={"AIRBUILD_CACHE_DIR": str(b_store)}).stdout)
     assert third["validation"]["imported"] == 1
     assert {f["file"] for f in third["validation"]["files"] if not f["cached"]} == {"dags/second.py"}
+
+
+def test_a_lock_whose_deb_url_is_gone_builds_from_the_cache(tmp_path, registry, debian_rootfs, shared_store):
+    project = make_project(tmp_path / "p")
+    (project / "packages.txt").write_text("jq\n")
+    repo = f"{registry}/airbuild-cache-{uuid.uuid4().hex[:8]}"
+    first = json.loads(run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--no-validate", "--json",
+                                "--cache-repo", repo], env={"AIRBUILD_CACHE_DIR": str(shared_store)}).stdout)
+    lock = json.loads((project / "astro.lock").read_text())
+    debs = lock["debian"]["entries"]
+    assert first["cache"]["inputs_published"] == len(debs) >= 2  # jq and its libraries
+    for entry in debs:  # the archive dropped them since
+        entry["url"] = "http://127.0.0.1:9/debian/pool/" + entry["url"].rsplit("/", 1)[1]
+    (project / "astro.lock").write_text(json.dumps(lock, indent=2))
+    # zstd layers: not in the cache, so runner B builds the layer and needs the .debs
+    (project / "astro.yaml").write_text("compression:\n  codec: zstd\n")
+    second = json.loads(run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--no-validate", "--json",
+                                 "--locked", "--cache-repo", repo], env={"AIRBUILD_CACHE_DIR": str(tmp_path / "b")}).stdout)
+    packages = next(layer for layer in own(second) if layer["rule"] == "system-packages")
+    assert packages["source"] == "built" and second["cache"]["inputs_fetched"] == len(debs)
+    without = run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--no-validate", "--locked"],
+                      env={"AIRBUILD_CACHE_DIR": str(tmp_path / "c")}, check=False)
+    assert without.returncode == 1 and "127.0.0.1:9" in without.stderr, "without the cache the lock cannot build"

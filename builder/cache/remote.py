@@ -35,6 +35,7 @@ ENV_REPO = "AIRBUILD_CACHE_REPO"
 ARTIFACT_TYPE = "application/vnd.airbuild.layer-record.v1+json"
 RECORD_ARTIFACT_TYPE = "application/vnd.airbuild.record.v1+json"  # a result by its content key (DAG validation)
 RECORD_MEDIA_TYPE = "application/json"
+INPUTS_ARTIFACT_TYPE = "application/vnd.airbuild.locked-inputs.v1+json"  # a lock's .debs and wheels
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
 EMPTY_DIGEST = "sha256:" + hashlib.sha256(EMPTY).hexdigest()
@@ -72,6 +73,8 @@ class CacheStats:
     published: int = 0
     records_fetched: int = 0
     records_published: int = 0
+    inputs_fetched: int = 0     # locked .debs and wheels their origin no longer served
+    inputs_published: int = 0
     downloaded_bytes: int = 0
     uploaded_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -142,15 +145,11 @@ class RemoteCache:
     def _lookup(self, key: str) -> Entry | None:
         if self._down:
             return None
-        client = self._connect()
-        response = client.request("GET", f"/v2/{self.ref.repository}/manifests/{self.tag(key)}",
-                                  scopes=(repository_scope(self.ref.repository, "pull"),), ok=(200, 404),
-                                  what=f"looking up layer {key[:12]} in the cache {self.settings.repo}",
-                                  headers={"Accept": MANIFEST_MEDIA_TYPE})
-        if response.status_code == 404:
+        response = self._manifest(self.tag(key))
+        if response is None:
             return None
         try:
-            manifest = json.loads(response.content)
+            manifest = json.loads(response)
             layer = manifest["layers"][0]
             record = LayerRecord(layer["annotations"]["dev.airbuild.diff-id"], layer["digest"], int(layer["size"]),
                                  layer["mediaType"])
@@ -183,22 +182,50 @@ class RemoteCache:
         sources.save()
         return record
 
+    # -- locked inputs (.deb and wheel files by sha256): builder.store.store.BlobSource ------------
+
+    def fetch_blob(self, digest: str, size: int | None) -> bool:
+        if self._down or size is None:
+            return False
+        try:
+            Puller(self._connect(), self.store).fetch_layers(self.ref, [LayerRecord("", digest, size, "")])
+        except (AirbuildError, OSError):
+            return False
+        self.stats.downloaded_bytes += size
+        self.stats.inputs_fetched += 1
+        return True
+
+    def publish_inputs(self, name: str, inputs: list[tuple[str, int]]) -> None:
+        """The lock's files (sha256 digest, size) the local store has, under one artifact named by the lock's
+        inputs (`inputs-<name>`): checked with one lookup, written once per lock, kept from the registry's GC."""
+        if self.settings.mode != "readwrite" or self._down or not inputs:
+            return
+        try:
+            if self._manifest(f"inputs-{name}") is not None:
+                return
+        except (AirbuildError, OSError) as exc:
+            self._unreachable(exc)
+            return
+        present = [(digest, size) for digest, size in inputs if self.store.has_blob(digest, size)]
+        if len(present) < len(inputs):  # a runner that has them all writes the entry
+            return
+        blobs = [{"mediaType": "application/octet-stream", "digest": d, "size": s} for d, s in present]
+        if self._push(f"inputs-{name}", INPUTS_ARTIFACT_TYPE, blobs, {"dev.airbuild.kind": "inputs"}):
+            self.stats.inputs_published += len(present)
+
     # -- results by content key (validation): builder.validate.run.SharedRecords ----------------
 
     def get_record(self, kind: str, name: str) -> dict | None:
         if self._down:
             return None
         try:
-            client = self._connect()
-            scopes = (repository_scope(self.ref.repository, "pull"),)
-            response = client.request("GET", f"/v2/{self.ref.repository}/manifests/{kind}-{name}", scopes=scopes,
-                                      ok=(200, 404), what=f"looking up {kind} {name[:12]} in the cache",
-                                      headers={"Accept": MANIFEST_MEDIA_TYPE})
-            if response.status_code == 404:
+            manifest = self._manifest(f"{kind}-{name}")
+            if manifest is None:
                 return None
-            blob = json.loads(response.content)["layers"][0]
-            data = client.request("GET", f"/v2/{self.ref.repository}/blobs/{blob['digest']}", scopes=scopes,
-                                  ok=(200,), what=f"downloading {kind} {name[:12]} from the cache").content
+            blob = json.loads(manifest)["layers"][0]
+            data = self._connect().request("GET", f"/v2/{self.ref.repository}/blobs/{blob['digest']}",
+                                           scopes=self._pull, ok=(200,),
+                                           what=f"downloading {kind} {name[:12]} from the cache").content
         except (AirbuildError, OSError) as exc:
             self._unreachable(exc)
             return None
@@ -222,7 +249,7 @@ class RemoteCache:
             return
         data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
         blob = {"mediaType": RECORD_MEDIA_TYPE, "digest": self.store.put_blob(data), "size": len(data)}
-        if self._push(f"{kind}-{name}", RECORD_ARTIFACT_TYPE, blob, {"dev.airbuild.kind": kind}):
+        if self._push(f"{kind}-{name}", RECORD_ARTIFACT_TYPE, [blob], {"dev.airbuild.kind": kind}):
             self.stats.records_published += 1
 
     # -- writing -------------------------------------------------------------------------------
@@ -234,18 +261,30 @@ class RemoteCache:
         blob = {"mediaType": record.media_type, "digest": record.digest, "size": record.size,
                 "annotations": {"dev.airbuild.diff-id": record.diff_id}}
         annotations = {"dev.airbuild.key": key, "dev.airbuild.codec": self.codec_id}
-        if self._push(self.tag(key), ARTIFACT_TYPE, blob, annotations):
+        if self._push(self.tag(key), ARTIFACT_TYPE, [blob], annotations):
             self.stats.published += 1
 
-    def _push(self, tag: str, artifact_type: str, blob: dict, annotations: dict[str, str]) -> bool:
-        """One entry: the empty config, its blob, then the manifest by tag; False (a warning) if refused."""
+    def _manifest(self, tag: str) -> bytes | None:
+        """The manifest tagged `tag` in the cache repository, or None; raises when the cache cannot answer."""
+        response = self._connect().request("GET", f"/v2/{self.ref.repository}/manifests/{tag}", scopes=self._pull,
+                                           ok=(200, 404), what=f"looking up {tag[:40]} in the cache",
+                                           headers={"Accept": MANIFEST_MEDIA_TYPE})
+        return response.content if response.status_code == 200 else None
+
+    @property
+    def _pull(self) -> tuple[str, ...]:
+        return (repository_scope(self.ref.repository, "pull"),)
+
+    def _push(self, tag: str, artifact_type: str, blobs: list[dict], annotations: dict[str, str]) -> bool:
+        """One entry: the empty config, its blobs, then the manifest by tag; False (a warning) if refused."""
         try:
             pusher = Pusher(self._connect(), self.store, self.ref.repository)
             if not self.store.has_blob(EMPTY_DIGEST):
                 self.store.put_blob(EMPTY)
             pusher.push_blob(EMPTY_DIGEST, len(EMPTY))
-            pusher.push_blob(blob["digest"], blob["size"])
-            manifest = _artifact(artifact_type, blob, annotations)
+            for blob in blobs:
+                pusher.push_blob(blob["digest"], blob["size"])
+            manifest = _artifact(artifact_type, blobs, annotations)
             pusher.put_manifest(tag, manifest, "sha256:" + hashlib.sha256(manifest).hexdigest(), MANIFEST_MEDIA_TYPE)
         except (AirbuildError, OSError) as exc:
             self._unreachable(exc, writing=True)
@@ -263,7 +302,8 @@ class RemoteCache:
         return {"repo": self.settings.repo, "mode": self.settings.mode, "reachable": not self._down,
                 "hits": self.stats.hits, "misses": self.stats.misses, "rejected": self.stats.rejected,
                 "published": self.stats.published, "records_fetched": self.stats.records_fetched,
-                "records_published": self.stats.records_published, "downloaded_bytes": self.stats.downloaded_bytes,
+                "records_published": self.stats.records_published, "inputs_fetched": self.stats.inputs_fetched,
+                "inputs_published": self.stats.inputs_published, "downloaded_bytes": self.stats.downloaded_bytes,
                 "uploaded_bytes": self.stats.uploaded_bytes, "warnings": list(self.stats.warnings)}
 
     def close(self) -> None:
@@ -304,12 +344,12 @@ def uncompressed_digest(store: Store, digest: str) -> str:
 
 
 
-def _artifact(artifact_type: str, blob: dict, annotations: dict[str, str]) -> bytes:
-    """An OCI 1.1 artifact manifest (an image manifest with the empty config) holding one blob."""
+def _artifact(artifact_type: str, blobs: list[dict], annotations: dict[str, str]) -> bytes:
+    """An OCI 1.1 artifact manifest (an image manifest with the empty config) holding `blobs`."""
     manifest = {
         "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "artifactType": artifact_type,
         "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": EMPTY_DIGEST, "size": len(EMPTY),
                    "data": base64.b64encode(EMPTY).decode()},
-        "layers": [blob], "annotations": annotations,
+        "layers": blobs, "annotations": annotations,
     }
     return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()

@@ -49,7 +49,12 @@ def fetch_verified(store: Store, url: str, sha256: str, size: int | None = None)
             blob.commit()
         return store.blob_path(digest)
 
-    return _with_retries(url, save)
+    try:
+        return _with_retries(url, save)
+    except BuildError:
+        if store.recover_blob(digest, size):  # the archive dropped a version the lock pins: the team's cache has it
+            return store.blob_path(digest)
+        raise
 
 
 def _with_retries(url: str, consume):

@@ -14,6 +14,7 @@ from builder.common import masking
 from builder.bases import onbuild
 from builder.engine import stamp
 from builder.common.atomic import atomic_write_bytes
+from builder.common.hashing import json_sha256
 from builder.bases.resolve import BaseImage, resolve_base
 from builder.cache.remote import CacheSettings, RemoteCache
 from builder.layers.compress import Codec
@@ -233,6 +234,7 @@ def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Pre
     previous = PreviousBuild.load(output_dir / "state.json")
     ctx.state.onbuild_report.extend(onbuild.report(t) for t in ctx.onbuild if t.replaced_by)
     remote = None if read_only else shared_cache(options, manifest, store, inputs.codec)
+    store.elsewhere = remote  # a pinned .deb or wheel its origin no longer serves: the team's cache may have it
     materialise = None if read_only else (lambda layer: _build_layer(ctx, layer, options.progress, remote))
     plan = make_plan(ctx, rules, initial, previous, statcache.hashed_paths, materialise)
     lock = Lock(inputs.base_pin, dict(sorted(lock_state.resolved.items())))
@@ -285,7 +287,7 @@ def build(options: BuildOptions) -> BuildResult:
             if report.failed and not options.force:
                 raise ValidationFailed(report)
         if remote is not None:  # only what this build made and verified
-            _publish(remote, plan, options.progress)
+            _publish(remote, plan, prepared.lock, options.progress)
         image = assemble(store, ctx.base.config, ctx.base.layers, plan.config, records, plan.history, ctx.epoch)
         oci_dir = (options.oci_dir or prepared.output_dir / "image").resolve()
         options.progress.step(f"writing the OCI layout {oci_dir}")
@@ -306,13 +308,17 @@ def build(options: BuildOptions) -> BuildResult:
         _end(prepared, store)
 
 
-def _publish(remote: RemoteCache, plan: Plan, progress: Progress) -> None:
-    """The layers the cache lacks, made here or found in the local store, once this build verified them."""
+def _publish(remote: RemoteCache, plan: Plan, lock: Lock, progress: Progress) -> None:
+    """The layers the cache lacks, made here or found in the local store, once this build verified them;
+    and the lock's files (so the lock still builds when an archive or index drops them)."""
     missing = [layer for layer in plan.layers if layer.source in ("built", "local") and remote.lacks(layer.key)]
     if missing:
         progress.step(f"writing {len(missing)} layer(s) to the shared cache {remote.settings.repo}")
     for layer in missing:
         remote.publish(layer.key, layer.record)
+    files = sorted({(f"sha256:{entry['sha256']}", entry["size"]) for section in lock.sections.values()
+                    for entry in section.entries if isinstance(entry, dict) and entry.get("sha256") and entry.get("size")})
+    remote.publish_inputs(json_sha256(files), files)
 
 
 def _end(prepared: "Prepared | None", store: Store) -> None:

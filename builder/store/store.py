@@ -20,7 +20,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Protocol
 
 from builder.common.atomic import atomic_write_bytes
 from builder.common.errors import BuildError
@@ -37,9 +37,16 @@ class LayerRecord:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
 
+class BlobSource(Protocol):
+    """Somewhere beyond this machine that may hold a blob by digest (builder.cache.remote.RemoteCache)."""
+
+    def fetch_blob(self, digest: str, size: int | None) -> bool: ...
+
+
 class Store:
     def __init__(self, root: Path):
         self.root = root
+        self.elsewhere: BlobSource | None = None  # asked for a pinned input its origin no longer serves
         for sub in ("blobs/sha256", "layers", "compressed", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._lock_handle = open(root / "lock", "a+b")
@@ -81,6 +88,10 @@ class Store:
             self.blob_path(digest).unlink(missing_ok=True)
             raise BuildError(f"blob {digest} in the store {self.root} is corrupt; it was removed, build again")
         return data
+
+    def recover_blob(self, digest: str, size: int | None = None) -> bool:
+        """Whether `elsewhere` had the blob (now in the store, verified) after its origin failed."""
+        return self.elsewhere is not None and self.elsewhere.fetch_blob(digest, size)
 
     @contextlib.contextmanager
     def blob_writer(self) -> Iterator["BlobWriter"]:

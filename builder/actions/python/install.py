@@ -56,6 +56,8 @@ def fetch(store: Store, pin: PinnedWheel, index_hosts: set[str]) -> Path:
                 raise BuildError(f"{pin.filename}: downloaded file has {blob.digest}, the lock pins {digest}")
             blob.commit()
     except (URLError, OSError) as exc:
+        if store.recover_blob(digest, pin.size):  # the index dropped what the lock pins: the team's cache has it
+            return store.blob_path(digest)
         raise BuildError(f"cannot download {pin.filename} from {redact(pin.url)}: {redact(str(exc))}") from None
     return store.blob_path(digest)
 
