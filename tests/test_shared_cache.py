@@ -10,7 +10,9 @@ from pathlib import Path
 
 from tests.helpers import run_cli
 from tests.projects import make_project
+from tests.registry_servers import PASSWORD, USER
 from tests.test_bases import tiny_rootfs
+from tests.test_registry import tls_registry  # noqa: F401  (a fixture)
 
 
 def build(project: Path, base: Path, store: Path, *extra: str, check: bool = True):
@@ -176,3 +178,25 @@ def test_a_lock_whose_deb_url_is_gone_builds_from_the_cache(tmp_path, registry, 
     without = run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--no-validate", "--locked"],
                       env={"AIRBUILD_CACHE_DIR": str(tmp_path / "c")}, check=False)
     assert without.returncode == 1 and "127.0.0.1:9" in without.stderr, "without the cache the lock cannot build"
+
+
+def test_a_cache_behind_authentication_and_one_that_refuses_the_credentials(tmp_path, tls_registry):
+    project, base, _ = setup(tmp_path, tls_registry.address)
+    repo = f"{tls_registry.address}/team/airbuild-cache"
+    creds = {"AIRBUILD_CA_BUNDLE": str(tls_registry.ca), "AIRBUILD_REGISTRY_HOST": tls_registry.address,
+             "AIRBUILD_REGISTRY_USERNAME": USER, "AIRBUILD_REGISTRY_PASSWORD": PASSWORD}
+
+    def build_with(store: str, env: dict) -> dict:
+        return json.loads(run_cli(["build", project, "--base", f"rootfs:{base}", "--no-validate", "--json",
+                                   "--cache-repo", repo], env={"AIRBUILD_CACHE_DIR": str(tmp_path / store),
+                                                               **env}).stdout)
+
+    first = build_with("a", creds)
+    assert first["cache"]["published"] == len(own(first))
+    second = build_with("b", creds)
+    assert {layer["source"] for layer in own(second)} == {"remote"}
+    refused = build_with("c", {**creds, "AIRBUILD_REGISTRY_PASSWORD": "wrong-password"})
+    assert {layer["source"] for layer in own(refused)} == {"built"}
+    assert refused["manifest_digest"] == first["manifest_digest"]
+    assert any("is not usable" in note and "401" in note for note in refused["notes"])
+    assert "wrong-password" not in json.dumps(refused)
