@@ -45,6 +45,10 @@ def test_a_second_store_builds_nothing_and_gets_the_same_image(tmp_path, registr
     tags = registry_json(registry, f"/v2/{repo.split('/', 1)[1]}/tags/list")["tags"]
     assert {t.split("-")[1] for t in tags} == {layer["key"] for layer in own(first)}
 
+    planned = json.loads(run_cli(["plan", project, "--base", f"rootfs:{base}", "--cache-repo", repo, "--json"],
+                                 env={"AIRBUILD_CACHE_DIR": str(tmp_path / "store-b")}).stdout)
+    assert {layer["source"] for layer in own(planned)} == {"remote"}, "a plan asks the cache, downloads nothing"
+    assert not list((tmp_path / "store-b" / "layers").glob("*.json"))
     second = build(project, base, tmp_path / "store-b", "--cache-repo", repo)
     assert second["manifest_digest"] == first["manifest_digest"]
     assert all(layer["cached"] and layer["source"] == "remote" for layer in own(second))
@@ -82,6 +86,10 @@ def test_a_poisoned_entry_is_rejected_and_the_layer_built_here(tmp_path, registr
                                  headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     urllib.request.urlopen(put, timeout=10).close()
 
+    planned = json.loads(run_cli(["plan", project, "--base", f"rootfs:{base}", "--cache-repo", repo, "--json"],
+                                 env={"AIRBUILD_CACHE_DIR": str(tmp_path / "store-b")}).stdout)
+    assert {layer["source"] for layer in own(planned)} == {"remote"}, "a plan asks the cache, downloads nothing"
+    assert not list((tmp_path / "store-b" / "layers").glob("*.json"))
     second = build(project, base, tmp_path / "store-b", "--cache-repo", repo)
     assert second["manifest_digest"] == first["manifest_digest"], "the poisoned entry did not reach the image"
     sources = {layer["rule"]: layer["source"] for layer in own(second)}

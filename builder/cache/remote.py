@@ -108,6 +108,10 @@ class RemoteCache:
             for key, entry in zip(wanted, pool.map(self._guarded_lookup, wanted)):
                 self._found[key] = entry
 
+    def has(self, key: str) -> bool:
+        """The cache was asked for `key` and answered with an entry (not yet downloaded or checked)."""
+        return self._found.get(key) is not None
+
     def lacks(self, key: str) -> bool:
         """The cache was asked for `key` and has no usable entry (so a readwrite build should write one)."""
         return self.settings.mode == "readwrite" and not self._down and key in self._found and \

@@ -34,6 +34,8 @@ def _layer_table(result: dict[str, Any], planned: bool) -> list[str]:
             state = "remote" if layer.get("source") == "remote" else "cached"
         elif planned and layer["key"] is None:
             state = "unknown"
+        elif planned and layer.get("source") == "remote":
+            state = "remote"
         else:
             state = "to build" if planned else "built"
         digest = (layer["digest"] or "").removeprefix("sha256:")[:12] or "-"

@@ -336,6 +336,7 @@ def plan_only(options: BuildOptions) -> BuildResult:
     """`airbuild plan`: every layer's key and whether the store has it, read-only (see prepare)."""
     started = time.monotonic()
     store = Store(default_store_dir())
+    prepared = None
     try:
         try:
             prepared = prepare(options, store, read_only=True)
@@ -346,10 +347,26 @@ def plan_only(options: BuildOptions) -> BuildResult:
                                [LayerResult("base", None, None, None, None, False, f"key not known: {exc.message}")],
                                image_name(project, manifest.name))
         prepared.statcache.save()
+        _plan_remote(options, prepared, store)
         name = image_name(prepared.ctx.project, prepared.ctx.manifest.name)
         return _result(prepared, None, None, None, time.monotonic() - started, name, False)
     finally:
+        if prepared is not None and prepared.remote is not None:
+            prepared.remote.close()
         store.close()
+
+
+def _plan_remote(options: BuildOptions, prepared: Prepared, store: Store) -> None:
+    """A plan asks the shared cache (manifests only) which of the layers to build it would supply."""
+    remote = shared_cache(options, prepared.ctx.manifest, store, prepared.inputs.codec)
+    if remote is None:
+        return
+    prepared.remote = remote
+    wanted = [layer for layer in prepared.plan.layers if layer.record is None and layer.key is not None]
+    remote.lookup([layer.key for layer in wanted])
+    for layer in wanted:
+        if remote.has(layer.key):
+            layer.source, layer.reason = "remote", f"in the shared cache {remote.settings.repo} (fetched, not built)"
 
 
 def _build_layer(ctx: BuildContext, layer, progress: Progress, remote: RemoteCache | None = None):
