@@ -32,8 +32,11 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
+
+from tests.registry_servers import answer, answer_json as _json
 
 API_PREFIX = "/platform/v1beta1"
 DEPLOY_TYPES = ("IMAGE_AND_DAG", "IMAGE_ONLY", "DAG_ONLY")
@@ -47,6 +50,7 @@ class Deployment:
     organization: str
     dag_deploy_enabled: bool
     image_repository: str               # as the API answers it (the tests give some a scheme)
+    repository: str                     # its path in the registry
     runtime_version: str = "13.1.0"
     image_tag: str = ""
     dag_tarball_version: str | None = None
@@ -115,8 +119,12 @@ class AstroAPIServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def add_deployment(self, dep_id: str, *, dag_deploys: bool, repository: str, scheme: str = "") -> Deployment:
-        deployment = Deployment(dep_id, self.organization, dag_deploys, f"{scheme}{self.registry}/{repository}")
+    def add_deployment(self, dep_id: str, *, dag_deploys: bool, repository: str | None = None,
+                       scheme: str = "") -> Deployment:
+        """A Deployment whose images go to `repository` in the registry (default: a new one of its own)."""
+        repository = repository or f"{self.organization}/{uuid.uuid4().hex[:10]}/{dep_id}"
+        deployment = Deployment(dep_id, self.organization, dag_deploys, f"{scheme}{self.registry}/{repository}",
+                                repository)
         self.deployments[dep_id] = deployment
         return deployment
 
@@ -283,15 +291,6 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _json(request, status: int, payload: dict) -> None:
-    data = json.dumps(payload).encode()
-    request.send_response(status)
-    request.send_header("Content-Type", "application/json")
-    request.send_header("Content-Length", str(len(data)))
-    request.end_headers()
-    request.wfile.write(data)
-
-
 def _error(request, status: int, message: str) -> None:
     _json(request, status, {"message": message, "requestId": f"req-{secrets.token_hex(6)}", "statusCode": status})
 
@@ -299,9 +298,4 @@ def _error(request, status: int, message: str) -> None:
 def _azure_error(request, status: int, code: str, message: str) -> None:
     data = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{message}\n'
             f"RequestId:{secrets.token_hex(8)}\nTime:{_now()}</Message></Error>").encode()
-    request.send_response(status)
-    request.send_header("Content-Type", "application/xml")
-    request.send_header("x-ms-error-code", code)
-    request.send_header("Content-Length", str(len(data)))
-    request.end_headers()
-    request.wfile.write(data)
+    answer(request, status, data, "application/xml", {"x-ms-error-code": code})

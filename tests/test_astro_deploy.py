@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -71,8 +70,7 @@ def no_secret(*texts: str) -> None:
 
 def test_full_deploy_with_dag_deploys_ships_the_image_without_dags_and_a_bundle(tmp_path, airbuild_cache, astro):
     dep = "cldagdeploy01"
-    repository = f"astro-test/{uuid.uuid4().hex[:10]}/{dep}"
-    astro.add_deployment(dep, dag_deploys=True, repository=repository)
+    repository = astro.add_deployment(dep, dag_deploys=True).repository
     project = astro_project(tmp_path, dep)
     result = deploy(project, env_for(astro))
 
@@ -123,8 +121,7 @@ def test_full_deploy_with_dag_deploys_ships_the_image_without_dags_and_a_bundle(
 
 def test_full_deploy_without_dag_deploys_is_image_only_with_the_dags(tmp_path, airbuild_cache, astro):
     dep = "climageonly01"
-    repository = f"astro-test/{uuid.uuid4().hex[:10]}/{dep}"
-    astro.add_deployment(dep, dag_deploys=False, repository=repository, scheme="http://")  # scheme tolerated
+    repository = astro.add_deployment(dep, dag_deploys=False, scheme="http://").repository  # scheme tolerated
     project = make_deploy_project(tmp_path, "")  # no target: --astro, the organization from the environment
     result = deploy(project, env_for(astro, ASTRO_ORGANIZATION_ID=ORG), "--astro", dep, "--description", "v1")
 
@@ -144,8 +141,7 @@ def test_full_deploy_without_dag_deploys_is_image_only_with_the_dags(tmp_path, a
 
 def test_dags_only_deploys_send_the_same_bytes_for_the_same_dags(tmp_path, airbuild_cache, astro):
     dep = "cldagonly0001"
-    repository = f"astro-test/{uuid.uuid4().hex[:10]}/{dep}"
-    astro.add_deployment(dep, dag_deploys=True, repository=repository)
+    repository = astro.add_deployment(dep, dag_deploys=True).repository
     project = astro_project(tmp_path, dep)
     full = deploy(project, env_for(astro))
     tags = run([tool("skopeo"), "list-tags", "--tls-verify=false", f"docker://{astro.registry}/{repository}"]).stdout
@@ -175,7 +171,7 @@ def test_dags_only_deploys_send_the_same_bytes_for_the_same_dags(tmp_path, airbu
 
 
 def test_dags_only_needs_dag_deploys_and_creates_nothing_without(tmp_path, airbuild_cache, astro):
-    astro.add_deployment("clnodags00001", dag_deploys=False, repository="astro-test/nodags")
+    astro.add_deployment("clnodags00001", dag_deploys=False)
     project = astro_project(tmp_path, "clnodags00001")
     proc = deploy(project, env_for(astro), "--dags", check=False)
     assert proc.returncode == 2 and "DAG-only deploys are not enabled" in proc.stderr
@@ -183,7 +179,7 @@ def test_dags_only_needs_dag_deploys_and_creates_nothing_without(tmp_path, airbu
 
 
 def test_bad_or_missing_token(tmp_path, airbuild_cache, astro):
-    astro.add_deployment("clbadtoken001", dag_deploys=True, repository="astro-test/badtoken")
+    astro.add_deployment("clbadtoken001", dag_deploys=True)
     project = astro_project(tmp_path, "clbadtoken001")
     wrong = "not-the-token-" + "x" * 20
     proc = deploy(project, {**env_for(astro), "ASTRO_API_TOKEN": wrong}, check=False)
@@ -214,8 +210,7 @@ def test_unknown_deployment(tmp_path, airbuild_cache, astro):
 
 def test_finalize_refused_leaves_the_deploy_unfinalized_and_says_so(tmp_path, airbuild_cache, astro):
     dep = "clrefused0001"
-    repository = f"astro-test/{uuid.uuid4().hex[:10]}/{dep}"
-    astro.add_deployment(dep, dag_deploys=True, repository=repository)
+    repository = astro.add_deployment(dep, dag_deploys=True).repository
     project = astro_project(tmp_path, dep)
     astro.faults["finalize"] = ["refuse"]
     proc = deploy(project, env_for(astro), check=False)
@@ -234,7 +229,7 @@ def test_finalize_refused_leaves_the_deploy_unfinalized_and_says_so(tmp_path, ai
 
 def test_a_failed_upload_is_never_finalized(tmp_path, airbuild_cache, astro):
     dep = "clupload00001"
-    astro.add_deployment(dep, dag_deploys=True, repository=f"astro-test/{uuid.uuid4().hex[:10]}/{dep}")
+    astro.add_deployment(dep, dag_deploys=True)
     project = astro_project(tmp_path, dep)
     astro.faults["upload"] = ["500"] * 3
     proc = deploy(project, {**env_for(astro), "AIRBUILD_REGISTRY_RETRIES": "3"}, "--dags", check=False)
@@ -245,7 +240,7 @@ def test_a_failed_upload_is_never_finalized(tmp_path, airbuild_cache, astro):
 
 def test_5xx_and_dropped_connections_are_retried(tmp_path, airbuild_cache, astro):
     dep = "clretries0001"
-    astro.add_deployment(dep, dag_deploys=True, repository=f"astro-test/{uuid.uuid4().hex[:10]}/{dep}")
+    astro.add_deployment(dep, dag_deploys=True)
     project = astro_project(tmp_path, dep)
     astro.faults.update({"get-deployment": ["503"], "create": ["drop"], "upload": ["drop", "500"],
                          "finalize": ["503"]})
@@ -256,7 +251,7 @@ def test_5xx_and_dropped_connections_are_retried(tmp_path, airbuild_cache, astro
 
 
 def test_dags_that_do_not_compile_create_nothing(tmp_path, airbuild_cache, astro):
-    astro.add_deployment("clbrokendag01", dag_deploys=True, repository="astro-test/broken")
+    astro.add_deployment("clbrokendag01", dag_deploys=True)
     project = astro_project(tmp_path, "clbrokendag01")
     (project / "dags" / "broken.py").write_text("def broken(:\n")
     for extra in ((), ("--dags",)):
@@ -267,7 +262,7 @@ def test_dags_that_do_not_compile_create_nothing(tmp_path, airbuild_cache, astro
 
 def test_login_saves_the_token_where_registry_credentials_are(tmp_path, airbuild_cache, astro):
     dep = "cllogin000001"
-    astro.add_deployment(dep, dag_deploys=True, repository=f"astro-test/{uuid.uuid4().hex[:10]}/{dep}")
+    astro.add_deployment(dep, dag_deploys=True)
     project = astro_project(tmp_path, dep)
     env = {**env_for(astro), "ASTRO_API_TOKEN": "", "DOCKER_CONFIG": str(tmp_path / "docker")}
     bad = run_cli(["login", "--astro", dep, "--password-stdin"], env={**env, "ASTRO_ORGANIZATION_ID": ORG},
@@ -319,7 +314,7 @@ def test_dags_are_validated_in_the_sandbox_before_anything_is_created(tmp_path, 
     """With Airflow in the image: failing DAGs create nothing (unless --force); a DAG-only deploy is validated
     against the Deployment's own image, not this checkout's environment."""
     dep = "clvalidate001"
-    astro.add_deployment(dep, dag_deploys=True, repository=f"astro-test/{uuid.uuid4().hex[:10]}/{dep}")
+    astro.add_deployment(dep, dag_deploys=True)
     env = {**env_for(astro), "AIRBUILD_CACHE_DIR": str(TEST_STORE)}
     project = make_deploy_project(tmp_path, f"targets:\n  prod:\n    astro: {{deployment: {dep}, organization: {ORG}}}\n",
                                   rootfs=debian_rootfs)
