@@ -13,7 +13,7 @@ project: the image layer its Dockerfile's ONBUILD `COPY . .` makes (every file t
 allow, with the checkout's mtimes and owner, gzip level 6 as `docker push` compresses), pushed
 under a new tag every deploy, and for DAG deploys the CLI's bundle (every file under dags/, gzip 6).
 With `--docker`, the `COPY . .` image is also built and pushed with `docker build` + `docker push`
-(a new tag each round) to time it. Prints one JSON object on stdout; see benchmarks/README.md.
+(`deploy_bench.py`'s, a new tag each round) to time it. Prints one JSON object on stdout; see benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -102,42 +101,6 @@ def bench_airbuild(template: Path, work: Path, base: Path, relay: db.CountingRel
     return out
 
 
-def bench_docker(client: str, template: Path, work: Path, base: Path, relay: db.CountingRelay, repeat: int) -> dict:
-    """`docker build` of the ONBUILD-equivalent `COPY . .` image and `docker push` under a new tag each round."""
-    project = work / "docker"
-    shutil.copytree(template, project, symlinks=True)
-    dockerfile = work / "Dockerfile.astro"
-    dockerfile.write_text(ASTRO_DOCKERFILE)
-    docker = bb.Docker(client, dockerfile, work / "docker.iid")
-    repository = f"127.0.0.1:{relay.port}/{ORG}/docker"
-    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    tags: list[str] = []
-
-    def build_and_push(n: int) -> dict:
-        image = f"{repository}:deploy-{n}"
-        tags.append(image)
-        build_s, _ = bb.timed([client, "build", "--network", "host", "-f", str(dockerfile), "-t", image,
-                               str(project)], env=env)
-        push_s, _ = bb.timed([client, "push", image])
-        return {"build_s": round(build_s, 3), "push_s": round(push_s, 3), "wire_bytes": relay.reset()}
-
-    bb.log(f"docker: importing the base as {bb.BASE_TAG} (not timed)")
-    docker.run("import", str(base), bb.BASE_TAG)
-    try:
-        docker.reset()
-        bb.log("docker: cold build + push")
-        cold = build_and_push(0)
-        edits = []
-        for n in range(repeat):
-            bb.log(f"docker: one-DAG edit + build + push {n + 1}/{repeat}")
-            bb.edit_dag(project, n)
-            edits.append(build_and_push(n + 1))
-        return {"cold": cold, "dag_edit": edits}
-    finally:
-        subprocess.run([client, "rmi", "-f", *tags], capture_output=True)
-        docker.clean_up()
-
-
 def summary(airbuild: dict, cli: dict, config_and_manifest: int) -> dict:
     """Bytes sent for one DAG edit, each way (medians of the rounds)."""
     def median(rounds: list[dict], key: str) -> float:
@@ -171,7 +134,6 @@ def main() -> int:
         work = Path(tmp)
         bb.log(f"generating {args.dags} DAGs and {args.include_mb} MiB of include/ data")
         files = bb.generate_project(work / "template", args.dags, args.include_mb)
-        (work / "template" / "Dockerfile").write_text(bb.TOP_LEVEL["Dockerfile"])
         (work / "registry").mkdir()
         registry, port = db.start_registry(work / "registry")
         relays = [db.CountingRelay(port), db.CountingRelay(port)]
@@ -183,7 +145,8 @@ def main() -> int:
             docker = None
             if args.docker:
                 client = bb.buildkit_client()
-                docker = bench_docker(client, work / "template", work, base, relays[1], args.repeat) if client \
+                docker = db.bench_docker(client, work / "template", work, base, relays[1], args.repeat,
+                                         ASTRO_DOCKERFILE, tag=lambda n: f"deploy-{n}") if client \
                     else {"skipped": "no docker CLI on PATH can run BuildKit builds"}
         finally:
             server.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from tests.astro_api_server import REFUSAL, AstroAPIServer
 from tests.helpers import run, run_cli, tool
 from tests.projects import set_age
 from tests.test_deploy import make_deploy_project, skopeo_inspect
-from tests.test_deploy_gates import USES_TOOLZ
-from tests.test_validate import AIRFLOW_3, SAMPLES, TEST_STORE
+from tests.test_deploy_gates import USES_TOOLZ, with_airflow
+from tests.test_validate import AIRFLOW_3, TEST_STORE
 
 TOKEN = "astro-api-token-" + "7f3a9c" * 6
 ORG = "org-test"
@@ -48,6 +49,11 @@ def astro_project(tmp_path: Path, deployment: str, organization: str | None = OR
     return project
 
 
+def new_deployment(astro: AstroAPIServer, tmp_path: Path, dep: str, *, dag_deploys: bool = True) -> tuple[str, Path]:
+    """A Deployment on the API server (its registry repository) and a project whose `prod` target is it."""
+    return astro.add_deployment(dep, dag_deploys=dag_deploys).repository, astro_project(tmp_path, dep)
+
+
 def deploy(project: Path, env: dict, *extra: str, check: bool = True):
     proc = run_cli(["deploy", project, "--json", *extra], env=env, check=check)
     return json.loads(proc.stdout) if check else proc
@@ -70,8 +76,7 @@ def no_secret(*texts: str) -> None:
 
 def test_full_deploy_with_dag_deploys_ships_the_image_without_dags_and_a_bundle(tmp_path, airbuild_cache, astro):
     dep = "cldagdeploy01"
-    repository = astro.add_deployment(dep, dag_deploys=True).repository
-    project = astro_project(tmp_path, dep)
+    repository, project = new_deployment(astro, tmp_path, dep)
     result = deploy(project, env_for(astro))
 
     info = result["astro"]
@@ -141,13 +146,14 @@ def test_full_deploy_without_dag_deploys_is_image_only_with_the_dags(tmp_path, a
 
 def test_dags_only_deploys_send_the_same_bytes_for_the_same_dags(tmp_path, airbuild_cache, astro):
     dep = "cldagonly0001"
-    repository = astro.add_deployment(dep, dag_deploys=True).repository
-    project = astro_project(tmp_path, dep)
+    repository, project = new_deployment(astro, tmp_path, dep)
     full = deploy(project, env_for(astro))
     tags = run([tool("skopeo"), "list-tags", "--tls-verify=false", f"docker://{astro.registry}/{repository}"]).stdout
 
     (project / "include" / "data.csv").write_text("a,b\n9,9\n")  # not a DAG: a DAG-only deploy leaves it
     first = deploy(project, env_for(astro), "--dags")
+    os.utime(project / "dags" / "etl.py", (1e9, 1e9))  # another checkout's mtimes and owner: the same bundle
+    os.chown(project / "dags" / "etl.py", 1234, 1234)
     second = deploy(project, env_for(astro), "--dags")
     for result in (first, second):
         assert result["astro"]["deploy_type"] == "DAG_ONLY" and result["dags_only"]
@@ -171,16 +177,14 @@ def test_dags_only_deploys_send_the_same_bytes_for_the_same_dags(tmp_path, airbu
 
 
 def test_dags_only_needs_dag_deploys_and_creates_nothing_without(tmp_path, airbuild_cache, astro):
-    astro.add_deployment("clnodags00001", dag_deploys=False)
-    project = astro_project(tmp_path, "clnodags00001")
+    _, project = new_deployment(astro, tmp_path, "clnodags00001", dag_deploys=False)
     proc = deploy(project, env_for(astro), "--dags", check=False)
     assert proc.returncode == 2 and "DAG-only deploys are not enabled" in proc.stderr
     assert "nothing was created on Astro" in proc.stderr and astro.calls() == [("GET", "get-deployment")]
 
 
 def test_bad_or_missing_token(tmp_path, airbuild_cache, astro):
-    astro.add_deployment("clbadtoken001", dag_deploys=True)
-    project = astro_project(tmp_path, "clbadtoken001")
+    _, project = new_deployment(astro, tmp_path, "clbadtoken001")
     wrong = "not-the-token-" + "x" * 20
     proc = deploy(project, {**env_for(astro), "ASTRO_API_TOKEN": wrong}, check=False)
     assert proc.returncode == 1, proc.stderr
@@ -210,8 +214,7 @@ def test_unknown_deployment(tmp_path, airbuild_cache, astro):
 
 def test_finalize_refused_leaves_the_deploy_unfinalized_and_says_so(tmp_path, airbuild_cache, astro):
     dep = "clrefused0001"
-    repository = astro.add_deployment(dep, dag_deploys=True).repository
-    project = astro_project(tmp_path, dep)
+    repository, project = new_deployment(astro, tmp_path, dep)
     astro.faults["finalize"] = ["refuse"]
     proc = deploy(project, env_for(astro), check=False)
     assert proc.returncode == 1 and REFUSAL in proc.stderr and "HTTP 400" in proc.stderr
@@ -229,8 +232,7 @@ def test_finalize_refused_leaves_the_deploy_unfinalized_and_says_so(tmp_path, ai
 
 def test_a_failed_upload_is_never_finalized(tmp_path, airbuild_cache, astro):
     dep = "clupload00001"
-    astro.add_deployment(dep, dag_deploys=True)
-    project = astro_project(tmp_path, dep)
+    _, project = new_deployment(astro, tmp_path, dep)
     astro.faults["upload"] = ["500"] * 3
     proc = deploy(project, {**env_for(astro), "AIRBUILD_REGISTRY_RETRIES": "3"}, "--dags", check=False)
     assert proc.returncode == 1 and "gave up after 3 attempts" in proc.stderr and "HTTP 500" in proc.stderr
@@ -240,8 +242,7 @@ def test_a_failed_upload_is_never_finalized(tmp_path, airbuild_cache, astro):
 
 def test_5xx_and_dropped_connections_are_retried(tmp_path, airbuild_cache, astro):
     dep = "clretries0001"
-    astro.add_deployment(dep, dag_deploys=True)
-    project = astro_project(tmp_path, dep)
+    _, project = new_deployment(astro, tmp_path, dep)
     astro.faults.update({"get-deployment": ["503"], "create": ["drop"], "upload": ["drop", "500"],
                          "finalize": ["503"]})
     result = deploy(project, env_for(astro))
@@ -251,8 +252,7 @@ def test_5xx_and_dropped_connections_are_retried(tmp_path, airbuild_cache, astro
 
 
 def test_dags_that_do_not_compile_create_nothing(tmp_path, airbuild_cache, astro):
-    astro.add_deployment("clbrokendag01", dag_deploys=True)
-    project = astro_project(tmp_path, "clbrokendag01")
+    _, project = new_deployment(astro, tmp_path, "clbrokendag01")
     (project / "dags" / "broken.py").write_text("def broken(:\n")
     for extra in ((), ("--dags",)):
         proc = deploy(project, env_for(astro), *extra, check=False)
@@ -262,8 +262,7 @@ def test_dags_that_do_not_compile_create_nothing(tmp_path, airbuild_cache, astro
 
 def test_login_saves_the_token_where_registry_credentials_are(tmp_path, airbuild_cache, astro):
     dep = "cllogin000001"
-    astro.add_deployment(dep, dag_deploys=True)
-    project = astro_project(tmp_path, dep)
+    _, project = new_deployment(astro, tmp_path, dep)
     env = {**env_for(astro), "ASTRO_API_TOKEN": "", "DOCKER_CONFIG": str(tmp_path / "docker")}
     bad = run_cli(["login", "--astro", dep, "--password-stdin"], env={**env, "ASTRO_ORGANIZATION_ID": ORG},
                   input="wrong-token-12345\n", check=False)
@@ -316,14 +315,9 @@ def test_dags_are_validated_in_the_sandbox_before_anything_is_created(tmp_path, 
     dep = "clvalidate001"
     astro.add_deployment(dep, dag_deploys=True)
     env = {**env_for(astro), "AIRBUILD_CACHE_DIR": str(TEST_STORE)}
-    project = make_deploy_project(tmp_path, f"targets:\n  prod:\n    astro: {{deployment: {dep}, organization: {ORG}}}\n",
-                                  rootfs=debian_rootfs)
-    for path in (project / "dags").rglob("*.py"):
-        path.unlink()
-    (project / "dags" / "good.py").write_text((SAMPLES / "good.py").read_text())
-    (project / "dags" / "missing_module.py").write_text((SAMPLES / "missing_module.py").read_text())
-    (project / "requirements.txt").write_text(AIRFLOW_3)
-    set_age(project, 3600)
+    project = with_airflow(make_deploy_project(
+        tmp_path, f"targets:\n  prod:\n    astro: {{deployment: {dep}, organization: {ORG}}}\n", rootfs=debian_rootfs),
+        "missing_module.py")
 
     for extra in ((), ("--dags",)):
         refused = deploy(project, env, *extra, check=False)
