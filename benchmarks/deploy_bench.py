@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_bench as bb  # noqa: E402  (the project generator and helpers)
@@ -136,16 +137,22 @@ def bench_airbuild(template: Path, work: Path, base: Path, relay: CountingRelay,
             "dag_edit_wire_bytes": wire, "dag_edit_blobs_uploaded": uploaded}
 
 
-def bench_docker(client: str, template: Path, work: Path, base: Path, relay: CountingRelay, repeat: int) -> dict:
+def bench_docker(client: str, template: Path, work: Path, base: Path, relay: CountingRelay, repeat: int,
+                 dockerfile_text: str = bb.BUILDKIT_DOCKERFILE, tag: Callable[[int], str] = lambda n: "latest") -> dict:
+    """`docker build` + `docker push` of `template` after each one-DAG edit; `tag(n)` names round n's image
+    (0: the cold round)."""
     project = work / "docker"
     shutil.copytree(template, project, symlinks=True)
-    dockerfile = work / "Dockerfile.buildkit"
-    dockerfile.write_text(bb.BUILDKIT_DOCKERFILE)
-    image = f"127.0.0.1:{relay.port}/bench/docker:latest"
+    dockerfile = work / "Dockerfile.bench"
+    dockerfile.write_text(dockerfile_text)
+    repository = f"127.0.0.1:{relay.port}/bench/docker"
+    images: set[str] = set()
     docker = bb.Docker(client, dockerfile, work / "docker.iid")
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}
 
-    def build_and_push() -> tuple[float, float]:
+    def build_and_push(n: int = 0) -> tuple[float, float]:
+        image = f"{repository}:{tag(n)}"
+        images.add(image)
         build_s, _ = bb.timed([client, "build", "--network", "host", "-f", str(dockerfile), "-t", image,
                                str(project)], env=env)
         push_s, _ = bb.timed([client, "push", image])
@@ -162,7 +169,7 @@ def bench_docker(client: str, template: Path, work: Path, base: Path, relay: Cou
         for n in range(repeat):
             bb.log(f"docker: one-DAG edit + build + push {n + 1}/{repeat}")
             bb.edit_dag(project, n)
-            build_s, push_s = build_and_push()
+            build_s, push_s = build_and_push(n + 1)
             builds.append(build_s)
             pushes.append(push_s)
             totals.append(build_s + push_s)
@@ -175,7 +182,7 @@ def bench_docker(client: str, template: Path, work: Path, base: Path, relay: Cou
                 "dag_edit_build_push_s": bb.spread(totals), "dag_edit_wire_bytes": wire}
     finally:
         bb.log("docker: removing the images and build cache this run made")
-        subprocess.run([client, "rmi", "-f", image], capture_output=True)
+        subprocess.run([client, "rmi", "-f", *images], capture_output=True)
         docker.clean_up()
 
 

@@ -145,6 +145,21 @@ def htpasswd_auth(directory: Path) -> str:
     return f"auth:\n  htpasswd:\n    realm: airbuild-test\n    path: {path}\n"
 
 
+def answer(request, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+    """A complete answer from an http.server handler: status, headers, body."""
+    request.send_response(status)
+    request.send_header("Content-Type", content_type)
+    for name, value in (headers or {}).items():
+        request.send_header(name, value)
+    request.send_header("Content-Length", str(len(data)))
+    request.end_headers()
+    request.wfile.write(data)
+
+
+def answer_json(request, status: int, payload: dict) -> None:
+    answer(request, status, json.dumps(payload).encode(), "application/json")
+
+
 # -- a token server ------------------------------------------------------------------------------
 
 @dataclass
@@ -200,13 +215,13 @@ class TokenServer:
             length = int(request.headers.get("Content-Length", 0))
             query = parse_qs(request.rfile.read(length).decode())
             if query.get("grant_type") != ["refresh_token"] or query.get("refresh_token") != [REFRESH_TOKEN]:
-                self._answer(request, 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad refresh token"}]})
+                answer_json(request, 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad refresh token"}]})
                 return
             user = USER
         elif header.startswith("Basic "):
             name, _, password = base64.b64decode(header[6:]).decode().partition(":")
             if (name, password) != (USER, PASSWORD):
-                self._answer(request, 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
+                answer_json(request, 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
                 return
             user = name
         scopes = [s for value in query.get("scope", []) for s in value.split(" ") if s]
@@ -222,7 +237,7 @@ class TokenServer:
         claims = {"iss": self.issuer, "sub": user or "", "aud": self.service, "jti": uuid.uuid4().hex,
                   "iat": now - (1000 if expired else 0), "nbf": now - (1000 if expired else 10),
                   "exp": now - 500 if expired else now + self.lifetime_s, "access": access}
-        self._answer(request, 200, {"token": self._jwt(claims), "expires_in": self.lifetime_s})
+        answer_json(request, 200, {"token": self._jwt(claims), "expires_in": self.lifetime_s})
 
     def _jwt(self, claims: dict) -> str:
         from cryptography.hazmat.primitives import hashes
@@ -235,15 +250,6 @@ class TokenServer:
         body = b64(json.dumps(claims).encode())
         signature = self.key.sign(f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{head}.{body}.{b64(signature)}"
-
-    @staticmethod
-    def _answer(request, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        request.send_response(status)
-        request.send_header("Content-Type", "application/json")
-        request.send_header("Content-Length", str(len(data)))
-        request.end_headers()
-        request.wfile.write(data)
 
 
 # -- a fault-injecting proxy ---------------------------------------------------------------------

@@ -97,3 +97,12 @@ def test_function_level_imports_say_why():
                     if "#" not in here and not any(text.startswith("#") for text in above):
                         silent.append(f"{path.relative_to(REPO)}:{inner.lineno}: {here.strip()}")
     assert not silent, "\n".join(sorted(set(silent)))
+
+
+def test_every_package_ships_in_the_wheel():
+    """pyproject lists packages by name: a new package left out is missing from every installed airbuild."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {".".join(path.parent.relative_to(REPO).parts) for path in ROOT.rglob("__init__.py")}
+    assert packages <= listed, f"not in pyproject.toml's packages: {sorted(packages - listed)}"

@@ -19,16 +19,22 @@ from tests.test_validate import AIRFLOW_3, SAMPLES, TEST_STORE
 USES_TOOLZ = (SAMPLES / "good.py").read_text().replace('"good"', '"uses_toolz"') + "\nimport toolz  # noqa\n"
 
 
+def with_airflow(project: Path, *samples: str) -> Path:
+    """`project` with Airflow 3 in requirements.txt and, for DAGs, the good sample and `samples`."""
+    for path in (project / "dags").rglob("*.py"):
+        path.unlink()
+    for sample in ("good.py", *samples):
+        (project / "dags" / sample).write_text((SAMPLES / sample).read_text())
+    (project / "requirements.txt").write_text(AIRFLOW_3)
+    set_age(project, 3600)
+    return project
+
+
 def airflow_project(tmp_path: Path, registry: str, debian_rootfs: Path) -> tuple[Path, str]:
     target = f"{registry}/{repo_name()}"
     project = make_deploy_project(tmp_path, f"targets:\n  prod:\n    registry: {target}\n    tags: [current]\n",
                                   rootfs=debian_rootfs)
-    for path in (project / "dags").rglob("*.py"):
-        path.unlink()
-    (project / "dags" / "good.py").write_text((SAMPLES / "good.py").read_text())
-    (project / "requirements.txt").write_text(AIRFLOW_3)
-    set_age(project, 3600)
-    return project, target
+    return with_airflow(project), target
 
 
 def test_dags_only_deploy_validates_against_the_target_images_environment(tmp_path, registry, debian_rootfs):

@@ -24,13 +24,16 @@ examples:
   airbuild plan --json                 which layers would be rebuilt, and why
   airbuild inspect .airbuild/image     layers, sizes and config of a built image
   airbuild deploy --target prod        validate, build, push what the registry lacks, tag, record
+  airbuild deploy --astro DEPLOYMENT_ID   deploy to Astro (ASTRO_API_TOKEN, ASTRO_ORGANIZATION_ID)
+  airbuild deploy --astro DEPLOYMENT_ID --dags   only the DAGs: a reproducible bundle, no image
   airbuild login registry.example.com  save credentials where Docker keeps them
 
 exit codes: 0 ok, 1 build failed, 2 bad input (manifest, Dockerfile, project, lock), 70 internal error
   (a bug: the traceback is written to a log file under the cache directory, whose path is printed), 130 interrupted
 environment: AIRBUILD_CACHE_DIR (the shared store), SOURCE_DATE_EPOCH (timestamps, default 0),
   AIRBUILD_REGISTRY_USERNAME/_PASSWORD or _TOKEN (CI credentials for the deploy target, or for
-  AIRBUILD_REGISTRY_HOST), AIRBUILD_CA_BUNDLE (extra trusted CAs), DOCKER_CONFIG (where config.json is)
+  AIRBUILD_REGISTRY_HOST), AIRBUILD_CA_BUNDLE (extra trusted CAs), DOCKER_CONFIG (where config.json is),
+  ASTRO_API_TOKEN, ASTRO_ORGANIZATION_ID, ASTRO_API_URL (Astro deploys)
 """
 
 
@@ -227,17 +230,47 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEPLOY_DESCRIPTION = """\
+Check the DAG files compile (and with --pytest run tests/), build (importing the DAGs in the
+sandbox), ship, print what was shipped and append a record to .airbuild/deploys.jsonl. A dirty git
+tree, DAG errors and failing tests refuse the deploy (exit 2) unless --force.
+
+To a registry: push only the blobs it lacks, tag with the reproducible deploy-<digest> tag and the
+target's tags.
+
+To an Astro Deployment (--astro ID, or a target `astro: {deployment: ID}`), through Astro's Deploy
+API as `astro deploy` does, with the token from ASTRO_API_TOKEN (or `airbuild login --astro`):
+  IMAGE_AND_DAG  the Deployment has DAG deploys enabled: the image without dags/, and a
+                 reproducible DAG bundle (.tar.gz of dags/)
+  IMAGE_ONLY     it has not: the image with its DAGs
+  DAG_ONLY       --dags: the DAG bundle alone, validated against the Deployment's image; no image
+Nothing is created on Astro before the DAGs pass; the deploy is finalized only once the image is
+pushed and the bundle uploaded.
+"""
+
+DEPLOY_EXAMPLES = """\
+examples:
+  airbuild deploy --target prod                 a registry target, or an Astro one (astro: {deployment: ID})
+  airbuild deploy --to registry.example.com/team/airflow
+  ASTRO_API_TOKEN=... ASTRO_ORGANIZATION_ID=... airbuild deploy --astro DEPLOYMENT_ID
+  airbuild deploy --astro DEPLOYMENT_ID --dags  DAG_ONLY: the DAG bundle, validated, no image
+  airbuild deploy --json                        the result with, for Astro, `astro`: deploy_id, deploy_type,
+                                                image_tag, image_digest, dag_tarball_version, bundle_sha256
+"""
+
+
 def _registry_parsers(commands) -> None:
     deploy = commands.add_parser(
-        "deploy", help="validate, build and push the image to a registry target",
-        description="Check the DAG files compile (and with --pytest run tests/), build, push only the blobs the "
-                    "registry lacks, tag with the reproducible deploy-<digest> tag and the target's tags, print "
-                    "the pushed reference and append a record to .airbuild/deploys.jsonl. A dirty git tree, "
-                    "DAG errors and failing tests refuse the deploy (exit 2) unless --force.")
+        "deploy", help="validate, build and ship the image to a registry or an Astro Deployment",
+        description=DEPLOY_DESCRIPTION,
+        epilog=DEPLOY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _project_args(deploy)
     where = deploy.add_mutually_exclusive_group()
     where.add_argument("--target", metavar="NAME", help="a target from astro.yaml's `targets` (default: the only one)")
     where.add_argument("--to", metavar="HOST/REPO", help="push here instead of a named target")
+    where.add_argument("--astro", metavar="DEPLOYMENT_ID",
+                       help="deploy to this Astro Deployment through Astro's Deploy API (organization from "
+                            "ASTRO_ORGANIZATION_ID, token from ASTRO_API_TOKEN, API from ASTRO_API_URL)")
     deploy.add_argument("--insecure", action="store_true",
                         help="with --to: allow plain HTTP and unverified TLS (loopback registries always may)")
     deploy.add_argument("--force", action="store_true",
@@ -248,24 +281,38 @@ def _registry_parsers(commands) -> None:
                              "true in .astro/config.yaml, which deploy and build also honour)")
     _sandbox_args(deploy)
     deploy.add_argument("--dags", action="store_true",
-                        help="DAG-only deploy: replace the DAG layer of the target's current image (its first "
-                             "tag, else the last deploy recorded here) and push that layer, config and manifest")
+                        help="DAG-only deploy: to a registry, replace the DAG layer of the target's current image "
+                             "(its first tag, else the last deploy recorded here) and push that layer, config and "
+                             "manifest; to Astro, a DAG_ONLY deploy of the DAG bundle alone (no image). The DAGs "
+                             "are validated against the deployed image's environment")
     deploy.add_argument("--description", metavar="TEXT", help="recorded with the deploy (default: the last commit "
                                                               "message)")
     deploy.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
 
-    login = commands.add_parser("login", help="save credentials for a registry (checked against it first)",
+    login = commands.add_parser("login", help="save credentials for a registry or Astro (checked first)",
                                 description="Ask for a password (or read it with --password-stdin), check the "
                                             "credentials against the registry, and store them where Docker does: "
-                                            "the configured credential helper, else ~/.docker/config.json (0600).")
-    login.add_argument("registry", help="host[:port]")
+                                            "the configured credential helper, else ~/.docker/config.json (0600). "
+                                            "With --astro DEPLOYMENT_ID (or --target NAME of an Astro target): "
+                                            "ask for an Astro API token, check it by reading the Deployment, and "
+                                            "store it the same way under the API's host (ASTRO_API_TOKEN, when "
+                                            "set, wins over it).")
+    login.add_argument("registry", nargs="?", help="host[:port]")
+    astro = login.add_mutually_exclusive_group()
+    astro.add_argument("--astro", metavar="DEPLOYMENT_ID",
+                       help="save an Astro API token, checked against this Deployment (organization from "
+                            "ASTRO_ORGANIZATION_ID)")
+    astro.add_argument("--target", metavar="NAME",
+                       help="log in for this target of the project's astro.yaml (from here up): its registry, or "
+                            "for an `astro` target its Deployment")
     login.add_argument("-u", "--username", help="user name (asked for when not given)")
     login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     login.add_argument("--insecure", action="store_true", help="allow plain HTTP and unverified TLS")
     login.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
 
-    logout = commands.add_parser("logout", help="remove saved credentials for a registry")
-    logout.add_argument("registry", help="host[:port]")
+    logout = commands.add_parser("logout", help="remove saved credentials for a registry, or the Astro token")
+    logout.add_argument("registry", nargs="?", help="host[:port]")
+    logout.add_argument("--astro", action="store_true", help="remove the Astro API token `login --astro` saved")
 
     history = commands.add_parser("history", help="list the deploys recorded in .airbuild/deploys.jsonl")
     _project_arg(history)

@@ -1,5 +1,8 @@
-"""Shipping a built image: push what the registry lacks, tag, record.
+"""Shipping a built image: to a registry (push what it lacks, tag) or to an Astro Deployment; records.
 
-Meets the engine only at the image. Public: `deploy` (deploy, DeployOptions, splice_layer for
-DAG-only deploys), `records` (.airbuild/deploys.jsonl: append, read).
+Meets the engine only at the image. Public: `deploy` (deploy, choose_target), `options`
+(DeployOptions, DeployResult), `records` (.airbuild/deploys.jsonl: append, read). Inside: `gates`
+(git, compile and test checks before a build), `to_registry`, `astro/` (Astro's Deploy API),
+`image_edit` (an image with one rule's layer replaced or taken out), `dag_layer` (a DAG-only
+deploy's layer, validated against the deployed image's environment).
 """

@@ -175,17 +175,44 @@ def repository(value: str) -> str:
     return value
 
 
-class Target(Strict):
-    """A registry `airbuild deploy` pushes to."""
+ASTRO_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-    registry: str = Field(description="host[:port]/repository, e.g. registry.example.com/team/airflow")
+
+class AstroTarget(Strict):
+    """An Astro Deployment `airbuild deploy` ships to through Astro's Deploy API."""
+
+    deployment: str = Field(description="the Deployment's ID (Astro UI: the Deployment page's ID)")
+    organization: str | None = Field(None, description="the Organization's ID; default: $ASTRO_ORGANIZATION_ID")
+
+    @field_validator("deployment", "organization")
+    @classmethod
+    def valid_id(cls, value: str | None) -> str | None:
+        if value is not None and not ASTRO_ID.match(value):
+            raise ValueError(f"{value!r} is not an Astro ID (letters, digits, '_' and '-')")
+        return value
+
+
+class Target(Strict):
+    """Where `airbuild deploy` ships: a registry, or an Astro Deployment."""
+
+    registry: str | None = Field(None, description="host[:port]/repository, e.g. registry.example.com/team/airflow")
+    astro: AstroTarget | None = Field(None, description="an Astro Deployment: {deployment: ID, organization: ID}")
     insecure: bool = Field(False, description="allow plain HTTP and unverified TLS (loopback registries always may)")
     tags: list[str] = Field(default_factory=list, description="tags set besides the reproducible deploy-<digest> tag")
 
+    @model_validator(mode="after")
+    def one_destination(self) -> "Target":
+        if (self.registry is None) == (self.astro is None):
+            raise ValueError("a target needs exactly one of `registry` (host/repo) or `astro` ({deployment: ID})")
+        if self.astro is not None and (self.insecure or self.tags):
+            raise ValueError("an `astro` target takes no `insecure` or `tags`: Astro names the repository and the "
+                             "tag of each deploy")
+        return self
+
     @field_validator("registry")
     @classmethod
-    def valid_registry(cls, value: str) -> str:
-        return repository(value)
+    def valid_registry(cls, value: str | None) -> str | None:
+        return value if value is None else repository(value)
 
     @field_validator("tags")
     @classmethod
@@ -265,7 +292,8 @@ class Manifest(Strict):
     extra_index_urls: list[str] = Field(default_factory=list, description="more Python package indexes")
     apt: Apt | None = Field(None, description="apt sources for packages.txt; default: the base image's")
     layers: list[Union[str, RuleSpec]] | None = None
-    targets: dict[str, Target] = Field(default_factory=dict, description="registries `airbuild deploy` pushes to")
+    targets: dict[str, Target] = Field(default_factory=dict, description="registries and Astro Deployments "
+                                                                         "`airbuild deploy` ships to")
     backend: Backend = Field("auto", description="auto: BuildKit only for Dockerfile instructions that run a "
                                                  "command (RUN); native: never; buildkit: all the Dockerfile's layers")
     build_args: dict[str, str] = Field(default_factory=dict, description="values for the Dockerfile's ARGs")

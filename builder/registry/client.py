@@ -3,7 +3,7 @@
 HTTPS always, verified against the system's CAs plus `AIRBUILD_CA_BUNDLE` / `--ca-bundle`.
 Plain HTTP only for a loopback registry or one marked `insecure: true` (which also skips
 certificate checks), and only when HTTPS does not answer. Connection errors, 408, 429 and
-5xx are retried with exponential backoff (`Retry-After` honoured); a registry that still
+5xx are retried with exponential backoff (`Retry-After` honoured; `retry.py`); a registry that still
 fails is reported with what was being done, the registry, the HTTP status and its error body.
 Credentials and tokens only ever travel in headers: they are never in a message.
 """
@@ -12,48 +12,25 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import ssl
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, NoReturn, TypeVar
 
 import httpx
 
 from builder.common.errors import BuildError, InputError
+from builder.registry import retry
 from builder.registry.auth import Authenticator
 from builder.registry.docker_config import Credential
 from builder.registry.reference import DOCKER_HUB, DOCKER_HUB_ENDPOINT, is_loopback
+from builder.registry.retry import Transient
 
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 ENV_CA_BUNDLE = "AIRBUILD_CA_BUNDLE"
-ENV_RETRIES = "AIRBUILD_REGISTRY_RETRIES"     # attempts per request (default 6)
-ENV_TIMEOUT = "AIRBUILD_REGISTRY_TIMEOUT"     # seconds without progress before a request fails (default 60)
-MAX_BACKOFF_S = 8.0
 T = TypeVar("T")
 
 
 class RegistryError(BuildError):
     """A registry operation failed for good (exit 1)."""
-
-
-class Transient(Exception):
-    """A failure worth retrying: a connection problem, 408, 429 or 5xx."""
-
-    def __init__(self, message: str, retry_after: float | None = None, response: httpx.Response | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.response = response
-
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise InputError(f"{name} must be a number, got {raw!r}") from None
 
 
 def ssl_context(ca_bundle: Path | None, verify: bool) -> ssl.SSLContext:
@@ -101,11 +78,9 @@ class RegistryClient:
         self.registry = registry
         self.endpoint = DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
         self.insecure = insecure
-        self.attempts = max(1, int(_env_number(ENV_RETRIES, 6)))
-        timeout = _env_number(ENV_TIMEOUT, 60)
+        self.attempts = retry.attempts()
         self.http = httpx.Client(verify=ssl_context(ca_bundle, verify=not insecure), trust_env=False,
-                                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10)),
-                                 follow_redirects=False, headers={"User-Agent": "airbuild"})
+                                 timeout=retry.timeout(), follow_redirects=False, headers={"User-Agent": "airbuild"})
         self.auth = Authenticator(self, credential)
         self._base: str | None = None
 
@@ -133,33 +108,17 @@ class RegistryClient:
 
     def retrying(self, what: str, attempt: Callable[[], T]) -> T:
         """Run `attempt` until it does not raise Transient, with backoff; a clear error when it gives up."""
-        for number in range(1, self.attempts + 1):
-            try:
-                return attempt()
-            except Transient as exc:
-                if number == self.attempts:
-                    if exc.response is not None:
-                        self.fail(f"{what}: gave up after {number} attempts", exc.response)
-                    self.fail(f"{what}: gave up after {number} attempts", cause=str(exc))
-                self.backoff(number, exc.retry_after)
+        return retry.retrying(what, attempt, self.attempts, self._give_up)
+
+    def _give_up(self, message: str, last: Transient) -> NoReturn:
+        if last.response is not None:
+            self.fail(message, last.response)
+        self.fail(message, cause=str(last))
         raise AssertionError("unreachable")
 
     @staticmethod
-    def backoff(number: int, retry_after: float | None = None) -> None:
-        delay = min(MAX_BACKOFF_S, 0.25 * 2 ** (number - 1)) * (0.75 + random.random() / 2)
-        if retry_after is not None:
-            delay = min(max(delay, retry_after), 30.0)
-        time.sleep(delay)
-
-    @staticmethod
     def transient_status(response: httpx.Response) -> Transient | None:
-        if response.status_code not in RETRY_STATUS:
-            return None
-        retry_after = response.headers.get("Retry-After")
-        seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
-        detail = error_detail(response)
-        response.close()
-        return Transient(f"HTTP {response.status_code}" + (f": {detail}" if detail else ""), seconds, response)
+        return retry.transient_status(response, error_detail)
 
     # -- the base URL: scheme by policy -------------------------------------------------------------
 

@@ -27,7 +27,11 @@ def cmd_history(args) -> int:
         print("no deploys recorded")
     for r in records:
         description = (r.get("description") or "").splitlines()[0:1]
-        print(f"{r['time']}  {r['target']:<12} {r['reference']}  {r['tag']}  "
+        print(f"{r['time']}  {r['target']:<12} {r.get('reference') or '-'}  {r.get('tag') or '-'}  "
               f"{(r.get('git_commit') or '-')[:12]:<12} {human_size(r.get('bytes_uploaded')):>9}  "
               f"{description[0] if description else ''}")
+        astro = r.get("astro")
+        if astro:
+            print(f"{'':22}astro {astro['deploy_type']} deploy {astro['deploy_id']}  image tag "
+                  f"{astro.get('image_tag') or '-'}  DAG bundle {astro.get('dag_tarball_version') or '-'}")
     return EXIT_OK

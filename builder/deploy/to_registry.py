@@ -1,0 +1,107 @@
+"""A deploy to a registry: build (validating the DAGs), push what the registry lacks, tag, record.
+
+Tags: the reproducible deploy-<digest> first, then the target's `tags`. `--dags` replaces only the
+DAG layer of the target's current image (the target's first tag, else the last deploy recorded
+here) and pushes that one layer, the config and the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import time
+from pathlib import Path
+
+from builder.common.errors import InputError
+from builder.common.paths import default_store_dir
+from builder.deploy import dag_layer, gates
+from builder.deploy import records as deploy_record
+from builder.deploy.image_edit import splice_layer
+from builder.deploy.options import DeployOptions, DeployResult
+from builder.engine.build import BuildOptions, build, prepare
+from builder.oci.image import BuiltImage
+from builder.project.manifest import Target
+from builder.registry import docker_config
+from builder.registry.connect import open_client
+from builder.registry.pull import Puller
+from builder.registry.push import Pusher
+from builder.registry.reference import Reference, parse_reference, parse_repository
+from builder.store.store import Store
+
+
+def deploy_to_registry(options: DeployOptions, name: str, target: Target) -> DeployResult:
+    started = time.monotonic()
+    project = options.build.project.resolve()
+    build_options = dataclasses.replace(options.build, project=project, astro_tests=True)  # as astro deploy parses
+    force, progress = build_options.force, build_options.progress
+    repo = parse_repository(target.registry)
+    warnings: list[str] = []
+
+    git = gates.check_tree(project, force, options.allow_dirty, warnings, progress)
+    description = options.description if options.description is not None else git.message
+    # CI credentials in AIRBUILD_REGISTRY_* are for the target; a base pulled from the same registry uses them too.
+    os.environ.setdefault(docker_config.ENV_REGISTRY, repo.registry)
+    if options.pytest:
+        gates.check_tests(build_options, warnings)
+    with open_client(repo.registry, insecure=target.insecure, ca_bundle=options.ca_bundle,
+                     env_registry=repo.registry) as client:
+        store = Store(default_store_dir())
+        try:
+            if options.dags_only:
+                manifest_digest = _dags_only_image(build_options, store, client, repo, name, target)
+            else:
+                result = build(build_options)  # validates the DAGs in the sandbox; refuses unless --force
+                manifest_digest = result.manifest_digest
+                if result.lock_changed:
+                    warnings.append("astro.lock changed (the base moved): commit it")
+                if result.validation and result.validation["status"] == "failed":
+                    warnings.append("DAG validation failed (deployed with --force)")
+            tag = BuiltImage(manifest_digest, 0, "", ()).tag
+            tags = [tag] + [t for t in target.tags if t != tag]
+            progress.step(f"pushing to {repo.name}")
+            stats = Pusher(client, store, repo.repository).push(manifest_digest, tags)
+        finally:
+            store.close()
+
+    reference = f"{repo.name}@{manifest_digest}"
+    outcome = DeployResult(
+        target=name, reference=reference, manifest_digest=manifest_digest, tag=tag,
+        blobs_uploaded=stats.blobs_uploaded, blobs_skipped=stats.blobs_skipped, blobs_mounted=stats.blobs_mounted,
+        bytes_uploaded=stats.bytes_uploaded, duration_s=round(time.monotonic() - started, 4), tags=tags,
+        dags_only=options.dags_only, git_commit=git.commit, description=description, warnings=warnings,
+        validation_skipped=build_options.skip_reason)
+    deploy_record.append(project, {
+        "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "target": name, "registry": target.registry, "reference": reference, "digest": manifest_digest,
+        "tag": tag, "tags": tags, "git_commit": git.commit, "description": description,
+        "bytes_uploaded": stats.bytes_uploaded, "blobs_uploaded": stats.blobs_uploaded,
+        "dags_only": options.dags_only, "forced": bool(warnings) and force})
+    return outcome
+
+
+# -- --dags: the target's current image with a new DAG layer --------------------------------------
+
+def _current_reference(project: Path, name: str, target: Target, repo: Reference) -> Reference:
+    if target.tags:
+        return parse_reference(f"{repo.name}:{target.tags[0]}")
+    for record in reversed(deploy_record.read(project, name)):
+        if record.get("registry") == target.registry:
+            return parse_reference(record["reference"])
+    raise InputError(f"--dags: target {name!r} has no current image to reuse: it names no `tags` and no deploy "
+                     "to it is recorded here; run a full deploy first")
+
+
+def _dags_only_image(options: BuildOptions, store: Store, client, repo: Reference, name: str,
+                     target: Target) -> str:
+    prepared = prepare(options, store)
+    current = _current_reference(prepared.ctx.project, name, target, repo)
+    options.progress.step(f"--dags: reusing {current}")
+    puller = Puller(client, store)
+    remote = puller.pull(current, prepared.ctx.platform, layers=False)
+    layer = dag_layer.one_dag_layer(prepared)
+    environment = dag_layer.remote_environment(prepared, puller, current, remote) if options.validate else None
+    record = dag_layer.build_checked(options, prepared, layer, environment)
+    return splice_layer(store, remote.manifest, json.loads(remote.config_bytes), record, layer.step.created_by,
+                        current, dag_layer.DAGS_RULE)
