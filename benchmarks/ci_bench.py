@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_bench as bb  # noqa: E402  (shared helpers: the project generator, timing, the docker driver)
-from deploy_bench import CountingRelay, start_registry  # noqa: E402
+from deploy_bench import start_registry  # noqa: E402
 from python_bench import CA_FILE, host_ca_bundle  # noqa: E402
 
 AIRFLOW = "apache-airflow==3.3.2"
@@ -72,13 +72,11 @@ def make_commit(work: Path, dags: int, include_mb: float, packages: str, base: P
     return origin
 
 
-def airbuild_runner(name: str, origin: Path, work: Path, base: Path, cache: str, target: str,
-                    relay: CountingRelay) -> dict:
+def airbuild_runner(name: str, origin: Path, work: Path, base: Path, cache: str, target: str) -> dict:
     checkout = work / f"checkout-{name}"
     subprocess.run(["git", "clone", "-q", str(origin), str(checkout)], check=True)
     env = {**os.environ, "AIRBUILD_CACHE_DIR": str(work / f"store-{name}"), "UV_CACHE_DIR": str(work / f"uv-{name}"),
            "PYTHONPATH": str(bb.REPO), "AIRBUILD_CACHE_REPO": cache}
-    relay.reset()
     bb.log(f"airbuild runner {name}: build --locked with the shared cache")
     build_s, done = bb.timed([sys.executable, "-m", "builder", "build", str(checkout), "--base", f"rootfs:{base}",
                               "--locked", "--json"], cwd=bb.REPO, env=env)
@@ -90,7 +88,6 @@ def airbuild_runner(name: str, origin: Path, work: Path, base: Path, cache: str,
     own = [layer for layer in built["layers"] if layer["rule"] != "base"]
     return {
         "wall_s": round(build_s + deploy_s, 3), "build_s": round(build_s, 3), "deploy_s": round(deploy_s, 3),
-        "uploaded_wire_bytes": relay.reset(),
         "cache_downloaded_bytes": built["cache"]["downloaded_bytes"],
         "cache_uploaded_bytes": built["cache"]["uploaded_bytes"],
         "deploy_uploaded_bytes": deployed["bytes_uploaded"], "deploy_blobs_mounted": deployed["blobs_mounted"],
@@ -102,14 +99,13 @@ def airbuild_runner(name: str, origin: Path, work: Path, base: Path, cache: str,
 
 
 def docker_runner(name: str, client: str, origin: Path, work: Path, image: str, cache_from: str | None,
-                  ca_bundle: Path | None, relay: CountingRelay) -> dict:
+                  ca_bundle: Path | None) -> dict:
     checkout = work / f"docker-{name}"
     subprocess.run(["git", "clone", "-q", str(origin), str(checkout)], check=True)
     if ca_bundle:
         shutil.copyfile(ca_bundle, checkout / CA_FILE)
     (work / "Dockerfile.ci").write_text(docker_file(ca_bundle is not None))
     subprocess.run([client, "builder", "prune", "-af"], capture_output=True)
-    relay.reset()
     command = [client, "build", "--network", "host", "--progress", "plain", "-f", str(work / "Dockerfile.ci"),
                "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", image]
     if cache_from:
@@ -121,7 +117,6 @@ def docker_runner(name: str, client: str, origin: Path, work: Path, image: str, 
     push_s, _ = bb.timed([client, "push", "-q", image])
     steps = [line for line in log.splitlines() if line.startswith("#") and "] RUN " in line]
     return {"wall_s": round(build_s + push_s, 3), "build_s": round(build_s, 3), "push_s": round(push_s, 3),
-            "uploaded_wire_bytes": relay.reset(),
             "run_steps_cached": sum(1 for line in steps if f"{line.split()[0]} CACHED" in log.splitlines()),
             "run_steps": len(steps)}
 
@@ -136,7 +131,6 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="airbuild-cibench-"))
     (work / "registry").mkdir()
     registry, port = start_registry(work / "registry")
-    relay = CountingRelay(port)
     report: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "python": platform.python_version()},
                     "project": {"dags": args.dags, "include_mb": args.include_mb, "requirements": AIRFLOW,
@@ -144,10 +138,10 @@ def main() -> int:
     try:
         base = bb.debian_rootfs("python3-pip")
         origin = make_commit(work, args.dags, args.include_mb, args.packages, base)
-        where = f"127.0.0.1:{relay.port}"
+        where = f"127.0.0.1:{port}"
         cache, target = f"{where}/team/airbuild-cache", f"{where}/team/airflow"
-        a = airbuild_runner("a", origin, work, base, cache, target, relay)
-        b = airbuild_runner("b", origin, work, base, cache, target, relay)
+        a = airbuild_runner("a", origin, work, base, cache, target)
+        b = airbuild_runner("b", origin, work, base, cache, target)
         report["airbuild"] = {"runner_a": a, "runner_b": b, "same_digest": a["manifest_digest"] == b["manifest_digest"],
                               "speedup_b_over_a": round(a["wall_s"] / b["wall_s"], 2)}
         client, missing = bb.usable_buildkit_client()
@@ -157,9 +151,9 @@ def main() -> int:
             subprocess.run([client, "import", str(base), BASE_TAG], check=True, capture_output=True)
             image = f"{where}/team/docker"
             try:
-                da = docker_runner("a", client, origin, work, f"{image}:a", None, host_ca_bundle(), relay)
+                da = docker_runner("a", client, origin, work, f"{image}:a", None, host_ca_bundle())
                 subprocess.run([client, "rmi", "-f", f"{image}:a"], capture_output=True)
-                db = docker_runner("b", client, origin, work, f"{image}:b", f"{image}:a", host_ca_bundle(), relay)
+                db = docker_runner("b", client, origin, work, f"{image}:b", f"{image}:a", host_ca_bundle())
             finally:
                 subprocess.run([client, "rmi", "-f", f"{image}:a", f"{image}:b", BASE_TAG], capture_output=True)
                 subprocess.run([client, "builder", "prune", "-af"], capture_output=True)
@@ -167,7 +161,6 @@ def main() -> int:
                                 "speedup_b_over_a": round(da["wall_s"] / db["wall_s"], 2)}
             report["ratio_runner_b_docker_over_airbuild"] = round(db["wall_s"] / b["wall_s"], 2)
     finally:
-        relay.stop()
         registry.terminate()
         shutil.rmtree(work, ignore_errors=True)
     text = json.dumps(report, indent=2)

@@ -281,8 +281,8 @@ class RemoteCache:
 
     def _push(self, tag: str, artifact_type: str, blobs: list[dict], annotations: dict[str, str]) -> bool:
         """One entry: the empty config, its blobs, then the manifest by tag; False (a warning) if refused."""
+        pusher = Pusher(self._connect(), self.store, self.ref.repository)  # no request yet
         try:
-            pusher = Pusher(self._connect(), self.store, self.ref.repository)
             if not self.store.has_blob(EMPTY_DIGEST):
                 self.store.put_blob(EMPTY)
             pusher.push_blob(EMPTY_DIGEST, len(EMPTY))
@@ -293,6 +293,8 @@ class RemoteCache:
         except (AirbuildError, OSError) as exc:
             self._unreachable(exc, writing=True)
             return False
+        finally:
+            pusher.sources.save()  # a deploy to another repository of this registry mounts these blobs from here
         self.stats.uploaded_bytes += pusher.stats.bytes_uploaded
         return True
 
