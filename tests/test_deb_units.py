@@ -1,4 +1,4 @@
-"""The Debian pieces on their own: packages.txt, relations and versions, the resolver, the library cache."""
+"""The Debian pieces on their own: packages.txt, relations and versions, the resolver (libsolv), the library cache."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from builder.actions.debian.package_list import parse_package_list
 from builder.debian.control import Dep, compare, relations, satisfies
 from builder.debian.ldcache import libcmp, parse_cache, write_cache
-from builder.debian.repo import Candidate, dearmor, parse_sources, release_files
+from builder.debian.repo import Index, dearmor, parse_sources, release_files
 from builder.debian.resolve import Installed, Request, Universe, installed_from_status, resolve
 from builder.debian.scripts import install_calls, parse_admin
 from builder.common.errors import InputError
@@ -36,37 +36,61 @@ def test_versions_and_relations():
         [Dep("libc6", ">=", "2.34")], [Dep("a"), Dep("b", "<<", "3", "any")]]
 
 
-def candidate(name, version="1.0", **fields) -> Candidate:
-    return Candidate(name, version, fields.pop("arch", "amd64"), f"pool/{name}_{version}.deb", 1, "0" * 64, **fields)
+def index(*packages: tuple) -> Index:
+    """A Packages index from (name, version, fields) tuples, as the archive writes it."""
+    text = ""
+    for name, version, fields in packages:
+        arch = fields.pop("Architecture", "amd64")
+        text += (f"Package: {name}\nVersion: {version}\nArchitecture: {arch}\n"
+                 + "".join(f"{k}: {v}\n" for k, v in fields.items())
+                 + f"Filename: pool/{name}_{version}.deb\nSize: 1\nSHA256: {'0' * 64}\n\n")
+    return Index.parse(text, "http://archive")
 
 
 def test_resolver_follows_alternatives_virtuals_and_versions():
-    universe = Universe([
-        candidate("app", depends="libfoo (>= 2), mail-transport-agent, missing-one | libbar", pre_depends="tool"),
-        candidate("libfoo", "1.0"), candidate("libfoo", "2.1"), candidate("libbar"),
-        candidate("tool", arch="all"), candidate("postfix", provides="mail-transport-agent", priority="optional"),
-        candidate("exim4", provides="mail-transport-agent", priority="standard"),
-        candidate("other-arch", arch="arm64"),
-    ], "amd64")
+    universe = Universe([index(
+        ("app", "1.0", {"Depends": "libfoo (>= 2), mail-transport-agent, missing-one | libbar", "Pre-Depends": "tool"}),
+        ("libfoo", "1.0", {}), ("libfoo", "2.1", {}), ("libbar", "1.0", {}),
+        ("tool", "1.0", {"Architecture": "all"}),
+        ("postfix", "1.0", {"Provides": "mail-transport-agent", "Priority": "optional"}),
+        ("exim4", "1.0", {"Provides": "mail-transport-agent", "Priority": "standard"}),
+        ("other-arch", "1.0", {"Architecture": "arm64"}),
+    )], "amd64")
     installed = {"tool": Installed("tool", "0.9", "all")}
     result = resolve([Request("app")], universe, installed)
     chosen = {c.name: c.version for c in result.chosen}
     assert chosen == {"app": "1.0", "libfoo": "2.1", "exim4": "1.0", "libbar": "1.0"}, "tool: the base has it"
-    assert result.reasons["libfoo"] == ("app", "libfoo (>= 2)")
-    assert "other-arch" not in universe.by_name
+    assert universe.versions("other-arch") == []
+    assert result.order.index("libfoo") < result.order.index("app"), "dependencies first"
 
 
-def test_resolver_errors_name_the_chain():
-    universe = Universe([candidate("app", depends="libfoo (>= 3)"), candidate("libfoo", "2.0"),
-                         candidate("x", conflicts="y"), candidate("y")], "amd64")
-    with pytest.raises(InputError, match=r"cannot install app: it needs libfoo \(>= 3\), and the archive has libfoo 2.0"):
-        resolve([Request("app")], universe, {})
+def test_unversioned_provides_do_not_satisfy_versioned_dependencies():
+    universe = Universe([index(("app", "1", {"Depends": "virt (>= 2)"}), ("unversioned", "1", {"Provides": "virt"}),
+                               ("versioned", "1", {"Provides": "virt (= 2.5)"}))], "amd64")
+    assert [c.name for c in resolve([Request("app")], universe, {}).chosen] == ["app", "versioned"]
+
+
+def test_an_upgrade_takes_the_bases_reverse_dependencies_along():
+    universe = Universe([index(("libfoo", "2", {}), ("bar", "2", {"Depends": "libfoo (= 2)"}),
+                               ("app", "1", {"Depends": "libfoo (>= 2)"}))], "amd64")
+    installed = {"libfoo": Installed("libfoo", "1", "amd64"),
+                 "bar": Installed("bar", "1", "amd64", depends="libfoo (= 1)")}
+    assert {c.name: c.version for c in resolve([Request("app")], universe, installed).chosen} == \
+        {"app": "1", "libfoo": "2", "bar": "2"}
+
+
+def test_resolver_errors_name_the_line_and_libsolvs_reason():
+    universe = Universe([index(("app", "1.0", {"Depends": "libfoo (>= 3)"}), ("libfoo", "2.0", {}),
+                               ("x", "1.0", {"Conflicts": "y"}), ("y", "1.0", {}))], "amd64")
+    with pytest.raises(InputError, match=r"packages.txt:3: cannot install app: nothing provides libfoo \(>= 3\) "
+                                         r"needed by app 1.0"):
+        resolve([Request("app", line=3)], universe, {})
     with pytest.raises(InputError, match=r"packages.txt:4: package 'nope' does not exist"):
         resolve([Request("nope", line=4)], universe, {})
     with pytest.raises(InputError, match=r"libfoo=9: the archive has no such version.*it has: 2.0"):
         resolve([Request("libfoo", "9")], universe, {})
-    with pytest.raises(InputError, match=r"x 1.0 \(x\) Conflicts y"):
-        resolve([Request("x"), Request("y")], universe, {})
+    with pytest.raises(InputError, match=r"packages.txt:1: cannot install x, y: .*x 1.0 conflicts with y"):
+        resolve([Request("x", line=1), Request("y", line=2)], universe, {})
 
 
 def test_base_status_and_sources_are_read():

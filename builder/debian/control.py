@@ -1,8 +1,8 @@
 """Debian control data: deb822 paragraphs, dependency relations and dpkg's version order.
 
-Version comparison is python-debian's implementation of dpkg's algorithm. Paragraphs
-are split here (a `Packages` index has tens of thousands of them: python-debian's
-general parser is several times slower for that job).
+All three are python-debian's: `deb822` reads paragraphs, `PkgRelation` relations, and
+`version_compare` is dpkg's algorithm. Only a paragraph's own text is kept unparsed where it
+must be written back byte for byte (a dpkg status file).
 """
 
 from __future__ import annotations
@@ -11,28 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
+from debian.deb822 import Deb822, PkgRelation
 from debian.debian_support import version_compare
 
 
 def paragraphs(text: str) -> Iterator[dict[str, str]]:
     """deb822 paragraphs as field -> value (continuation lines joined with newlines, first line stripped)."""
-    for block in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")):
-        fields: dict[str, str] = {}
-        name = None
-        for line in block.split("\n"):
-            if not line or line.startswith("#"):
-                continue
-            if line[0] in " \t":
-                if name is not None:
-                    fields[name] += "\n" + line
-                continue
-            name, sep, value = line.partition(":")
-            if not sep:
-                name = None
-                continue
-            fields[name] = value.strip()
-        if fields:
-            yield fields
+    for para in Deb822.iter_paragraphs(text.replace("\r\n", "\n").splitlines(True), use_apt_pkg=False):
+        if para:
+            yield dict(para)
 
 
 def raw_paragraphs(text: str) -> list[str]:
@@ -78,27 +65,21 @@ class Dep:
         return text + (f" ({self.op} {self.version})" if self.op else "")
 
 
-_DEP = re.compile(r"^\s*([a-z0-9][a-z0-9+.\-]*)(?::([a-z0-9-]+))?\s*(?:\(\s*(<<|<=|>=|>>|=|<|>)\s*([^)\s]+)\s*\))?"
-                  r"\s*(?:\[([^\]]*)\])?\s*(?:<[^>]*>\s*)*$")
-
-
 def relations(value: str | None, arch: str = "") -> list[list[Dep]]:
     """`a (>= 1) | b, c:any` -> [[a>=1, b], [c]]; alternatives restricted to other architectures drop out."""
     if not value:
         return []
     out = []
-    for clause in value.replace("\n", " ").split(","):
-        if not clause.strip():
-            continue
+    for clause in PkgRelation.parse_relations(value.replace("\n", " ")):
         alternatives = []
-        for alt in clause.split("|"):
-            match = _DEP.match(alt)
-            if not match:
-                raise ValueError(f"cannot parse the relation {alt.strip()!r}")
-            name, qualifier, op, version, arches = match.groups()
-            if arches and arch and not _arch_allowed(arches.split(), arch):
+        for alt in clause:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9+.\-]*", alt["name"] or ""):
+                raise ValueError(f"cannot parse the relation {alt['name']!r} in {value.strip()!r}")
+            arches = alt.get("arch")
+            if arches and arch and not _arch_allowed([("" if a.enabled else "!") + a.arch for a in arches], arch):
                 continue
-            alternatives.append(Dep(name, op, version, qualifier))
+            op, version = alt["version"] or (None, None)
+            alternatives.append(Dep(alt["name"], op, version, alt.get("archqual")))
         if alternatives:
             out.append(alternatives)
     return out

@@ -84,10 +84,10 @@ class Resolved:
 def resolve_online(store: Store, sources: list[AptSource], arch: str, requests: list[Request],
                    installed: dict[str, Installed], keyring_of, where: str, essential: bool = False) -> Resolved:
     verification = Verification()
-    candidates = []
+    indexes = []
     for source in sources:
-        candidates += load_source(store, source, arch, keyring_of(source), verification)
-    universe = Universe(candidates, arch)
+        indexes += load_source(store, source, arch, keyring_of(source), verification)
+    universe = Universe(indexes, arch)
     if essential:
         requests = [Request(name) for name in universe.essential()] + requests
     resolution = resolve(requests, universe, installed, where)

@@ -2,9 +2,10 @@
 
 Trust chain: `InRelease` is checked with gpgv against a keyring; the Release text it
 signs lists the sha256 of every `Packages` index, and each index lists the sha256 of
-every `.deb`. Indexes land in the store by digest, and their parsed form is kept as a
-store record keyed by the same digest, so a second resolve against an unchanged
-archive reads a few JSON records after fetching one small InRelease per suite.
+every `.deb`. Indexes land in the store by digest, and a record keyed by the same digest keeps
+each package's paragraph by name (and who provides what), so a second resolve against an
+unchanged archive reads a few JSON records after fetching one small InRelease per suite. A
+paragraph is read with python-debian's deb822 only when the resolution reaches its package.
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from debian.deb822 import Packages, PkgRelation
+
 from builder.debian.control import paragraphs
 from builder.debian.fetch import NotFound, fetch_verified, get
 from builder.common.errors import BuildError, InputError
 from builder.store.store import Store
 
-INDEX_FORMAT = 1
-KEPT_FIELDS = {"Package": "name", "Version": "version", "Architecture": "arch", "Depends": "depends",
-               "Pre-Depends": "pre_depends", "Provides": "provides", "Conflicts": "conflicts",
-               "Breaks": "breaks", "Filename": "filename", "Size": "size", "SHA256": "sha256",
-               "Essential": "essential", "Priority": "priority", "Multi-Arch": "multi_arch"}
+INDEX_FORMAT = 2
+PARAGRAPH = re.compile(r"^Package:[ \t]*(\S+)", re.MULTILINE)
+PROVIDES = re.compile(r"^Provides:[ \t]*(.*)$", re.MULTILINE)
+ESSENTIAL = re.compile(r"^Essential:[ \t]*yes", re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,57 @@ class Candidate:
     @property
     def url(self) -> str:
         return f"{self.uri}/{self.filename}"
+
+    @classmethod
+    def from_paragraph(cls, text: str, uri: str = "") -> "Candidate | None":
+        """An index paragraph read with deb822; None if it lacks what installing it needs."""
+        para = Packages(text)
+        fields = {short: para.get(long, "") for long, short in CANDIDATE_FIELDS.items()}
+        if not all(fields[k] for k in ("name", "version", "arch", "filename", "sha256")):
+            return None
+        return cls(size=int(para.get("Size") or 0), uri=uri, **fields)
+
+
+CANDIDATE_FIELDS = {"Package": "name", "Version": "version", "Architecture": "arch", "Filename": "filename",
+                    "SHA256": "sha256", "Depends": "depends", "Pre-Depends": "pre_depends", "Provides": "provides",
+                    "Conflicts": "conflicts", "Breaks": "breaks", "Essential": "essential",
+                    "Priority": "priority", "Multi-Arch": "multi_arch"}
+
+
+@dataclass
+class Index:
+    """One `Packages` index: each package's paragraph(s) by name, and the names that provide each virtual one."""
+
+    uri: str
+    paragraphs: dict[str, list[str]]
+    provides: dict[str, list[str]]
+    essential: list[str]
+
+    @classmethod
+    def parse(cls, text: str, uri: str) -> "Index":
+        by_name: dict[str, list[str]] = {}
+        provides: dict[str, list[str]] = {}
+        essential = []
+        for para in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")):
+            match = PARAGRAPH.search(para)
+            if match is None:
+                continue
+            name = match.group(1)
+            by_name.setdefault(name, []).append(para.strip("\n"))
+            provided = PROVIDES.search(para)
+            if provided:
+                for clause in PkgRelation.parse_relations(provided.group(1)):
+                    for alt in clause:
+                        names = provides.setdefault(alt["name"], [])
+                        if name not in names:
+                            names.append(name)
+            if ESSENTIAL.search(para):
+                essential.append(name)
+        return cls(uri, by_name, provides, essential)
+
+    def candidates(self, name: str) -> list[Candidate]:
+        found = (Candidate.from_paragraph(p, self.uri) for p in self.paragraphs.get(name, ()))
+        return [c for c in found if c is not None]
 
 
 @dataclass
@@ -197,8 +250,8 @@ def release_files(release: str) -> dict[str, tuple[str, int]]:
 
 
 def load_source(store: Store, source: AptSource, arch: str, keyring: Keyring | None,
-                verification: Verification) -> list[Candidate]:
-    """Every package of `source` for `arch` (and `all`), from its verified indexes."""
+                verification: Verification) -> list[Index]:
+    """The indexes of `source` for `arch` (whose paragraphs list `all` packages too), verified."""
     dists = f"{source.uri}/dists/{source.suite}"
     where = f"{dists}/InRelease"
     try:
@@ -209,7 +262,7 @@ def load_source(store: Store, source: AptSource, arch: str, keyring: Keyring | N
     (verification.verified if checked else verification.unverified).append(source.suite)
     listed = release_files(release)
     by_hash = next(paragraphs(release), {}).get("Acquire-By-Hash", "").lower() == "yes"
-    candidates: list[Candidate] = []
+    indexes: list[Index] = []
     for component in source.components:
         stem = f"{component}/binary-{arch}/Packages"
         name = next((stem + ext for ext in (".xz", ".gz", "") if stem + ext in listed), None)
@@ -217,11 +270,11 @@ def load_source(store: Store, source: AptSource, arch: str, keyring: Keyring | N
             raise InputError(f"{where} lists no {stem} index (component {component!r} or architecture "
                              f"{arch!r} not in the archive)")
         sha256, size = listed[name]
-        candidates += _index(store, dists, name, sha256, size, by_hash, source.uri)
-    return candidates
+        indexes.append(_index(store, dists, name, sha256, size, by_hash, source.uri))
+    return indexes
 
 
-def _index(store: Store, dists: str, name: str, sha256: str, size: int, by_hash: bool, uri: str) -> list[Candidate]:
+def _index(store: Store, dists: str, name: str, sha256: str, size: int, by_hash: bool, uri: str) -> Index:
     record_name = f"{sha256}-{INDEX_FORMAT}"
     cached = store.get_record("deb-index", record_name)
     if cached is None:
@@ -230,16 +283,10 @@ def _index(store: Store, dists: str, name: str, sha256: str, size: int, by_hash:
             path = fetch_verified(store, url, sha256, size)
         except NotFound:
             path = fetch_verified(store, f"{dists}/{name}", sha256, size)
-        text = _decompress(path.read_bytes(), name).decode("utf-8", "replace")
-        rows = []
-        for para in paragraphs(text):
-            row = {short: para[long] for long, short in KEPT_FIELDS.items() if long in para}
-            if {"name", "version", "arch", "filename", "sha256"} <= row.keys():
-                row["size"] = int(row.get("size", 0))
-                rows.append(row)
-        cached = {"packages": rows}
+        index = Index.parse(_decompress(path.read_bytes(), name).decode("utf-8", "replace"), uri)
+        cached = {"paragraphs": index.paragraphs, "provides": index.provides, "essential": index.essential}
         store.put_record("deb-index", record_name, cached)
-    return [Candidate(uri=uri, **row) for row in cached["packages"]]
+    return Index(uri, cached["paragraphs"], cached["provides"], cached["essential"])
 
 
 def _decompress(data: bytes, name: str) -> bytes:
