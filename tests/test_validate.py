@@ -126,8 +126,10 @@ def test_broken_and_hostile_dags_are_reported_and_contained(tmp_path, debian_roo
 
 def test_airflow_example_dags_parse_cleanly_and_build_gates_on_errors(tmp_path, debian_rootfs):
     project = project_with(tmp_path, AIRFLOW_3, ["good.py"])
-    parse(project, debian_rootfs, check=True)  # builds the environment
-    examples = next(TEST_STORE.glob("rootfs/*/usr/local/lib/python3.11/dist-packages/airflow/example_dags"))
+    _, first = parse(project, debian_rootfs, check=True)  # builds the environment
+    # This environment's own examples (the store holds other Airflow versions' environments too).
+    examples = TEST_STORE / "rootfs" / first["environment"] / "usr/local/lib/python3.11/dist-packages/airflow/example_dags"
+    assert examples.is_dir(), examples
     for source in examples.glob("*.py"):
         shutil.copy(source, project / "dags" / source.name)
     for sub in ("libs", "plugins", "subdags"):

@@ -248,6 +248,18 @@ class RemoteCache:
         self.stats.records_fetched += 1
         return value if isinstance(value, dict) else None
 
+    def offer(self, kind: str, name: str, value: dict) -> None:
+        """`put_record`, unless the cache has that record already (one manifest lookup)."""
+        if self.settings.mode != "readwrite" or self._down:
+            return
+        try:
+            if self._manifest(f"{kind}-{name}") is not None:
+                return
+        except (AirbuildError, OSError) as exc:
+            self._unreachable(exc)
+            return
+        self.put_record(kind, name, value)
+
     def put_record(self, kind: str, name: str, value: dict) -> None:
         if self.settings.mode != "readwrite" or self._down:
             return

@@ -95,6 +95,8 @@ class SharedRecords(Protocol):
 
     def put_record(self, kind: str, name: str, value: dict) -> None: ...
 
+    def offer(self, kind: str, name: str, value: dict) -> None: ...  # put_record, unless it has the record
+
 
 @dataclass
 class ValidationInputs:
@@ -157,6 +159,8 @@ def validate(inputs: ValidationInputs, memory: ValidationMemory | None = None) -
     if cached_run is not None and memory.serve:
         _warm_session(inputs, memory)  # watch mode: Airflow imports in the background, ready for the next edit
     if cached_run is not None:
+        if inputs.shared is not None:
+            inputs.shared.offer("dag-latest", settings, _latest(inputs, cached_run["results"]))
         report = _report_from(cached_run, inputs, cached=True)
         _with_astro_tests(report, inputs, whole)
         report.duration_s = round(time.monotonic() - started, 3)
@@ -192,8 +196,7 @@ def validate(inputs: ValidationInputs, memory: ValidationMemory | None = None) -
     if inputs.shared is not None:
         inputs.shared.put_record("dag-runs", whole, run_record)
         # For the next commit's run elsewhere: the files it did not change need not be imported again.
-        inputs.shared.put_record("dag-latest", settings, {"dags": inputs.dag_hashes, "results": {
-            rel: {k: v for k, v in result.items() if k != "cached"} for rel, result in results.items()}})
+        inputs.shared.put_record("dag-latest", settings, _latest(inputs, results))
     report = _report_from(run_record, inputs, cached=False)
     report.sandbox = place.sandbox
     _with_astro_tests(report, inputs, whole)
@@ -413,13 +416,24 @@ def _airflow_environment() -> dict[str, str]:
 
 
 def _record(inputs: ValidationInputs, kind: str, key: str) -> dict | None:
-    """A result by its key: the local store's, else the shared cache's (then kept locally)."""
+    """A result by its key: the local store's (offered to the shared cache), else the shared cache's (then kept
+    locally)."""
     found = inputs.store.get_record(kind, key)
-    if found is None and inputs.shared is not None:
+    if inputs.shared is None:
+        return found
+    if found is None:
         found = inputs.shared.get_record(kind, key)
         if found is not None:
             inputs.store.put_record(kind, key, found)
+    else:  # a warm runner fills a new cache with what it already knows
+        inputs.shared.offer(kind, key, found)
     return found
+
+
+def _latest(inputs: ValidationInputs, results: dict[str, dict]) -> dict:
+    """A run's per-file results with the files' hashes: what `_shared_results` reuses elsewhere."""
+    return {"dags": inputs.dag_hashes,
+            "results": {rel: {k: v for k, v in result.items() if k != "cached"} for rel, result in results.items()}}
 
 
 def _shared_results(inputs: ValidationInputs, settings: str, known: dict[str, dict]) -> dict[str, dict]:
