@@ -202,13 +202,7 @@ class RemoteCache:
     def publish_inputs(self, name: str, inputs: list[tuple[str, int]]) -> None:
         """The lock's files (sha256 digest, size) the local store has, under one artifact named by the lock's
         inputs (`inputs-<name>`): checked with one lookup, written once per lock, kept from the registry's GC."""
-        if self.settings.mode != "readwrite" or self._down or not inputs:
-            return
-        try:
-            if self._manifest(f"inputs-{name}") is not None:
-                return
-        except (AirbuildError, OSError) as exc:
-            self._unreachable(exc)
+        if not inputs or not self._writable_and_missing(f"inputs-{name}"):
             return
         present = [(digest, size) for digest, size in inputs if self.store.has_blob(digest, size)]
         if len(present) < len(inputs):  # a runner that has them all writes the entry
@@ -250,15 +244,18 @@ class RemoteCache:
 
     def offer(self, kind: str, name: str, value: dict) -> None:
         """`put_record`, unless the cache has that record already (one manifest lookup)."""
+        if self._writable_and_missing(f"{kind}-{name}"):
+            self.put_record(kind, name, value)
+
+    def _writable_and_missing(self, tag: str) -> bool:
+        """A readwrite cache that answers and has no entry `tag` (one manifest lookup)."""
         if self.settings.mode != "readwrite" or self._down:
-            return
+            return False
         try:
-            if self._manifest(f"{kind}-{name}") is not None:
-                return
+            return self._manifest(tag) is None
         except (AirbuildError, OSError) as exc:
             self._unreachable(exc)
-            return
-        self.put_record(kind, name, value)
+            return False
 
     def put_record(self, kind: str, name: str, value: dict) -> None:
         if self.settings.mode != "readwrite" or self._down:
