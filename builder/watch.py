@@ -80,18 +80,21 @@ def watch(project: Path, options: WatchOptions) -> int:
         # The first (empty) yield comes once the file watches are in place: the starting image is built
         # then, so no save made after its event can be missed.
         started = False
-        for changes in watchfiles.watch(project, watch_filter=WatchFilter(project), step=STEP_MS,
-                                        debounce=MAX_BURST_MS, rust_timeout=WAKE_MS, yield_on_timeout=True,
-                                        raise_interrupt=False):
-            if started and not changes:
-                continue
-            changed = sorted({os.path.relpath(path, project) for _, path in changes})
-            fatal = _build_once(options, changed, _event_time(project, changed) if changed else time.time(), emit,
-                                shipped, memory, first=not started)
-            if fatal is not None:
-                emit({"event": "stop", "exit_code": fatal})
-                return fatal
-            started = True
+        try:
+            for changes in watchfiles.watch(project, watch_filter=WatchFilter(project), step=STEP_MS,
+                                            debounce=MAX_BURST_MS, rust_timeout=WAKE_MS, yield_on_timeout=True,
+                                            raise_interrupt=False):
+                if started and not changes:
+                    continue
+                changed = sorted({os.path.relpath(path, project) for _, path in changes})
+                fatal = _build_once(options, changed, _event_time(project, changed) if changed else time.time(),
+                                    emit, shipped, memory, first=not started)
+                if fatal is not None:
+                    emit({"event": "stop", "exit_code": fatal})
+                    return fatal
+                started = True
+        except KeyboardInterrupt:  # Ctrl-C in the middle of a build is how watch is stopped too: the store is safe
+            pass
     emit({"event": "stop"})
     return 0
 
