@@ -184,14 +184,16 @@ def insecure_registries(manifest: Manifest) -> frozenset[str]:
 
 
 def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
-    """Resolve everything a build would (without building layers) and write the lock."""
+    """Resolve everything a build would and write the lock (a layer is built only when a rule above it must read
+    its files to resolve: a requirements file over a packages.txt)."""
     store = Store(default_store_dir())
+    prepared = None
     try:
         prepared = prepare(options, store)
         path = prepared.inputs.lock_path
         return prepared.lock, path, prepared.lock.write(path)
     finally:
-        store.close()
+        _end(prepared, store)  # the staging of a layer built on the way, the shared cache's connection
 
 
 def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Prepared:
