@@ -14,7 +14,7 @@ from builder.oci.index import manifest_for_platform
 from builder.store.store import Store
 
 
-def _split_layout_reference(location: str) -> tuple[str, str | None, str | None]:
+def split_layout_reference(location: str) -> tuple[str, str | None, str | None]:
     if "@" in location:
         path, _, digest = location.partition("@")
         return path, None, digest
@@ -25,7 +25,7 @@ def _split_layout_reference(location: str) -> tuple[str, str | None, str | None]
 
 
 def from_oci_layout(project: Path, location: str, store: Store, platform: Platform) -> BaseImage:
-    path_text, tag, digest = _split_layout_reference(location)
+    path_text, tag, digest = split_layout_reference(location)
     layout = (project / path_text).resolve()
     if not (layout / "index.json").is_file():
         raise InputError(f"base oci {location!r}: {layout} is not an OCI image layout (no index.json)")

@@ -27,6 +27,8 @@ examples:
   airbuild deploy --astro DEPLOYMENT_ID   deploy to Astro (ASTRO_API_TOKEN, ASTRO_ORGANIZATION_ID)
   airbuild deploy --astro DEPLOYMENT_ID --dags   only the DAGs: a reproducible bundle, no image
   airbuild login registry.example.com  save credentials where Docker keeps them
+  airbuild verify HOST/REPO:TAG        rebuild the commit as astro.lock pins it; is it the image shipped?
+  airbuild history --verify            has any tag recorded by a deploy moved since?
 
 exit codes: 0 ok, 1 build failed, 2 bad input (manifest, Dockerfile, project, lock), 70 internal error
   (a bug: the traceback is written to a log file under the cache directory, whose path is printed), 130 interrupted
@@ -59,7 +61,7 @@ def _project_args(parser: argparse.ArgumentParser) -> None:
     _engine_args(parser)
 
 
-def _engine_args(parser: argparse.ArgumentParser) -> None:
+def _engine_args(parser: argparse.ArgumentParser, shared_cache: bool = True) -> None:
     parser.add_argument("--backend", choices=("auto", "native", "buildkit"),
                         help="how the Dockerfile's instructions are built (default: astro.yaml's `backend`, else "
                              "auto): auto runs RUN in BuildKit and everything else natively; buildkit also its "
@@ -70,6 +72,8 @@ def _engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--secret", metavar="id=ID,src=FILE", action="append", default=[],
                         help="a build secret for RUN --mount=type=secret,id=ID: a file (src=) or an environment "
                              "variable (env=); repeatable; never stored in a layer or a key")
+    if not shared_cache:
+        return
     parser.add_argument("--cache-repo", metavar="HOST[:PORT]/REPO",
                         help="a shared build cache in a registry repository: layers found there are not built, "
                              "layers built here are written there (default: $AIRBUILD_CACHE_REPO, else astro.yaml's "
@@ -314,11 +318,69 @@ def _registry_parsers(commands) -> None:
     logout.add_argument("registry", nargs="?", help="host[:port]")
     logout.add_argument("--astro", action="store_true", help="remove the Astro API token `login --astro` saved")
 
-    history = commands.add_parser("history", help="list the deploys recorded in .airbuild/deploys.jsonl")
+    history = commands.add_parser(
+        "history", help="list the deploys recorded in .airbuild/deploys.jsonl; --verify: has a tag moved since?",
+        description="List the deploys recorded in .airbuild/deploys.jsonl. With --verify, look up every tag they "
+                    "pushed in its registry and check it still points at the digest recorded for it (the last "
+                    "deploy that pushed it): a moved or deleted tag exits 1, naming the tag, the recorded digest "
+                    "and the current one.")
     _project_arg(history)
     history.add_argument("--target", metavar="NAME", help="only this target's deploys")
-    history.add_argument("-n", "--limit", type=int, default=20, help="show the last N (default 20; 0: all)")
-    history.add_argument("--json", action="store_true", help="print a JSON list")
+    history.add_argument("-n", "--limit", type=int, default=20,
+                         help="show the last N (default 20; 0: all); --verify checks every recorded tag")
+    history.add_argument("--verify", action="store_true",
+                         help="check every recorded tag still points at its recorded digest (exit 1 if one moved or "
+                              "was deleted, or its registry cannot be asked)")
+    history.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
+    history.add_argument("--json", action="store_true",
+                         help="print a JSON list (with --verify: an object with `tags`, each with `reference`, "
+                              "`recorded`, `current`, `status`)")
+    _verify_parser(commands)
+
+
+VERIFY_DESCRIPTION = """\
+Rebuild the project's commit exactly as astro.lock pins it (--locked), in a fresh store of its own
+and with no shared cache, and compare the result with REF, the image you shipped. Identical
+manifests: exit 0, "verified" and the digest. Otherwise exit 1, naming the first layer that differs
+by the rule that made it and, inside it, up to 50 paths and what differs: content, mode, owner,
+link target, or present on one side only; or, with the same layers, the config fields that differ.
+
+The commit is checked out with git (ignored and untracked files, and .airbuild/, take no part); a
+dirty tree is refused (exit 2) unless --force, which verifies the working tree as it is. Pinned
+inputs already on this machine (the lock's .debs and wheels, a digest-pinned base's blobs) are
+reused once their sha256 is checked; every layer of the project is built again. DAGs are not
+imported. Build with the SOURCE_DATE_EPOCH the image was built with.
+"""
+
+VERIFY_EXAMPLES = """\
+examples:
+  airbuild verify registry.example.com/team/airflow:prod
+  airbuild verify registry.example.com/team/airflow@sha256:4f2a...
+  airbuild verify .airbuild/image                      an OCI layout (DIR, DIR:TAG, DIR@sha256:...)
+  airbuild verify image.tar --json                     an image tarball; the facts as JSON
+"""
+
+
+def _verify_parser(commands) -> None:
+    verify = commands.add_parser(
+        "verify", help="rebuild the commit as astro.lock pins it and compare with a shipped image",
+        description=VERIFY_DESCRIPTION, epilog=VERIFY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _project_arg(verify)
+    verify.add_argument("reference", metavar="REF",
+                        help="the image to compare with: HOST/REPO:TAG or HOST/REPO@sha256:... in a registry, an OCI "
+                             "layout directory (oci:DIR[:TAG|@DIGEST]) or an image tarball (archive:FILE)")
+    verify.add_argument("--force", action="store_true",
+                        help="verify a dirty git tree as it is (uncommitted and untracked files included)")
+    verify.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP + "; as the image was built with")
+    verify.add_argument("--oci", metavar="DIR", type=Path, help="keep the rebuilt image here (an OCI layout)")
+    verify.add_argument("--insecure", action="store_true",
+                        help="allow plain HTTP and unverified TLS for REF's registry (loopback registries always may)")
+    verify.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
+    verify.add_argument("--json", action="store_true",
+                        help="print one JSON object: verified, reference, reference_digest, rebuilt_digest, source, "
+                             "first_difference (index, rule, rebuilt, reference, paths with their changes, "
+                             "paths_total), also_differing, config_differences, notes")
+    _engine_args(verify, shared_cache=False)
 
 
 def validation_skipped(args) -> str | None:

@@ -44,6 +44,12 @@ def git_state(project: Path) -> GitState:
     return GitState(head.stdout.strip(), dirty, message)
 
 
+def uncommitted(dirty: list[str]) -> str:
+    """The problem a dirty tree is, naming its first files."""
+    shown = ", ".join(dirty[:5]) + (f" (+{len(dirty) - 5} more)" if len(dirty) > 5 else "")
+    return f"the git tree has uncommitted changes: {shown}"
+
+
 def refuse_or_warn(problem: str, force: bool, warnings: list[str]) -> None:
     if not force:
         raise DeployRefused(problem + "; fix it, or deploy anyway with --force")
@@ -54,8 +60,7 @@ def check_tree(project: Path, force: bool, allow_dirty: bool, warnings: list[str
     """The git and compile checks (quick, before anything is built); the git state for the record."""
     git = git_state(project)
     if git.dirty and not allow_dirty:
-        shown = ", ".join(git.dirty[:5]) + (f" (+{len(git.dirty) - 5} more)" if len(git.dirty) > 5 else "")
-        refuse_or_warn(f"the git tree has uncommitted changes: {shown}", force, warnings)
+        refuse_or_warn(uncommitted(git.dirty), force, warnings)
     progress.step("checking DAG files")
     errors = syntax_errors(project)
     if errors:

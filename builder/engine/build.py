@@ -71,6 +71,8 @@ class BuildOptions:
     validation_memory: ValidationMemory | None = None  # watch's, kept between its builds; None: a fresh one
     cache_repo: str | None = None         # --cache-repo: the shared cache, over AIRBUILD_CACHE_REPO and the manifest's
     cache_required: bool = False          # --cache-required: an unusable shared cache fails the build
+    store_dir: Path | None = None         # the store to build in (default: the machine's, default_store_dir)
+    shared_cache: bool = True             # False: no shared cache, even when one is configured (verify)
 
     @property
     def skip_reason(self) -> str | None:
@@ -244,6 +246,8 @@ def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Pre
 
 
 def shared_cache(options: BuildOptions, manifest: Manifest, store: Store, codec: Codec) -> RemoteCache | None:
+    if not options.shared_cache:
+        return None
     settings = CacheSettings.choose(options.cache_repo, manifest.cache, options.cache_required)
     return RemoteCache(settings, store, codec.cache_id) if settings else None
 
@@ -268,7 +272,7 @@ def _secrets(from_manifest: list[SecretSpec], given: tuple[str, ...]) -> tuple[S
 
 def build(options: BuildOptions) -> BuildResult:
     started = time.monotonic()
-    store = Store(default_store_dir())
+    store = Store(options.store_dir or default_store_dir())
     prepared = None
     try:
         prepared = prepare(options, store)
@@ -318,8 +322,7 @@ def _publish(remote: RemoteCache, plan: Plan, lock: Lock, progress: Progress) ->
         progress.step(f"writing {len(missing)} layer(s) to the shared cache {remote.settings.repo}")
     for layer in missing:
         remote.publish(layer.key, layer.record)
-    files = sorted({(f"sha256:{entry['sha256']}", entry["size"]) for section in lock.sections.values()
-                    for entry in section.entries if isinstance(entry, dict) and entry.get("sha256") and entry.get("size")})
+    files = lock.pinned_files()
     remote.publish_inputs(json_sha256(files), files)
 
 

@@ -39,6 +39,12 @@ class Lock:
     base: BasePin
     sections: dict[str, LockSection] = field(default_factory=dict)
 
+    def pinned_files(self) -> list[tuple[str, int]]:
+        """(sha256:..., size) of every file the sections pin (.debs, wheels), sorted, each once."""
+        return sorted({(f"sha256:{entry['sha256']}", entry["size"]) for section in self.sections.values()
+                       for entry in section.entries
+                       if isinstance(entry, dict) and entry.get("sha256") and entry.get("size")})
+
     def to_bytes(self) -> bytes:
         data: dict[str, Any] = {"version": FORMAT, "base": {"source": self.base.source, "digest": self.base.digest}}
         for name in sorted(self.sections):

@@ -32,10 +32,16 @@ class PulledImage:
     digest: str           # what the reference resolved to (an index's digest for a multi-platform image)
     manifest: dict        # the platform's image manifest
     config_bytes: bytes
+    manifest_digest: str = ""  # the platform's image manifest's own digest (`digest` unless that is an index)
 
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _stated_digest(response: httpx.Response) -> str | None:
+    digest = response.headers.get("Docker-Content-Digest")
+    return digest if digest and digest.startswith("sha256:") else None
 
 
 def _media_type(data: bytes, header: str | None) -> str:
@@ -47,9 +53,10 @@ def _media_type(data: bytes, header: str | None) -> str:
 
 
 class Puller:
-    def __init__(self, client: RegistryClient, store: Store):
+    def __init__(self, client: RegistryClient, store: Store, what: str = "base image"):
         self.client = client
         self.store = store
+        self.what = what  # what the image is to the user, for messages
 
     def pull(self, ref: Reference, platform: Platform, layers: bool = True) -> PulledImage:
         """The image for `platform`, its config and (with `layers`) its layers in the store."""
@@ -58,7 +65,7 @@ class Puller:
         data = self._manifest(ref, digest, scopes)
         top = digest or sha256(data)
         while _media_type(data, None) in INDEX_TYPES:
-            data = self._manifest(ref, platform_entry(json.loads(data), platform, f"base image {ref}")["digest"],
+            data = self._manifest(ref, platform_entry(json.loads(data), platform, f"{self.what} {ref}")["digest"],
                                   scopes)
         manifest = json.loads(data)
         config = manifest["config"]
@@ -68,7 +75,7 @@ class Puller:
                 self._download(ref, blob["digest"], blob["size"], scopes)
             sources.add(blob["digest"], ref.repository)
         sources.save()
-        return PulledImage(top, manifest, self.store.read_blob(config["digest"]))
+        return PulledImage(top, manifest, self.store.read_blob(config["digest"]), sha256(data))
 
     def fetch_layers(self, ref: Reference, layers) -> None:
         """Download those of `layers` (LayerRecords of `ref`'s image) the store lacks."""
@@ -77,14 +84,30 @@ class Puller:
             if not self.store.has_blob(layer.digest, layer.size):
                 self._download(ref, layer.digest, layer.size, scopes)
 
+    def current_digest(self, ref: Reference) -> str | None:
+        """What `ref` points at in the registry now, None when it has no such tag (or repository): the
+        digest the registry states for a HEAD, else the manifest's bytes hashed."""
+        scopes = (repository_scope(ref.repository, "pull"),)
+        head = self._ask("HEAD", ref, scopes)
+        if head is None:
+            return None
+        stated = _stated_digest(head)
+        if stated:
+            return stated
+        body = self._ask("GET", ref, scopes)
+        return None if body is None else sha256(body.content)
+
+    def _ask(self, method: str, ref: Reference, scopes) -> httpx.Response | None:
+        response = self.client.request(method, f"/v2/{ref.repository}/manifests/{ref.lookup}", scopes=scopes,
+                                       what=f"looking up {ref}", ok=(200, 404), headers={"Accept": ACCEPT})
+        return None if response.status_code == 404 else response
+
     def _head(self, ref: Reference, scopes) -> str | None:
         """The digest a tag points at (one HEAD), when the registry says."""
-        response = self.client.request("HEAD", f"/v2/{ref.repository}/manifests/{ref.lookup}", scopes=scopes,
-                                       what=f"looking up {ref}", ok=(200, 404), headers={"Accept": ACCEPT})
-        if response.status_code == 404:
-            raise InputError(f"base image {ref}: not found in the registry (no such repository or tag)")
-        digest = response.headers.get("Docker-Content-Digest")
-        return digest if digest and digest.startswith("sha256:") else None
+        response = self._ask("HEAD", ref, scopes)
+        if response is None:
+            raise InputError(f"{self.what} {ref}: not found in the registry (no such repository or tag)")
+        return _stated_digest(response)
 
     def _manifest(self, ref: Reference, digest: str | None, scopes) -> bytes:
         if digest is not None and self.store.has_blob(digest):
@@ -93,7 +116,7 @@ class Puller:
                                        scopes=scopes, what=f"fetching the manifest of {ref}", ok=(200, 404),
                                        headers={"Accept": ACCEPT})
         if response.status_code == 404:
-            raise InputError(f"base image {ref}: manifest {digest or ref.lookup} not found in the registry")
+            raise InputError(f"{self.what} {ref}: manifest {digest or ref.lookup} not found in the registry")
         data = response.content
         actual = sha256(data)
         if digest is not None and actual != digest:

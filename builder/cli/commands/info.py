@@ -17,6 +17,11 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_history(args) -> int:
+    if args.verify:
+        # The registry client and the engine: loaded only when the tags are looked up.
+        from builder.cli.commands.verify import cmd_history_verify
+
+        return cmd_history_verify(args)
     records = deploy_record.read(args.project.resolve(), args.target)
     if args.limit:
         records = records[-args.limit:]
