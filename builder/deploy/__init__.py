@@ -5,4 +5,8 @@ Meets the engine only at the image. Public: `deploy` (deploy, choose_target), `o
 (git, compile and test checks before a build), `to_registry`, `astro/` (Astro's Deploy API),
 `image_edit` (an image with one rule's layer replaced or taken out), `dag_layer` (a DAG-only
 deploy's layer, validated against the deployed image's environment).
+
+Checking what was shipped: `verify` (the commit rebuilt as its lock pins it, in a fresh store, compared
+with a shipped image; `checkout` exports the commit, `reference_image` reads the shipped one), `drift`
+(`history --verify`: recorded tags that moved or were deleted).
 """

@@ -1,0 +1,141 @@
+"""`airbuild verify` and `history --verify` against the loopback registry, with real git and skopeo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.helpers import run, run_cli, tool
+from tests.test_deploy import deploy, git, make_deploy_project, repo_name
+
+
+def committed_project(tmp_path: Path, registry: str, tags: str = "[latest]") -> tuple[Path, str]:
+    """The tiny-rootfs sample project with a registry target, its lock written and everything committed."""
+    target = f"{registry}/verify-{repo_name()}"
+    project = make_deploy_project(tmp_path, f"targets:\n  prod:\n    registry: {target}\n    tags: {tags}\n")
+    run_cli(["lock", project])
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "first DAGs")
+    return project, target
+
+
+def verify(project: Path, ref: str, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli(["verify", project, ref, *extra], check=False, env=env)
+
+
+def verify_json(project: Path, ref: str, *extra: str) -> tuple[int, dict]:
+    proc = verify(project, ref, "--json", *extra)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_verify_matches_the_deployed_commit_then_names_the_layer_and_files_an_edit_changed(
+        tmp_path, airbuild_cache, registry):
+    project, target = committed_project(tmp_path, registry)
+    shipped = deploy(project)
+    pinned = f"{target}@{shipped['manifest_digest']}"
+
+    same = verify(project, pinned)
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.startswith(f"verified {pinned} {shipped['manifest_digest']}")
+    code, by_tag = verify_json(project, f"{target}:latest")
+    assert code == 0 and by_tag["verified"] and by_tag["reference_digest"] == shipped["manifest_digest"]
+    assert by_tag["source"] == f"commit {git(project, 'rev-parse', 'HEAD').strip()}"
+    assert verify(project, str(project / ".airbuild" / "image")).returncode == 0, "an OCI layout as REF"
+    assert not list((airbuild_cache / "tmp").iterdir()), "the checkout and the fresh store are gone"
+
+    etl = project / "dags" / "etl.py"
+    etl.write_text(etl.read_text() + "# a committed edit\n")
+    git(project, "commit", "-qam", "edit a DAG")
+    edited = verify(project, pinned)
+    assert edited.returncode == 1 and "NOT VERIFIED" in edited.stdout
+    assert "rule `dags`" in edited.stdout and "usr/local/airflow/dags/etl.py" in edited.stdout
+    code, report = verify_json(project, pinned)
+    assert code == 1 and not report["verified"]
+    layer = report["first_difference"]
+    assert layer["rule"] == "dags" and layer["paths_total"] == 1 and report["also_differing"] == []
+    assert layer["reference"]["diff_id"] == skopeo_diff_ids(pinned)[layer["index"]]
+    [path] = layer["paths"]
+    assert path["path"] == "usr/local/airflow/dags/etl.py"
+    assert [c["what"] for c in path["changes"]] == ["content"]
+
+    git(project, "checkout", "-q", "HEAD~1", "--", "dags/etl.py")  # the content as shipped again
+    (project / "dags" / "reports" / "daily.py").chmod(0o755)
+    git(project, "commit", "-qam", "make a DAG executable")
+    code, report = verify_json(project, pinned)
+    assert code == 1
+    [path] = report["first_difference"]["paths"]
+    assert path == {"path": "usr/local/airflow/dags/reports/daily.py",
+                    "changes": [{"what": "mode", "rebuilt": "0755", "reference": "0644"}]}
+
+
+def skopeo_diff_ids(ref: str) -> list[str]:
+    config = json.loads(run([tool("skopeo"), "inspect", "--config", "--tls-verify=false", f"docker://{ref}"]).stdout)
+    return config["rootfs"]["diff_ids"]
+
+
+def test_a_dirty_tree_is_refused_unless_forced_and_then_the_working_tree_is_verified(
+        tmp_path, airbuild_cache, registry):
+    project, target = committed_project(tmp_path, registry)
+    pinned = f"{target}@{deploy(project)['manifest_digest']}"
+    (project / "dags" / "new.py").write_text("x = 1\n")
+
+    refused = verify(project, pinned)
+    assert refused.returncode == 2 and "uncommitted changes" in refused.stderr
+    assert "dags/new.py" in refused.stderr and "--force" in refused.stderr
+
+    code, report = verify_json(project, pinned, "--force")
+    assert code == 1 and report["source"] == "the working tree" and report["warnings"]
+    assert report["first_difference"]["rule"] == "dags"
+    assert report["first_difference"]["paths"] == [
+        {"path": "usr/local/airflow/dags/new.py", "changes": [{"what": "presence", "rebuilt": "file",
+                                                               "reference": "absent"}]}]
+
+
+def test_no_lock_and_unreachable_references_are_clear_errors(tmp_path, airbuild_cache, registry):
+    project, target = committed_project(tmp_path, registry)
+    missing = verify(project, f"{target}:never-pushed")
+    assert missing.returncode == 2 and "not found in the registry" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    down = verify(project, "127.0.0.1:1/nobody/here:x", env={"AIRBUILD_REGISTRY_RETRIES": "1"})
+    assert down.returncode == 1 and "127.0.0.1:1" in down.stderr and "Traceback" not in down.stderr
+    no_layout = verify(project, str(tmp_path / "no-such-layout"))
+    assert no_layout.returncode == 2 and "no such OCI layout" in no_layout.stderr
+
+    git(project, "rm", "-q", "astro.lock")
+    git(project, "commit", "-qm", "drop the lock")
+    unlocked = verify(project, f"{target}:latest")
+    assert unlocked.returncode == 2 and "has no astro.lock" in unlocked.stderr and "airbuild lock" in unlocked.stderr
+
+
+def test_history_verify_catches_a_tag_moved_behind_airbuilds_back_and_a_deleted_one(
+        tmp_path, airbuild_cache, registry):
+    project, target = committed_project(tmp_path, registry, tags="[latest, stable]")
+    shipped = deploy(project)["manifest_digest"]
+    clean = run_cli(["history", project, "--verify"], check=False)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout.count("ok ") == 3, "deploy-<digest>, latest and stable"
+
+    other = tmp_path / "other"
+    (project / "dags" / "etl.py").write_text("# another image\n")
+    run_cli(["build", project, "--no-validate", "--oci", other])
+    pushed_by_hand = json.loads((other / "index.json").read_text())["manifests"][0]["digest"]
+    run([tool("skopeo"), "copy", "--quiet", "--dest-tls-verify=false", f"oci:{other}", f"docker://{target}:latest"])
+
+    moved = run_cli(["history", project, "--verify"], check=False)
+    assert moved.returncode == 1
+    [line] = [line for line in moved.stdout.splitlines() if line.startswith("MOVED")]
+    assert f"{target}:latest" in line and shipped in line and pushed_by_hand in line
+    report = json.loads(run_cli(["history", project, "--verify", "--json"], check=False).stdout)
+    by_tag = {t["tag"]: t for t in report["tags"]}
+    assert by_tag["latest"]["status"] == "moved" and by_tag["latest"]["current"] == pushed_by_hand
+    assert by_tag["latest"]["recorded"] == shipped and by_tag["stable"]["status"] == "ok"
+    assert report["moved"] == 1 and report["checked"] == 3
+
+    # Deleting the shipped manifest takes every tag still on it (deploy-<digest>, stable) with it.
+    run([tool("skopeo"), "delete", "--tls-verify=false", f"docker://{target}@{shipped}"])
+    report = json.loads(run_cli(["history", project, "--verify", "--json"], check=False).stdout)
+    assert {t["tag"]: t["status"] for t in report["tags"]} == {
+        f"deploy-{shipped[7:19]}": "deleted", "latest": "moved", "stable": "deleted"}
+    assert "DELETED" in run_cli(["history", project, "--verify"], check=False).stdout
