@@ -111,11 +111,10 @@ def verify(options: VerifyOptions) -> VerifyResult:
         commit = git.commit if not git.dirty else None
         progress.step(f"checking out {'the working tree' if commit is None else 'commit ' + commit[:12]}")
         tree = checkout(project, work, commit, outside_locations(manifest.base, options.build.base))
-        lock = _lock(tree.project, tree.source)
+        platform, lock = _platform_and_lock(tree.project, tree.source)
         store = Store(work / "store")
         try:
             seeded = _seed(store, machine, lock)
-            platform = Platform.parse(load_manifest(tree.project)[0].platform)
             progress.step(f"reading {options.reference}")
             with open_reference(options.reference, store, platform, options.insecure, options.ca_bundle) as ref:
                 progress.step(f"rebuilding {tree.source} as astro.lock pins it, in a fresh store")
@@ -136,14 +135,13 @@ def verify(options: VerifyOptions) -> VerifyResult:
     return outcome
 
 
-def _lock(project: Path, source: str) -> Lock:
+def _platform_and_lock(project: Path, source: str) -> tuple[Platform, Lock]:
     manifest, _ = load_manifest(project)
-    path = project / manifest.lockfile
-    lock = Lock.read(path)
+    lock = Lock.read(project / manifest.lockfile)
     if lock is None:
         raise InputError(f"{source} has no {manifest.lockfile}: verify rebuilds exactly what the lock pins; run "
                          "`airbuild lock` (or a build) and commit the lock")
-    return lock
+    return Platform.parse(manifest.platform), lock
 
 
 def _seed(store: Store, machine: Store, lock: Lock) -> int:
@@ -182,7 +180,10 @@ def _compare(store: Store, result: BuildResult, ref: ReferenceImage, progress) -
     differing = [i for i in range(max(len(ours), len(theirs)))
                  if i >= len(ours) or i >= len(theirs) or ours[i][0].diff_id != theirs[i][0].diff_id]
     rules = [layer.rule for layer in result.layers]
-    name = lambda i: rules[i] if i < len(rules) else _rule_of(theirs[i][1])  # noqa: E731
+
+    def name(index: int) -> str:
+        return rules[index] if index < len(rules) else _rule_of(theirs[index][1])
+
     if differing:
         index = differing[0]
         rebuilt = ours[index] if index < len(ours) else None
