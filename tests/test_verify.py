@@ -93,7 +93,7 @@ def test_a_dirty_tree_is_refused_unless_forced_and_then_the_working_tree_is_veri
                                                                "reference": "absent"}]}]
 
 
-def test_no_lock_and_unreachable_references_are_clear_errors(tmp_path, airbuild_cache, registry):
+def test_an_archive_verifies_and_no_lock_or_an_unreachable_reference_is_a_clear_error(tmp_path, airbuild_cache, registry):
     project, target = committed_project(tmp_path, registry)
     missing = verify(project, f"{target}:never-pushed")
     assert missing.returncode == 2 and "not found in the registry" in missing.stderr
@@ -102,6 +102,11 @@ def test_no_lock_and_unreachable_references_are_clear_errors(tmp_path, airbuild_
     assert down.returncode == 1 and "127.0.0.1:1" in down.stderr and "Traceback" not in down.stderr
     no_layout = verify(project, str(tmp_path / "no-such-layout"))
     assert no_layout.returncode == 2 and "no such OCI layout" in no_layout.stderr
+
+    archive = tmp_path / "image.tar"
+    run_cli(["build", project, "--no-validate", "--archive", archive])
+    from_archive = verify(project, str(archive))
+    assert from_archive.returncode == 0 and from_archive.stdout.startswith(f"verified {archive} sha256:")
 
     git(project, "rm", "-q", "astro.lock")
     git(project, "commit", "-qm", "drop the lock")
@@ -139,3 +144,38 @@ def test_history_verify_catches_a_tag_moved_behind_airbuilds_back_and_a_deleted_
     assert {t["tag"]: t["status"] for t in report["tags"]} == {
         f"deploy-{shipped[7:19]}": "deleted", "latest": "moved", "stable": "deleted"}
     assert "DELETED" in run_cli(["history", project, "--verify"], check=False).stdout
+
+
+def test_layer_diff_names_each_kind_of_difference_and_shows_at_most_50_paths(tmp_path):
+    """Two layers written by airbuild's own tar writer, compared through the store as verify does."""
+    from builder.layers.compress import Codec
+    from builder.layers.diff import diff_layers
+    from builder.layers.tar import LayerItem, store_layer
+    from builder.store.store import Store
+
+    def item(path: str, data: bytes = b"same\n", **fields) -> LayerItem:
+        return LayerItem(path, "file", fields.pop("mode", 0o644), size=len(data), data=data, **fields)
+
+    common = [LayerItem("app", "dir", 0o755), LayerItem("app/z-many", "dir", 0o755)]
+    ours = common + [item("app/owned", uid=50000), item("app/run.sh", mode=0o755), item("app/stamp"),
+                     LayerItem("app/link", "symlink", 0o777, link="owned"), item("app/only-ours"),
+                     *(item(f"app/z-many/{i:02}", b"new\n") for i in range(55))]
+    theirs = common + [item("app/owned"), item("app/run.sh"), item("app/stamp", mtime=7),
+                       LayerItem("app/link", "symlink", 0o777, link="run.sh"),
+                       LayerItem("app/only-ours", "dir", 0o755), item("app/only-theirs"),
+                       *(item(f"app/z-many/{i:02}", b"old\n") for i in range(55))]
+    store = Store(tmp_path / "store")
+    codec = Codec("gzip", 1)
+    diff = diff_layers(store, store_layer(store, codec, ours, 0), store_layer(store, codec, theirs, 0))
+    assert diff.total == 6 + 55 and len(diff.paths) == 50
+    changes = {p.path: [(c.what, c.rebuilt, c.reference) for c in p.changes] for p in diff.paths}
+    assert list(changes)[:7] == ["app/link", "app/only-ours", "app/only-theirs", "app/owned", "app/run.sh",
+                                 "app/stamp", "app/z-many/00"]
+    assert changes["app/link"] == [("link", "owned", "run.sh")]
+    assert changes["app/owned"] == [("owner", "50000:0", "0:0")]
+    assert changes["app/run.sh"] == [("mode", "0755", "0644")]
+    assert changes["app/stamp"] == [("mtime", "0", "7")]
+    assert changes["app/only-ours"] == [("type", "file", "dir")]
+    assert changes["app/only-theirs"] == [("presence", "absent", "file")]
+    [(what, rebuilt, reference)] = changes["app/z-many/00"]
+    assert what == "content" and rebuilt.startswith("4 bytes, sha256:") and rebuilt != reference
