@@ -112,6 +112,12 @@ def test_an_archive_verifies_and_no_lock_or_an_unreachable_reference_is_a_clear_
     git(project, "commit", "-qm", "drop the lock")
     unlocked = verify(project, f"{target}:latest")
     assert unlocked.returncode == 2 and "has no astro.lock" in unlocked.stderr and "airbuild lock" in unlocked.stderr
+    (project / ".gitignore").write_text("astro.lock\n")
+    run_cli(["lock", project])
+    git(project, "add", ".gitignore")
+    git(project, "commit", "-qm", "the lock ignored")
+    ignored = verify(project, f"{target}:latest")
+    assert ignored.returncode == 2 and "not committed" in ignored.stderr and "git add -f astro.lock" in ignored.stderr
 
 
 def test_history_verify_catches_a_tag_moved_behind_airbuilds_back_and_a_deleted_one(

@@ -111,7 +111,7 @@ def verify(options: VerifyOptions) -> VerifyResult:
         commit = git.commit if not git.dirty else None
         progress.step(f"checking out {'the working tree' if commit is None else 'commit ' + commit[:12]}")
         tree = checkout(project, work, commit, outside_locations(manifest.base, options.build.base))
-        platform, lock = _platform_and_lock(tree.project, tree.source)
+        platform, lock = _platform_and_lock(tree.project, tree.source, project)
         store = Store(work / "store")
         try:
             seeded = _seed(store, machine, lock)
@@ -135,12 +135,15 @@ def verify(options: VerifyOptions) -> VerifyResult:
     return outcome
 
 
-def _platform_and_lock(project: Path, source: str) -> tuple[Platform, Lock]:
+def _platform_and_lock(project: Path, source: str, original: Path) -> tuple[Platform, Lock]:
     manifest, _ = load_manifest(project)
     lock = Lock.read(project / manifest.lockfile)
     if lock is None:
-        raise InputError(f"{source} has no {manifest.lockfile}: verify rebuilds exactly what the lock pins; run "
-                         "`airbuild lock` (or a build) and commit the lock")
+        uncommitted = (original / manifest.lockfile).is_file()
+        raise InputError(f"{source} has no {manifest.lockfile}: verify rebuilds exactly what the lock pins; "
+                         + (f"the working tree has one, not committed (is it in .gitignore?): `git add -f "
+                            f"{manifest.lockfile}` and commit it" if uncommitted else
+                            "run `airbuild lock` (or a build) and commit the lock"))
     return Platform.parse(manifest.platform), lock
 
 
