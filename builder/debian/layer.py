@@ -128,15 +128,20 @@ def unpack(tree: Tree, package: Package) -> None:
                           f"({', '.join(package.deb.skipped[:3])})")
 
 
-def record_in_dpkg(tree: Tree, packages: list[Package], base_status: str) -> None:
-    """The status file (the base's entries plus ours, sorted) and each package's info files."""
+def record_in_dpkg(tree: Tree, packages: list[Package], base_status: str, unpacked: bool = False) -> None:
+    """The status file (the base's entries plus ours, sorted) and each package's info files.
+
+    `unpacked`: the packages are recorded as dpkg leaves them after `dpkg --unpack`, for a later
+    `dpkg --configure` to run their scripts; otherwise as configured."""
     entries: dict[str, str] = {}
     for raw in raw_paragraphs(base_status):
         name = field_of(raw, "Package")
         if name:
             entries[name] = raw
     for package in packages:
-        entries[package.name] = status_entry(package)
+        previous = entries.get(package.name)
+        configured = field_of(previous, "Version") if previous and "ok installed" in (field_of(previous, "Status") or "") else None
+        entries[package.name] = status_entry(package, unpacked, configured)
         info = tree.canonical(INFO, follow_last=True)
         listed = "".join(f"/{m.path}\n" for m in package.deb.members)
         tree.file(f"{info}/{package.info_name}.list", ("/.\n" + listed).encode())
@@ -147,10 +152,14 @@ def record_in_dpkg(tree: Tree, packages: list[Package], base_status: str) -> Non
     tree.file(tree.canonical(STATUS, follow_last=True), status.encode())
 
 
-def status_entry(package: Package) -> str:
-    """The package's control paragraph as dpkg records it once installed."""
+def status_entry(package: Package, unpacked: bool = False, configured: str | None = None) -> str:
+    """The package's control paragraph as dpkg records it once installed (or unpacked, with the version
+    configured before an upgrade, which `postinst configure` is given)."""
     lines = package.deb.control.strip("\n").split("\n")
-    out = [lines[0], "Status: install ok installed"] + lines[1:]
+    out = [lines[0], f"Status: install ok {'unpacked' if unpacked else 'installed'}"] + lines[1:]
+    if unpacked and configured:
+        at = next((i + 1 for i, line in enumerate(out) if line.startswith("Version:")), len(out))
+        out.insert(at, f"Config-Version: {configured}")
     conffiles = conffile_sums(package)
     if conffiles:
         block = ["Conffiles:"] + [f" /{path} {digest}" for path, digest in conffiles]
