@@ -10,7 +10,7 @@ from pathlib import Path
 from builder.layers.read import find_files, find_symlinks
 from builder.debian.fetch import fetch_all
 from builder.debian.deb import read_deb
-from builder.debian.layer import Package, Tree, record_in_dpkg, skipped_scripts, unpack
+from builder.debian.layer import Package, Tree, record_in_dpkg, with_scripts, unpack
 from builder.debian.repo import AptSource, Keyring, Verification, dearmor, is_sources_file, load_source, parse_sources
 from builder.debian.resolve import Installed, Request, Universe, installed_from_status, resolve
 from builder.debian.maintscripts import driver, run_scripts
@@ -119,11 +119,12 @@ def sources_json(sources: list[AptSource]) -> list[dict]:
 
 # -- fetch and assemble ---------------------------------------------------------------------------------
 
-def fetch_packages(store: Store, entries) -> list[Package]:
+def fetch_packages(store: Store, entries, spool: Path | None = None) -> list[Package]:
+    """The locked packages, read; with `spool`, their files' bodies are files there, not memory."""
     paths = fetch_all(store, [(e["url"], e["sha256"], e.get("size")) for e in entries])
     out = []
     for entry, path in zip(entries, paths):
-        deb = read_deb(path, f"{entry['name']}_{entry['version']}_{entry['architecture']}.deb")
+        deb = read_deb(path, f"{entry['name']}_{entry['version']}_{entry['architecture']}.deb", spool)
         out.append(Package(entry["name"], entry["version"], entry["architecture"], deb))
     return out
 
@@ -140,14 +141,14 @@ def install_and_configure(tree: Tree, packages: list[Package], view: BaseView, l
         if view.files.get(path) != text.encode():
             tree.file(tree.canonical(path, follow_last=True), text.encode())
     upper = scratch / "upper"
-    write_items(tree.sorted_items(), upper, epoch, lower)
+    write_items(tree.sorted_items(), upper, epoch, lower, move_sources=True)
     notes = list(tree.notes)
     tree.items.clear()  # the bodies are on disk now
     installed = installed_from_status(view.status)
     upgrades = {p.name: installed[p.name].version for p in packages if p.name in installed}
     run_scripts(lower, upper, scratch, driver(packages, upgrades, activated(base, packages)), env)
     items, _ = normalise_items(read_upper(upper), scratch / "normalised", epoch)
-    configured = [p.name for p in packages if {"preinst", "postinst", "triggers"} & set(p.deb.control_files)]
+    configured = with_scripts(packages)
     notes.append(f"dpkg configured {len(packages)} packages in a bubblewrap sandbox "
                  f"({len(configured)} with maintainer scripts or triggers)")
     return items, notes
@@ -169,10 +170,10 @@ def install(tree: Tree, packages: list[Package], view: BaseView, arch: str, why:
     libraries = update_ld_cache(tree, arch, view.files)
     if libraries:
         done.append(f"ld.so.cache (+{libraries} libraries)")
-    skipped = skipped_scripts(packages)
+    skipped = with_scripts(packages)
     if skipped:
         notes.append((f"warning: {why}: " if why else "")
-                     + f"maintainer scripts not run for {len(skipped)} packages: {', '.join(skipped)}"
+                     + f"maintainer scripts and triggers not run for {len(skipped)} packages: {', '.join(skipped)}"
                      + (f"; emulated: {'; '.join(done)}" if done else ""))
     return notes
 

@@ -21,8 +21,10 @@ OPAQUE = (b"trusted.overlay.opaque", b"user.overlay.opaque")
 _OVERLAY_XATTR = (b"trusted.overlay.", b"user.overlay.")
 
 
-def write_items(items: Iterable[LayerItem], root: Path, epoch: int, lower: Path | None = None) -> None:
-    """Write `items` (sorted, parents first) under `root` with their modes, owners and mtime `epoch`.
+def write_items(items: Iterable[LayerItem], root: Path, epoch: int, lower: Path | None = None,
+                move_sources: bool = False) -> None:
+    """Write `items` (sorted, parents first) under `root` with their modes, owners and mtime `epoch`;
+    `move_sources`: the items' source files are spooled copies, renamed into place rather than copied.
 
     A directory the items name only as a parent takes the metadata the lower filesystem has for it,
     so the upper directory does not change a base directory's mode or owner."""
@@ -35,7 +37,9 @@ def write_items(items: Iterable[LayerItem], root: Path, epoch: int, lower: Path 
             directories.append((path, _lower_dir(item, lower)))
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        if item.kind == "file":
+        if item.kind == "file" and move_sources and item.source is not None:
+            os.replace(item.source, path)
+        elif item.kind == "file":
             with open(path, "wb") as out:
                 if item.data is not None:
                     out.write(item.data)

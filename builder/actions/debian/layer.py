@@ -117,7 +117,7 @@ def _resolve(ctx: BuildContext, image: BaseImage, requests: list[Request], expli
 def _make_items(ctx: BuildContext, image: BaseImage, entries, arch: str, notes_key: str, remember_notes: bool,
                 why_not: str | None, scratch: Path):
     view = base_view(ctx.store, image.layers)
-    packages = fetch_packages(ctx.store, entries)
+    packages = fetch_packages(ctx.store, entries, scratch / "bodies")
     tree = Tree(dict(view.links))
     if why_not is None:
         env = dict(e.split("=", 1) for e in (image.config.get("config") or {}).get("Env") or [] if "=" in e)
