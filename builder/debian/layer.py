@@ -142,7 +142,8 @@ def record_in_dpkg(tree: Tree, packages: list[Package], base_status: str, unpack
             entries[name] = raw
     for package in packages:
         previous = entries.get(package.name)
-        configured = field_of(previous, "Version") if previous and "ok installed" in (field_of(previous, "Status") or "") else None
+        was_installed = previous is not None and "ok installed" in (field_of(previous, "Status") or "")
+        configured = field_of(previous, "Version") if was_installed else None
         entries[package.name] = status_entry(package, unpacked, configured)
         info = tree.canonical(INFO, follow_last=True)
         listed = "".join(f"/{m.path}\n" for m in package.deb.members)

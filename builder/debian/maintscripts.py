@@ -140,9 +140,9 @@ def run_scripts(lower: Path, upper: Path, scratch: Path, script: str, env: dict[
     log = scratch / "log"
     with open(log, "wb") as out:
         try:
-            proc = subprocess.run(_wrapper(lower, upper, work, merged) + bwrap + ["/bin/sh", "/tmp/airbuild-configure.sh"],
-                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=environment,
-                                  timeout=TIMEOUT_S)
+            command = _wrapper(lower, upper, work, merged) + bwrap + ["/bin/sh", "/tmp/airbuild-configure.sh"]
+            proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                  env=environment, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise BuildError(f"the maintainer scripts ran longer than {TIMEOUT_S} s") from None
     text = log.read_text(encoding="utf-8", errors="replace")
