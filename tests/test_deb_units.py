@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import tarfile
 from pathlib import Path
 
@@ -9,6 +11,11 @@ import pytest
 
 from builder.actions.debian.package_list import parse_package_list
 from builder.debian.control import Dep, compare, relations, satisfies
+from builder.debian.deb import Deb, DebMember
+from builder.debian.layer import Package
+from builder.debian.maintscripts import preinst_order
+from builder.debian.triggers import activated, base_interests, registered
+from builder.layers.overlay import read_upper
 from builder.debian.ldcache import libcmp, parse_cache, write_cache
 from builder.debian.repo import Index, dearmor, parse_sources, release_files
 from builder.debian.resolve import Installed, Request, Universe, installed_from_status, resolve
@@ -129,3 +136,44 @@ def test_alternatives_are_read_from_scripts_and_admin_files():
                         "/usr/share/man/man1/mawk.1.gz\n\n")
     assert group.link == "/usr/bin/awk" and group.slaves == [("awk.1.gz", "/usr/share/man/man1/awk.1.gz")]
     assert group.choices == {"/usr/bin/mawk": (5, {"awk.1.gz": "/usr/share/man/man1/mawk.1.gz"})}
+
+
+def _package(name: str, triggers: str, paths: list[str], depends: str = "") -> Package:
+    control = f"Package: {name}\nVersion: 1\nArchitecture: amd64\n" + (f"Depends: {depends}\n" if depends else "")
+    members = [DebMember(p, "file", 0o644, 0, 0) for p in paths]
+    return Package(name, "1", "amd64", Deb(control, {"triggers": (0o644, triggers.encode())}, members, []))
+
+
+def test_triggers_the_unpack_would_have_registered_and_activated():
+    base = base_interests({"var/lib/dpkg/triggers/File": b"/usr/share/debianutils/shells.d debianutils/noawait\n",
+                           "var/lib/dpkg/triggers/ldconfig": b"libc-bin\n"})
+    fontconfig = _package("fontconfig", "interest-noawait /usr/share/fonts\n", ["usr/bin/fc-cache"])
+    fonts = _package("fonts-dejavu-core", "", ["usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"])
+    library = _package("libfoo1", "activate-noawait ldconfig\n", ["usr/lib/x86_64-linux-gnu/libfoo.so.1"])
+    files = registered(base, [fontconfig, fonts, library])
+    assert files["var/lib/dpkg/triggers/File"] == ("/usr/share/debianutils/shells.d debianutils/noawait\n"
+                                                   "/usr/share/fonts fontconfig/noawait\n")
+    assert files["var/lib/dpkg/triggers/ldconfig"] == "libc-bin\n"
+    assert activated(base, [fontconfig, fonts, library]) == ["ldconfig", "/usr/share/fonts"]
+    assert activated(base, [fontconfig]) == []
+
+
+def test_preinsts_run_after_what_they_depend_on():
+    a = _package("a", "", [], depends="b, c | d")
+    b = _package("b", "", [], depends="c")
+    c = _package("c", "", [])
+    assert [p.name for p in preinst_order([a, b, c])] == ["c", "b", "a"]
+
+
+def test_an_upper_directory_reads_back_as_a_layer_with_whiteouts(tmp_path):
+    upper = tmp_path / "upper"
+    (upper / "etc" / "gone.d").mkdir(parents=True)
+    (upper / "etc" / "new.conf").write_text("x\n")
+    os.link(upper / "etc" / "new.conf", upper / "etc" / "a-link")
+    os.mknod(upper / "etc" / "removed", stat.S_IFCHR | 0o000, os.makedev(0, 0))
+    os.setxattr(upper / "etc" / "gone.d", "trusted.overlay.opaque", b"y")
+    items = {i.path: i for i in read_upper(upper)}
+    assert sorted(items) == ["etc", "etc/.wh.removed", "etc/a-link", "etc/gone.d", "etc/gone.d/.wh..wh..opq",
+                             "etc/new.conf"]
+    assert items["etc/a-link"].kind == "file" and items["etc/new.conf"].kind == "hardlink"
+    assert items["etc/new.conf"].link == "etc/a-link", "the first path in the layer's order holds the body"

@@ -13,6 +13,8 @@ layer, so the same lock gives the same base everywhere.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from pathlib import Path
 
 from builder.bases.image import BaseImage, scratch
@@ -120,12 +122,17 @@ def _layer(store: Store, codec: Codec, entries, source: AptSource, users: list[U
         stored = store.get_layer(key)
         record = store.get_compressed(stored.diff_id, codec.cache_id) if stored else None
         if record is None:
-            record = store_layer(store, codec, bootstrap_items(store, entries, source, users, arch), epoch)
+            spool = store.root / "tmp" / f"{os.getpid()}.debian-base.{os.urandom(4).hex()}"  # the files' bodies
+            try:
+                items = bootstrap_items(store, entries, source, users, arch, spool)
+                record = store_layer(store, codec, items, epoch)
+            finally:
+                shutil.rmtree(spool, ignore_errors=True)
             store.put_layer(key, record)
     return record
 
 
-def bootstrap_items(store: Store, entries, source: AptSource, users: list[User], arch: str):
+def bootstrap_items(store: Store, entries, source: AptSource, users: list[User], arch: str, spool: Path | None = None):
     links = dict(MERGED_USR)
     if arch in LIB64:
         links["lib64"] = LIB64[arch]
@@ -136,7 +143,7 @@ def bootstrap_items(store: Store, entries, source: AptSource, users: list[User],
     for path, mode in (("tmp", 0o1777), ("root", 0o700), ("var/tmp", 0o1777), ("run", 0o755),
                        ("var/lib/dpkg/info", 0o755), ("var/lib/dpkg/updates", 0o755)):
         tree.add(tree_dir(path, mode=mode))
-    packages = fetch_packages(store, entries)
+    packages = fetch_packages(store, entries, spool)
     install(tree, packages, BaseView({}), arch)
     base_files_defaults(tree)
     accounts(tree, users)

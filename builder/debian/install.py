@@ -10,17 +10,21 @@ from pathlib import Path
 from builder.layers.read import find_files, find_symlinks
 from builder.debian.fetch import fetch_all
 from builder.debian.deb import read_deb
-from builder.debian.layer import Package, Tree, record_in_dpkg, skipped_scripts, unpack
+from builder.debian.layer import Package, Tree, record_in_dpkg, with_scripts, unpack
 from builder.debian.repo import AptSource, Keyring, Verification, dearmor, is_sources_file, load_source, parse_sources
-from builder.debian.resolve import Installed, Request, Universe, resolve
+from builder.debian.resolve import Installed, Request, Universe, installed_from_status, resolve
+from builder.debian.maintscripts import driver, run_scripts
 from builder.debian.scripts import apply_alternatives, ca_certificates, update_ld_cache
+from builder.debian.triggers import activated, base_interests, registered
+from builder.layers.normalise import normalise_items
+from builder.layers.overlay import read_upper, write_items
 from builder.common.errors import BuildError
 from builder.layers.tar import LayerItem
 from builder.store.store import LayerRecord, Store
 from builder.common.hashing import json_sha256
 
 HOST_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-VIEW_FORMAT = 1
+VIEW_FORMAT = 2
 
 
 @dataclass
@@ -40,7 +44,8 @@ class BaseView:
 
 def _view_file(path: str) -> bool:
     return (path == "var/lib/dpkg/status" or path.startswith(("etc/apt/", "usr/share/keyrings/",
-                                                              "var/lib/dpkg/alternatives/", "etc/ld.so.")))
+                                                              "var/lib/dpkg/alternatives/", "var/lib/dpkg/triggers/",
+                                                              "etc/ld.so.")))
 
 
 def base_view(store: Store, layers: tuple[LayerRecord, ...], with_links: bool = True) -> BaseView:
@@ -114,17 +119,44 @@ def sources_json(sources: list[AptSource]) -> list[dict]:
 
 # -- fetch and assemble ---------------------------------------------------------------------------------
 
-def fetch_packages(store: Store, entries) -> list[Package]:
+def fetch_packages(store: Store, entries, spool: Path | None = None) -> list[Package]:
+    """The locked packages, read; with `spool`, their files' bodies are files there, not memory."""
     paths = fetch_all(store, [(e["url"], e["sha256"], e.get("size")) for e in entries])
     out = []
     for entry, path in zip(entries, paths):
-        deb = read_deb(path, f"{entry['name']}_{entry['version']}_{entry['architecture']}.deb")
+        deb = read_deb(path, f"{entry['name']}_{entry['version']}_{entry['architecture']}.deb", spool)
         out.append(Package(entry["name"], entry["version"], entry["architecture"], deb))
     return out
 
 
-def install(tree: Tree, packages: list[Package], view: BaseView, arch: str) -> list[str]:
-    """Unpack, record in dpkg's database, emulate the scripts; returns notes for the build output."""
+def install_and_configure(tree: Tree, packages: list[Package], view: BaseView, lower: Path, scratch: Path,
+                          epoch: int, env: dict[str, str]) -> tuple[list[LayerItem], list[str]]:
+    """Unpack, record as unpacked, and let dpkg configure them in the sandbox over `lower` (the image
+    below, unpacked); the layer's items (bodies under `scratch`, which the caller removes) and notes."""
+    for package in packages:
+        unpack(tree, package)
+    record_in_dpkg(tree, packages, view.status, unpacked=True)
+    base = base_interests(view.files)
+    for path, text in registered(base, packages).items():
+        if view.files.get(path) != text.encode():
+            tree.file(tree.canonical(path, follow_last=True), text.encode())
+    upper = scratch / "upper"
+    write_items(tree.sorted_items(), upper, epoch, lower, move_sources=True)
+    notes = list(tree.notes)
+    tree.items.clear()  # the bodies are on disk now
+    installed = installed_from_status(view.status)
+    upgrades = {p.name: installed[p.name].version for p in packages if p.name in installed}
+    run_scripts(lower, upper, scratch, driver(packages, upgrades, activated(base, packages)), env)
+    items, _ = normalise_items(read_upper(upper), scratch / "normalised", epoch)
+    configured = with_scripts(packages)
+    notes.append(f"dpkg configured {len(packages)} packages in a bubblewrap sandbox "
+                 f"({len(configured)} with maintainer scripts or triggers)")
+    return items, notes
+
+
+def install(tree: Tree, packages: list[Package], view: BaseView, arch: str, why: str = "") -> list[str]:
+    """Unpack, record in dpkg's database, emulate the scripts; returns notes for the build output.
+    Used where the sandbox cannot run (`why`), and for a base bootstrapped from nothing."""
     for package in packages:
         unpack(tree, package)
     record_in_dpkg(tree, packages, view.status)
@@ -138,9 +170,10 @@ def install(tree: Tree, packages: list[Package], view: BaseView, arch: str) -> l
     libraries = update_ld_cache(tree, arch, view.files)
     if libraries:
         done.append(f"ld.so.cache (+{libraries} libraries)")
-    skipped = skipped_scripts(packages)
+    skipped = with_scripts(packages)
     if skipped:
-        notes.append(f"maintainer scripts not run for {len(skipped)} packages: {', '.join(skipped)}"
+        notes.append((f"warning: {why}: " if why else "")
+                     + f"maintainer scripts and triggers not run for {len(skipped)} packages: {', '.join(skipped)}"
                      + (f"; emulated: {'; '.join(done)}" if done else ""))
     return notes
 

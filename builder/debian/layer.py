@@ -13,9 +13,9 @@ setuid bits stay); every mtime is the build's epoch, as in every layer.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from builder.debian.control import field_of, raw_paragraphs
 from builder.debian.deb import Deb
@@ -23,7 +23,7 @@ from builder.layers.tar import LayerItem, with_parents
 
 INFO = "var/lib/dpkg/info"
 STATUS = "var/lib/dpkg/status"
-INSTALL_SCRIPTS = ("preinst", "postinst")
+INSTALL_SCRIPTS = ("preinst", "postinst", "triggers")  # what dpkg runs at install (triggers: activations)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,9 @@ class Tree:
     def content(self, path: str) -> bytes | None:
         """A regular file the layer holds at `path` (following links within the layer)."""
         item = self.items.get(self.canonical(path, follow_last=True))
-        return item.data if item is not None and item.kind == "file" else None
+        if item is None or item.kind != "file":
+            return None
+        return item.data if item.data is not None else Path(item.source).read_bytes()
 
     def exists(self, path: str) -> bool:
         return self.canonical(path, follow_last=True) in self.items
@@ -115,8 +117,8 @@ def unpack(tree: Tree, package: Package) -> None:
         else:
             path = tree.place(member.path)
             if member.kind == "file":
-                tree.add(LayerItem(path, "file", member.mode & 0o7777, member.uid, member.gid,
-                                   len(member.data), data=member.data))
+                tree.add(LayerItem(path, "file", member.mode & 0o7777, member.uid, member.gid, member.size,
+                                   source=member.source, data=None if member.source else member.data))
             elif member.kind == "symlink":
                 tree.add(LayerItem(path, "symlink", 0o777, member.uid, member.gid, link=member.link))
             else:
@@ -128,15 +130,21 @@ def unpack(tree: Tree, package: Package) -> None:
                           f"({', '.join(package.deb.skipped[:3])})")
 
 
-def record_in_dpkg(tree: Tree, packages: list[Package], base_status: str) -> None:
-    """The status file (the base's entries plus ours, sorted) and each package's info files."""
+def record_in_dpkg(tree: Tree, packages: list[Package], base_status: str, unpacked: bool = False) -> None:
+    """The status file (the base's entries plus ours, sorted) and each package's info files.
+
+    `unpacked`: the packages are recorded as dpkg leaves them after `dpkg --unpack`, for a later
+    `dpkg --configure` to run their scripts; otherwise as configured."""
     entries: dict[str, str] = {}
     for raw in raw_paragraphs(base_status):
         name = field_of(raw, "Package")
         if name:
             entries[name] = raw
     for package in packages:
-        entries[package.name] = status_entry(package)
+        previous = entries.get(package.name)
+        was_installed = previous is not None and "ok installed" in (field_of(previous, "Status") or "")
+        configured = field_of(previous, "Version") if was_installed else None
+        entries[package.name] = status_entry(package, unpacked, configured)
         info = tree.canonical(INFO, follow_last=True)
         listed = "".join(f"/{m.path}\n" for m in package.deb.members)
         tree.file(f"{info}/{package.info_name}.list", ("/.\n" + listed).encode())
@@ -147,10 +155,14 @@ def record_in_dpkg(tree: Tree, packages: list[Package], base_status: str) -> Non
     tree.file(tree.canonical(STATUS, follow_last=True), status.encode())
 
 
-def status_entry(package: Package) -> str:
-    """The package's control paragraph as dpkg records it once installed."""
+def status_entry(package: Package, unpacked: bool = False, configured: str | None = None) -> str:
+    """The package's control paragraph as dpkg records it once installed (or unpacked, with the version
+    configured before an upgrade, which `postinst configure` is given)."""
     lines = package.deb.control.strip("\n").split("\n")
-    out = [lines[0], "Status: install ok installed"] + lines[1:]
+    out = [lines[0], f"Status: install ok {'unpacked' if unpacked else 'installed'}"] + lines[1:]
+    if unpacked and configured:
+        at = next((i + 1 for i, line in enumerate(out) if line.startswith("Version:")), len(out))
+        out.insert(at, f"Config-Version: {configured}")
     conffiles = conffile_sums(package)
     if conffiles:
         block = ["Conffiles:"] + [f" /{path} {digest}" for path, digest in conffiles]
@@ -161,18 +173,18 @@ def status_entry(package: Package) -> str:
 
 def conffile_sums(package: Package) -> list[tuple[str, str]]:
     listed = package.deb.control_files.get("conffiles", (0, b""))[1].decode("utf-8", "replace")
-    data = {m.path: m.data for m in package.deb.members if m.kind == "file"}
+    sums = {m.path: m.md5 for m in package.deb.members if m.kind == "file"}
     out = []
     for line in listed.splitlines():
         parts = line.split()
         if len(parts) != 1:
             continue  # empty, or flagged (remove-on-upgrade)
         path = parts[0].lstrip("/")
-        if path in data:
-            out.append((path, hashlib.md5(data[path]).hexdigest()))
+        if path in sums:
+            out.append((path, sums[path]))
     return out
 
 
-def skipped_scripts(packages: list[Package]) -> list[str]:
-    """Packages with install-time maintainer scripts, which were not run."""
+def with_scripts(packages: list[Package]) -> list[str]:
+    """Packages with install-time maintainer scripts or triggers."""
     return [p.name for p in packages if any(s in p.deb.control_files for s in INSTALL_SCRIPTS)]

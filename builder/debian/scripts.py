@@ -62,7 +62,7 @@ def update_ld_cache(tree: Tree, arch: str, base_files: dict[str, bytes]) -> int:
     conf = {p: d for p, d in base_files.items() if p.startswith("etc/ld.so.conf")}
     for path, item in tree.items.items():
         if path.startswith("etc/ld.so.conf") and item.kind == "file":
-            conf[path] = item.data
+            conf[path] = tree.content(path)
     base_entries = parse_cache(base_files.get("etc/ld.so.cache", b""))
     added: list[CacheEntry] = []
     seen_dirs: set[str] = set()
@@ -212,7 +212,7 @@ def ca_certificates(tree: Tree) -> int:
               (CA_HEADER + "".join(f"{c}\n" for c in certs)).encode())
     bundle = b""
     for cert in certs:
-        data = tree.items[f"{root}/{cert}"].data
+        data = tree.content(f"{root}/{cert}")
         bundle += data if data.endswith(b"\n") else data + b"\n"
         pem = posixpath.basename(cert)[:-len(".crt")] + ".pem"
         tree.symlink(f"{certs_dir}/{pem}", f"/usr/share/ca-certificates/{cert}")

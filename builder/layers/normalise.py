@@ -8,7 +8,10 @@
 - `/etc/shadow` password-change days the RUN wrote (today's) clamped to SOURCE_DATE_EPOCH's
   (empty at 0, which disables ageing, as shadow's own SOURCE_DATE_EPOCH support does);
 - `.pyc` files compiled from a source in the same layer record the source's clamped mtime,
-  so they stay valid.
+  so they stay valid;
+- for a layer read from a directory (normalise_items: the system packages' scripts), Java
+  keystores' entry dates clamped too (builder.layers.keystore), and fontconfig's caches pointed
+  at their directory's clamped mtime (builder.layers.fontconfig).
 
 Several engine layers can be merged into one (a WORKDIR's directory with the RUN after it).
 File bodies are written to a staging directory the caller removes.
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from builder.layers.fontconfig import cached_directory, with_mtime
+from builder.layers.keystore import clamp_dates
 from builder.layers.whiteouts import is_whiteout, whiteout
 from builder.layers.tar import LayerItem
 
@@ -72,6 +77,22 @@ def normalise(layers: Iterable[BinaryIO], staging: Path, epoch: int) -> tuple[li
         with tarfile.open(fileobj=stream, mode="r|*") as archive:
             for member in archive:
                 _add(state, archive, member)
+    return _finish(state)
+
+
+def normalise_items(items: Iterable[LayerItem], staging: Path, epoch: int) -> tuple[list[LayerItem], list[str]]:
+    """The same rules for a layer read from a directory (builder.layers.overlay): bodies stay where
+    they are, except those rewritten (shadow, .pyc), which go to `staging`."""
+    staging.mkdir(parents=True, exist_ok=True)
+    state = _State(staging, epoch)
+    for item in items:
+        _keep(state, item)
+    _fix_keystores(state)
+    _fix_font_caches(state)
+    return _finish(state)
+
+
+def _finish(state: _State) -> tuple[list[LayerItem], list[str]]:
     _drop_dangling_hardlinks(state)
     _fix_shadow(state)
     _fix_pyc(state)
@@ -97,24 +118,37 @@ def _add(state: _State, archive: tarfile.TarFile, member: tarfile.TarInfo) -> No
     if kind is None:
         state.dropped.append(f"{path} (a device node or FIFO: not kept)")
         return
-    if kind != "dir" and not is_whiteout(path) and _VOLATILE.match(path):
+    if _volatile(path, kind):  # before its body is copied (apt's lists are tens of MB)
         state.dropped.append(path)
         state.items.pop(path, None)
         return
-    mtime = int(member.mtime)
     link = _clean(member.linkname) if kind == "hardlink" else member.linkname if kind == "symlink" else ""
     xattrs = tuple(sorted((key.removeprefix("SCHILY.xattr."), value) for key, value in member.pax_headers.items()
                           if key.startswith("SCHILY.xattr.")))
-    item = LayerItem(path, kind, member.mode & 0o7777, member.uid, member.gid, mtime=min(mtime, state.epoch),
+    item = LayerItem(path, kind, member.mode & 0o7777, member.uid, member.gid, mtime=int(member.mtime),
                      link=link, xattrs=xattrs)
     if kind == "file":
         body = state.body()
         with open(body, "wb") as out:
             shutil.copyfileobj(archive.extractfile(member), out, 1 << 20)
         item = _with_body(item, body)
-    state.items[path] = item
-    state.layer_of[path] = state.layer
-    state.original_mtimes[path] = mtime
+    _keep(state, item)
+
+
+def _keep(state: _State, item: LayerItem) -> None:
+    """Add `item` with its mtime clamped (the original kept for .pyc headers), unless it is volatile."""
+    if _volatile(item.path, item.kind):
+        state.dropped.append(item.path)
+        state.items.pop(item.path, None)
+        return
+    mtime = item.mtime if item.mtime is not None else state.epoch
+    state.items[item.path] = dataclasses.replace(item, mtime=min(mtime, state.epoch))
+    state.layer_of[item.path] = state.layer
+    state.original_mtimes[item.path] = mtime
+
+
+def _volatile(path: str, kind: str) -> bool:
+    return kind != "dir" and not is_whiteout(path) and _VOLATILE.match(path) is not None
 
 
 def _with_body(item: LayerItem, body: Path) -> LayerItem:
@@ -154,6 +188,31 @@ def _fix_shadow(state: _State) -> None:
         body = state.body()
         body.write_bytes(b"\n".join(lines))
         state.items[path] = _with_body(item, body)
+
+
+def _fix_keystores(state: _State) -> None:
+    """Java keystores (the trust store ca-certificates-java writes) with their entries dated SOURCE_DATE_EPOCH."""
+    for path, item in list(state.items.items()):
+        if item.kind != "file" or not (posixpath.basename(path) == "cacerts" or path.endswith((".jks", ".keystore"))):
+            continue
+        fixed = clamp_dates(Path(item.source).read_bytes(), state.epoch)
+        if fixed is not None:
+            body = state.body()
+            body.write_bytes(fixed)
+            state.items[path] = _with_body(item, body)
+
+
+def _fix_font_caches(state: _State) -> None:
+    """fontconfig caches of a directory in the layer record that directory's clamped mtime."""
+    for path, item in list(state.items.items()):
+        if item.kind != "file" or not path.startswith("var/cache/fontconfig/") or ".cache-" not in path:
+            continue
+        data = Path(item.source).read_bytes()
+        directory = state.items.get((cached_directory(data) or "").lstrip("/"))
+        if directory is not None and directory.kind == "dir":
+            body = state.body()
+            body.write_bytes(with_mtime(data, directory.mtime))
+            state.items[path] = _with_body(item, body)
 
 
 def _fix_pyc(state: _State) -> None:

@@ -10,12 +10,16 @@ that names packages (builder.actions.debian.action).
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from builder.actions.debian.package_list import Listed
 from builder.bases.image import BaseImage
-from builder.debian.install import (base_view, entries_hash, fetch_packages, install, keyring_for, layer_items,
-                                    resolve_online, sources_json)
+from builder.debian import maintscripts
+from builder.debian.install import (base_view, entries_hash, fetch_packages, install, install_and_configure,
+                                    keyring_for, layer_items, resolve_online, sources_json)
+from builder.layers.unpack import unpacked
 from builder.debian.layer import Tree
 from builder.debian.repo import AptSource
 from builder.debian.resolve import Request, installed_from_status
@@ -66,19 +70,28 @@ def packages_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, l
     if not section.entries:
         return ActionResult([], config)
     locked = entries_hash(section.entries)
-    notes = ctx.store.get_record("deb-notes", locked)
+    why_not = maintscripts.unusable()
+    scripts = "emulated" if why_not else "sandbox"  # part of the key: the two give different layers
+    notes_key = entries_hash([locked, scripts])
+    notes = ctx.store.get_record("deb-notes", notes_key)
     if notes:
         ctx.state.notes.extend(notes["notes"])
     entry = ctx.tree.entries.get(rule.file)
     step = LayerStep(
         rule=rule.name,
         step=rule.name,
-        config={"rule": rule.name, "version": rule.version, "format": FORMAT, "packages": locked, "arch": arch},
+        config={"rule": rule.name, "version": rule.version, "format": FORMAT, "packages": locked, "arch": arch,
+                "scripts": scripts},
         entries=[entry] if entry is not None else [],
         input_hash=locked,
-        make_items=lambda: _make_items(ctx, image, section.entries, arch, locked, notes is None),
+        make_items=list,
         created_by=f"airbuild {rule.name}: {len(section.entries)} Debian packages from {rule.file}",
     )
+    scratch = ctx.store.root / "tmp" / f"{os.getpid()}.debian.{os.urandom(4).hex()}"
+    step.make_items = lambda: _make_items(ctx, image, section.entries, arch, notes_key, notes is None, why_not,
+                                          scratch)
+    step.cleanup = lambda: shutil.rmtree(scratch, ignore_errors=True)
+    ctx.state.cleanups.append(step.cleanup)
     return ActionResult([step], config)
 
 
@@ -101,13 +114,20 @@ def _resolve(ctx: BuildContext, image: BaseImage, requests: list[Request], expli
     return LockSection(inputs, tuple(resolved.entries))
 
 
-def _make_items(ctx: BuildContext, image: BaseImage, entries, arch: str, locked: str, remember_notes: bool):
+def _make_items(ctx: BuildContext, image: BaseImage, entries, arch: str, notes_key: str, remember_notes: bool,
+                why_not: str | None, scratch: Path):
     view = base_view(ctx.store, image.layers)
-    packages = fetch_packages(ctx.store, entries)
+    packages = fetch_packages(ctx.store, entries, scratch / "bodies")
     tree = Tree(dict(view.links))
-    notes = install(tree, packages, view, arch)
-    ctx.store.put_record("deb-notes", locked, {"notes": notes})
+    if why_not is None:
+        env = dict(e.split("=", 1) for e in (image.config.get("config") or {}).get("Env") or [] if "=" in e)
+        items, notes = install_and_configure(tree, packages, view, unpacked(ctx.store, image.layers), scratch,
+                                             ctx.epoch, env)
+    else:
+        notes = install(tree, packages, view, arch, f"maintainer scripts need a sandbox ({why_not})")
+        items = layer_items(tree)
+    ctx.store.put_record("deb-notes", notes_key, {"notes": notes})
     if remember_notes:
         ctx.state.notes.extend(notes)
-    return layer_items(tree)
+    return items
 
