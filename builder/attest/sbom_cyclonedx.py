@@ -1,0 +1,62 @@
+"""An image's inventory (facts.py) as a CycloneDX 1.6 JSON BOM, built by cyclonedx-python-lib.
+
+The image is the BOM's metadata component (a container) depending on its base and on every
+Debian package and Python distribution; airbuild is the tool. The serial number is derived from the
+image digest and the timestamp is SOURCE_DATE_EPOCH, and every bom-ref is set (the library would draw
+random ones), so the same image gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from cyclonedx.model import ExternalReference, ExternalReferenceType, HashAlgorithm, HashType, Property, XsUri
+from cyclonedx.model.bom import Bom, BomMetaData
+from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.tool import ToolRepository
+from cyclonedx.output.json import JsonV1Dot6
+from packageurl import PackageURL
+
+from builder.attest.facts import ImageFacts
+
+LOCK_SECTION = "airbuild:lock-section"
+
+
+def _hash(hex_or_digest: str) -> list[HashType]:
+    return [HashType(alg=HashAlgorithm.SHA_256, content=hex_or_digest.removeprefix("sha256:"))]
+
+
+def _download(url: str) -> list[ExternalReference]:
+    return [ExternalReference(type=ExternalReferenceType.DISTRIBUTION, url=XsUri(url))] if url else []
+
+
+def cyclonedx_bom(facts: ImageFacts) -> Bom:
+    image = Component(name=facts.image_name, version=facts.digest, type=ComponentType.CONTAINER,
+                      bom_ref=facts.image_purl, purl=PackageURL.from_string(facts.image_purl),
+                      hashes=_hash(facts.digest))
+    base = Component(name=facts.base_source, version=facts.base_digest, type=ComponentType.CONTAINER,
+                     bom_ref=f"base:{facts.base_digest}", hashes=_hash(facts.base_digest),
+                     description="the base image, pinned in astro.lock")
+    tool = Component(name="airbuild", version=facts.tool_version, type=ComponentType.APPLICATION,
+                     bom_ref=facts.tool_purl, purl=PackageURL.from_string(facts.tool_purl))
+    components, seen = [base], {base.bom_ref.value}
+    for item in (*facts.debs, *facts.wheels):
+        if item.purl in seen:  # the same pin in two lock sections is one component
+            continue
+        seen.add(item.purl)
+        components.append(Component(
+            name=item.name, version=item.version, type=ComponentType.LIBRARY, bom_ref=item.purl,
+            purl=PackageURL.from_string(item.purl), hashes=_hash(item.sha256), external_references=_download(item.url),
+            properties=[Property(name=LOCK_SECTION, value=item.section)]))
+    bom = Bom(serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"airbuild:{facts.digest}"),
+              metadata=BomMetaData(component=image, timestamp=facts.created,
+                                   tools=ToolRepository(components=[tool])),
+              components=components)
+    bom.register_dependency(image, components)
+    return bom
+
+
+def cyclonedx_json(facts: ImageFacts) -> bytes:
+    text = JsonV1Dot6(cyclonedx_bom(facts)).output_as_string(indent=2)
+    return (json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n").encode()
