@@ -99,7 +99,8 @@ def documents(options: BuildOptions, image: ImageId, run: BuildRun, sign_key: Pa
 
 
 def attach(repo: Repository, store: Store, manifest_digest: str, artifacts: list[Artifact]) -> list[dict]:
-    """Each artifact pushed as a referrer of the image; their descriptors (digest, size, artifactType)."""
+    """Each artifact pushed as a referrer of the image; their descriptors (digest, size, artifactType).
+    `repo.bytes_sent` then counts what it cost: documents, manifests, the fallback index."""
     manifest = json.loads(store.read_blob(manifest_digest))
     subject = {"mediaType": manifest.get("mediaType", MANIFEST_MEDIA_TYPE), "digest": manifest_digest,
                "size": len(store.read_blob(manifest_digest))}

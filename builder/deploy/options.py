@@ -43,6 +43,7 @@ class DeployResult:
     warnings: list[str]
     validation_skipped: str | None = None  # why the DAGs were not imported before the push
     attestations: list[dict] = field(default_factory=list)  # referrers attached: artifactType, digest, size
+    attestation_bytes: int = 0            # what attaching them sent: documents, their manifests, the referrers index
     astro: dict | None = None             # an Astro deploy: its id, type, imageTag, dagTarballVersion... (astro.py)
 
     def to_json(self) -> dict:

@@ -70,13 +70,15 @@ def deploy_to_registry(options: DeployOptions, name: str, target: Target) -> Dep
             tags = [tag] + [t for t in target.tags if t != tag]
             progress.step(f"pushing to {repo.name}")
             stats = Pusher(client, store, repo.repository).push(manifest_digest, tags)
-            attestations = []
+            attestations, attestation_bytes = [], 0
             if attest:
                 progress.step("attaching the SBOMs (SPDX, CycloneDX) and the provenance as referrers")
                 image = ImageId(image_name(project, load_manifest(project)[0].name), manifest_digest)
                 run = build_run(build_options, image, git.commit, bool(git.dirty), build_started, build_finished)
-                attestations = attach(Repository(client, repo.repository, writable=True), store, manifest_digest,
+                attest_repo = Repository(client, repo.repository, writable=True)
+                attestations = attach(attest_repo, store, manifest_digest,
                                       documents(build_options, image, run, options.sign_key))
+                attestation_bytes = attest_repo.bytes_sent
         finally:
             store.close()
 
@@ -86,14 +88,16 @@ def deploy_to_registry(options: DeployOptions, name: str, target: Target) -> Dep
         blobs_uploaded=stats.blobs_uploaded, blobs_skipped=stats.blobs_skipped, blobs_mounted=stats.blobs_mounted,
         bytes_uploaded=stats.bytes_uploaded, duration_s=round(time.monotonic() - started, 4), tags=tags,
         dags_only=options.dags_only, git_commit=git.commit, description=description, warnings=warnings,
-        validation_skipped=build_options.skip_reason, attestations=attestations)
+        validation_skipped=build_options.skip_reason, attestations=attestations,
+        attestation_bytes=attestation_bytes)
     deploy_record.append(project, {
         "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "target": name, "registry": target.registry, "reference": reference, "digest": manifest_digest,
         "tag": tag, "tags": tags, "git_commit": git.commit, "description": description,
         "bytes_uploaded": stats.bytes_uploaded, "blobs_uploaded": stats.blobs_uploaded,
         "dags_only": options.dags_only, "forced": bool(warnings) and force,
-        "attestations": [{k: a[k] for k in ("artifactType", "digest", "size")} for a in attestations]})
+        "attestations": [{k: a[k] for k in ("artifactType", "digest", "size")} for a in attestations],
+        "attestation_bytes": attestation_bytes})
     return outcome
 
 

@@ -16,6 +16,7 @@ import httpx
 from builder.oci.index import INDEX_TYPES
 from builder.registry.client import RegistryError, Transient
 from builder.registry.manifests import RawManifest, Repository
+from builder.registry.pull import open_blob
 from builder.registry.referrers import Referrers
 
 READ = 1 << 20
@@ -108,7 +109,7 @@ class Copier:
                 opened = self.dest.client.send("POST", f"/v2/{self.dest.repository}/blobs/uploads/",
                                                scopes=self.dest.scopes, ok=(202,), what=what)
                 state["location"] = self._location(opened)
-            download = self._open_download(digest, what)
+            download = open_blob(self.source.client, self.source.repository, digest, self.source.scopes, what)
             url = httpx.URL(state["location"]).copy_merge_params({"digest": digest})
             state["location"] = None  # a failed upload is not resumed: the next attempt opens a new one
             try:
@@ -120,24 +121,6 @@ class Copier:
                 download.close()
 
         self.dest.client.retrying(what, attempt)
-
-    def _open_download(self, digest: str, what: str) -> httpx.Response:
-        client = self.source.client
-        response = client.send("GET", f"/v2/{self.source.repository}/blobs/{digest}", scopes=self.source.scopes,
-                               what=what, ok=(200, 307, 302, 303), stream=True)
-        if response.is_redirect:  # to the registry's storage: no Authorization there
-            location = response.headers["Location"]
-            response.close()
-            try:
-                response = client.http.send(client.http.build_request("GET", location), stream=True)
-            except httpx.TransportError as exc:
-                raise Transient(f"{type(exc).__name__}: {exc}") from None
-            if response.status_code != 200:
-                transient = client.transient_status(response)
-                if transient:
-                    raise transient
-                client.fail(what, response)
-        return response
 
     def _counted(self, download: httpx.Response):
         try:

@@ -45,6 +45,7 @@ class Repository:
         self.client = client
         self.repository = repository
         self.scopes = (repository_scope(repository, "pull,push" if writable else "pull"),)
+        self.bytes_sent = 0  # request bodies: manifests and small blobs
 
     @property
     def name(self) -> str:
@@ -82,6 +83,7 @@ class Repository:
 
     def put_manifest(self, ref: str, manifest: RawManifest) -> httpx.Response:
         """PUT by tag or digest; the registry's Docker-Content-Digest must be the manifest's."""
+        self.bytes_sent += len(manifest.data)
         response = self.client.request("PUT", f"/v2/{self.repository}/manifests/{ref}", scopes=self.scopes,
                                        ok=(201, 200), content=manifest.data,
                                        headers={"Content-Type": manifest.media_type},
@@ -108,6 +110,7 @@ class Repository:
         if not location:
             self.client.fail(f"the registry opened an upload to {self.name} without a Location", opened)
         url = httpx.URL(str(opened.url.join(location))).copy_merge_params({"digest": digest})
+        self.bytes_sent += len(data)
         self.client.request("PUT", str(url), scopes=self.scopes, ok=(201, 204), content=data,
                             headers={"Content-Type": "application/octet-stream"},
                             what=f"uploading blob {digest} to {self.name}")

@@ -30,7 +30,7 @@ def cmd_deploy(args) -> int:
         print(f"deployed to {result.target} in {result.duration_s:.2f}s: {pushed}")
         if result.attestations:
             print(f"  attached {', '.join(a['artifactType'] for a in result.attestations)} as referrers "
-                  f"({human_size(sum(a['size'] for a in result.attestations))} of manifests)")
+                  f"({human_size(result.attestation_bytes)} sent)")
         print(result.reference)
         return EXIT_OK
     print(f"deployed to Astro Deployment {astro['deployment']} in {result.duration_s:.2f}s: {astro['deploy_type']} "
