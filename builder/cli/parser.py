@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 from pathlib import Path
 
 from builder import __version__
@@ -342,7 +343,7 @@ def _release_parsers(commands) -> None:
         parser = commands.add_parser(
             name, help=f"print {what} of the image this project builds" + (
                 " (SPDX 2.3 or CycloneDX 1.6 JSON)" if name == "sbom" else " (an in-toto statement)"),
-            description=(
+            description=textwrap.fill(
                 "Build the project (from the store when unchanged; DAGs are not imported) and write "
                 + ("its SBOM from what airbuild resolved and pinned, no scanner: every Debian package (name, "
                    "version, architecture, sha256, purl pkg:deb/debian/...), every Python distribution (purl "
@@ -353,7 +354,7 @@ def _release_parsers(commands) -> None:
                    "definition (commit, astro.yaml and Dockerfile digests, the options that shape the image); the "
                    "resolved dependencies (base digest, astro.lock's hash); the run (builder id from "
                    "AIRBUILD_BUILDER_ID, airbuild's version, start and finish). `deploy` attaches the same "
-                   "documents to the image as OCI referrers.")),
+                   "documents to the image as OCI referrers."), 100),
             epilog=RELEASE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
         _project_arg(parser)
         parser.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
@@ -371,11 +372,11 @@ def _release_parsers(commands) -> None:
 
     promote = commands.add_parser(
         "promote", help="copy an image by digest to another repository or registry, with its referrers",
-        description="Copy the image SRC points at to DEST without rebuilding: every manifest keeps its bytes, so "
+        description=textwrap.fill("Copy the image SRC points at to DEST without rebuilding: every manifest keeps its bytes, so "
                     "the digest is the same. Blobs are mounted when both are on one registry, else streamed "
                     "from one to the other; the image's referrers (SBOMs, provenance) go with it. DEST gets the "
                     "reproducible deploy-<digest> tag and each --tag. Recorded in the project's deploy history "
-                    "(.airbuild/deploys.jsonl) when run in a project.",
+                    "(.airbuild/deploys.jsonl) when run in a project.", 100),
         epilog=RELEASE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     promote.add_argument("source", metavar="SRC", help="host/repo:tag or host/repo@sha256:... to copy")
     promote.add_argument("--to", metavar="HOST/REPO[:TAG]", required=True, help="where to copy it")
