@@ -20,10 +20,11 @@ from builder.attest.provenance import BuildRun, provenance_json
 from builder.attest.sbom_cyclonedx import cyclonedx_json
 from builder.attest.sbom_spdx import spdx_json
 from builder.common.errors import InputError
-from builder.engine.build import BuildOptions, epoch_from_env
+from builder.engine.build import BuildOptions, epoch_from_env, image_name
 from builder.oci.descriptors import MANIFEST_MEDIA_TYPE
 from builder.project.lock import Lock
 from builder.project.manifest import load_manifest
+from builder.registry.client import RegistryClient
 from builder.registry.manifests import Repository
 from builder.registry.referrers import Artifact, Referrers
 from builder.store.store import Store
@@ -96,6 +97,18 @@ def documents(options: BuildOptions, image: ImageId, run: BuildRun, sign_key: Pa
     facts = facts_of(options.project.resolve(), image)
     artifacts = [Artifact(media_type, make(facts), media_type) for media_type, make in SBOM_FORMATS.values()]
     return artifacts + [provenance(run, sign_key)]
+
+
+def attach_all(client: RegistryClient, store: Store, repository: str, options: BuildOptions, manifest_digest: str,
+               commit: str | None, dirty: bool, started: datetime.datetime, finished: datetime.datetime,
+               sign_key: Path | None) -> tuple[list[dict], int]:
+    """A deploy's attachments: every document made for the pushed image and attached to it; their descriptors
+    and the bytes it took."""
+    project = options.project.resolve()
+    image = ImageId(image_name(project, load_manifest(project)[0].name), manifest_digest)
+    run = build_run(options, image, commit, dirty, started, finished)
+    repo = Repository(client, repository, writable=True)
+    return attach(repo, store, manifest_digest, documents(options, image, run, sign_key)), repo.bytes_sent
 
 
 def attach(repo: Repository, store: Store, manifest_digest: str, artifacts: list[Artifact]) -> list[dict]:

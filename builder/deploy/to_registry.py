@@ -18,16 +18,14 @@ from builder.common.errors import InputError
 from builder.common.paths import default_store_dir
 from builder.attest.dsse import load_signing_key
 from builder.deploy import dag_layer, gates
-from builder.deploy.attestations import ImageId, attach, build_run, documents
 from builder.deploy import records as deploy_record
 from builder.deploy.image_edit import splice_layer
 from builder.deploy.options import DeployOptions, DeployResult
-from builder.engine.build import BuildOptions, build, image_name, prepare
+from builder.engine.build import BuildOptions, build, prepare
 from builder.oci.image import BuiltImage
-from builder.project.manifest import Target, load_manifest
+from builder.project.manifest import Target
 from builder.registry import docker_config
 from builder.registry.connect import open_client
-from builder.registry.manifests import Repository
 from builder.registry.pull import Puller
 from builder.registry.push import Pusher
 from builder.registry.reference import Reference, parse_reference, parse_repository
@@ -72,13 +70,13 @@ def deploy_to_registry(options: DeployOptions, name: str, target: Target) -> Dep
             stats = Pusher(client, store, repo.repository).push(manifest_digest, tags)
             attestations, attestation_bytes = [], 0
             if attest:
+                # spdx-tools, cyclonedx and protobuf take about a second to import: only for a deploy that attaches
+                from builder.deploy.attestations import attach_all
+
                 progress.step("attaching the SBOMs (SPDX, CycloneDX) and the provenance as referrers")
-                image = ImageId(image_name(project, load_manifest(project)[0].name), manifest_digest)
-                run = build_run(build_options, image, git.commit, bool(git.dirty), build_started, build_finished)
-                attest_repo = Repository(client, repo.repository, writable=True)
-                attestations = attach(attest_repo, store, manifest_digest,
-                                      documents(build_options, image, run, options.sign_key))
-                attestation_bytes = attest_repo.bytes_sent
+                attestations, attestation_bytes = attach_all(
+                    client, store, repo.repository, build_options, manifest_digest, git.commit, bool(git.dirty),
+                    build_started, build_finished, options.sign_key)
         finally:
             store.close()
 

@@ -6,4 +6,4 @@
 MODULES = {"build": "build", "parse": "build", "test": "build", "run": "build", "plan": "build", "lock": "build",
            "watch": "watch", "deploy": "deploy", "login": "login", "logout": "login", "inspect": "info",
            "history": "info", "init": "init", "sbom": "release", "provenance": "release",
-           "promote": "release"}
+           "promote": "promote"}

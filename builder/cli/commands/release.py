@@ -1,9 +1,8 @@
-"""`airbuild sbom`, `provenance` and `promote`: what a release manager needs besides the image."""
+"""`airbuild sbom` and `provenance`: the documents that go with the image this project builds."""
 
 from __future__ import annotations
 
 import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -14,9 +13,7 @@ from builder.common.errors import InputError
 from builder.common.progress import Progress
 from builder.deploy.attestations import ImageId, build_run, provenance, sbom
 from builder.deploy.gates import git_state
-from builder.deploy.promote import PromoteOptions, promote
 from builder.engine.build import BuildOptions, BuildResult, build
-from builder.project.discover import find_project
 from builder.project.manifest import BaseSource
 
 
@@ -61,26 +58,4 @@ def cmd_provenance(args) -> int:
     run = build_run(options, ImageId(result.image_name, result.manifest_digest), git.commit, bool(git.dirty),
                     started, finished)
     _emit(provenance(run, args.sign_key).data, args.output)
-    return EXIT_OK
-
-
-def cmd_promote(args) -> int:
-    project = args.promote_project
-    if project is None:
-        try:
-            project = find_project(Path.cwd())
-        except InputError:
-            project = None  # not in a project: nothing to record the promotion in
-    result = promote(PromoteOptions(source=args.source, to=args.to, tags=args.tag, digest=args.digest,
-                                    insecure=args.insecure, ca_bundle=args.ca_bundle, project=project,
-                                    progress=Progress(None if not args.json else False)))
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-        return EXIT_OK
-    print(f"promoted {result.source} in {result.duration_s:.2f}s: {result.blobs_copied} blob(s) copied "
-          f"({human_size(result.bytes_copied)}), {result.blobs_mounted} mounted, {result.blobs_skipped} already "
-          f"there; {len(result.referrers)} referrer(s); tags {', '.join(result.tags)}")
-    if result.recorded is None:
-        print("not recorded: not run in a project (give --project DIR to record it)", file=sys.stderr)
-    print(result.reference)
     return EXIT_OK
