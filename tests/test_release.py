@@ -21,6 +21,10 @@ from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
 from builder.attest.dsse import SignatureError, verify_envelope
+from builder.attest.provenance import verify_provenance
+from builder.registry.connect import open_client
+from builder.registry.manifests import Repository
+from builder.registry.referrers import Referrers
 from tests.helpers import run, run_cli, tool
 from tests.projects import make_project
 
@@ -209,6 +213,17 @@ def test_signed_provenance_verifies_and_a_tampered_one_does_not(release, tmp_pat
     _, other_public = write_keys(tmp_path)
     with pytest.raises(SignatureError):
         verify_envelope(envelope, other_public)
+
+    # What `verify --key` does: find the provenance among the image's referrers, check it is signed and about it.
+    with open_client(registry) as client:
+        referrers = Referrers(Repository(client, repo))
+        found = referrers.list(release.digest, "application/vnd.in-toto+json")
+        assert [e["digest"] for e in found] == [entry["digest"]]
+        media_type, document = referrers.document(found[0])
+    assert media_type == "application/vnd.dsse.envelope.v1+json"
+    assert verify_provenance(document, release.public_key, release.digest) == statement
+    with pytest.raises(SignatureError, match="not sha256:0000"):
+        verify_provenance(document, release.public_key, "sha256:" + "0" * 64)
 
 
 def test_promote_across_registries_carries_the_referrers(release, start_registry, tmp_path):

@@ -4,7 +4,8 @@
                        packages and Python distributions, airbuild itself (no scanner: airbuild resolved them)
     sbom_spdx.py       that inventory as SPDX 2.3 JSON (spdx-tools builds and validates it)
     sbom_cyclonedx.py  the same as CycloneDX 1.6 JSON (cyclonedx-python-lib)
-    provenance.py      SLSA v1 provenance in an in-toto Statement v1 (in-toto-attestation's protobufs)
+    provenance.py      SLSA v1 provenance in an in-toto Statement v1 (in-toto-attestation's protobufs);
+                       `verify_provenance(envelope, public_key_pem, image_digest)`: signed, and about that image
     dsse.py            DSSE envelopes: sign a statement with an ECDSA P-256 key; `verify_envelope` checks one
 
 Every document is deterministic: the same image gives the same bytes (times and identifiers the specs

@@ -6,7 +6,8 @@ The signature covers PAE(payloadType, payload) =
 Keys are ECDSA P-256 in PEM (PKCS#8 or SEC1 private, SubjectPublicKeyInfo public); signatures are
 ASN.1 DER over SHA-256, as cosign and in-toto write them. `keyid` is the sha256 of the public key's DER.
 
-`verify_envelope(envelope, public_key_pem)` is what `airbuild verify --key` calls.
+`verify_envelope(envelope, public_key_pem)` checks any envelope; provenance.verify_provenance(envelope, key,
+digest) is what `airbuild verify --key` calls: signed, SLSA provenance, and about that image.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ what the person building chose (the commit, the astro.yaml/Dockerfile digests, t
 the image); resolved dependencies are what airbuild pinned (the base's digest, astro.lock's hash).
 runDetails: the builder's id (AIRBUILD_BUILDER_ID, e.g. a CI workflow's URI; else a local builder),
 airbuild's version, and when the build started and finished.
+
+`verify_provenance(envelope, public_key_pem, image_digest)` is the check `verify --key` makes: the DSSE
+signature (dsse.py), the predicate type, and that the statement is about that image.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,6 +24,7 @@ from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
 from in_toto_attestation.v1.statement import Statement
 
 from builder import __version__
+from builder.attest.dsse import SignatureError, verify_envelope
 from builder.oci.descriptors import canonical_json
 
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -89,5 +94,21 @@ def provenance_statement(run: BuildRun) -> dict:
     return json_format.MessageToDict(statement.pb)
 
 
+def subject_digests(statement: dict) -> list[str]:
+    """`sha256:...` of each subject of a statement (what it is about)."""
+    return [f"sha256:{s['digest']['sha256']}" for s in statement.get("subject", []) if "sha256" in s.get("digest", {})]
+
+
 def provenance_json(run: BuildRun) -> bytes:
     return canonical_json(provenance_statement(run))
+
+
+def verify_provenance(envelope: dict | bytes | str, public_key_pem: bytes | Path, image_digest: str) -> dict:
+    """`verify --key`: the statement, once its signature checks out and it is SLSA provenance about `image_digest`."""
+    statement = verify_envelope(envelope, public_key_pem).statement()
+    if statement.get("predicateType") != PREDICATE_TYPE:
+        raise SignatureError(f"the signed statement is not SLSA provenance ({statement.get('predicateType')!r})")
+    if image_digest not in subject_digests(statement):
+        raise SignatureError(f"the signed provenance is about {', '.join(subject_digests(statement)) or 'nothing'}, "
+                             f"not {image_digest}")
+    return statement

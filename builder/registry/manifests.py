@@ -99,6 +99,15 @@ class Repository:
                                        what=f"checking for blob {digest} in {self.name}", ok=(200, 404))
         return response.status_code == 200
 
+    def get_small_blob(self, digest: str, limit: int = 64 << 20) -> bytes:
+        """A blob read into memory (a document attached to an image), checked against its digest."""
+        response = self.client.request("GET", f"/v2/{self.repository}/blobs/{digest}", scopes=self.scopes,
+                                       what=f"fetching blob {digest} from {self.name}", ok=(200,))
+        data = response.content
+        if len(data) > limit or sha256(data) != digest:
+            raise RegistryError(f"blob {digest} of {self.name} does not match its digest (or is over {limit} bytes)")
+        return data
+
     def put_small_blob(self, data: bytes) -> str:
         """A blob held in memory (an SBOM, a statement, the empty config), unless the registry has it."""
         digest = sha256(data)

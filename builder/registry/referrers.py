@@ -80,6 +80,14 @@ class Referrers:
             found = self._fallback_index(digest)
         return [entry for entry in found if artifact_type is None or entry.get("artifactType") == artifact_type]
 
+    def document(self, entry: dict) -> tuple[str, bytes]:
+        """A referrer's document (its one layer): (the layer's media type, its bytes, checked)."""
+        manifest = self.repo.get_manifest(entry["digest"])
+        layers = manifest.json.get("layers", []) if manifest is not None else []
+        if len(layers) != 1:
+            raise RegistryError(f"{self.repo.name}@{entry['digest']} is not an artifact with one document")
+        return layers[0]["mediaType"], self.repo.get_small_blob(layers[0]["digest"])
+
     def attach(self, subject: dict, artifact: Artifact) -> dict:
         """Push `artifact` (its blobs, then its manifest by digest) as a referrer of `subject`; its descriptor."""
         self.repo.put_small_blob(EMPTY_DATA)
