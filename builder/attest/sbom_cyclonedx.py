@@ -3,7 +3,8 @@
 The image is the BOM's metadata component (a container) depending on its base and on every
 Debian package and Python distribution; airbuild is the tool. The serial number is derived from the
 image digest and the timestamp is SOURCE_DATE_EPOCH, and every bom-ref is set (the library would draw
-random ones), so the same image gives the same bytes.
+random ones), so the same image gives the same bytes. Download URLs are in the SPDX document only: as
+CycloneDX external references they double the library's time (each is compared while it sorts).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from cyclonedx.model import ExternalReference, ExternalReferenceType, HashAlgorithm, HashType, Property, XsUri
+from cyclonedx.model import HashAlgorithm, HashType, Property
 from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.model.dependency import Dependency
@@ -26,10 +27,6 @@ LOCK_SECTION = "airbuild:lock-section"
 
 def _hash(hex_or_digest: str) -> list[HashType]:
     return [HashType(alg=HashAlgorithm.SHA_256, content=hex_or_digest.removeprefix("sha256:"))]
-
-
-def _download(url: str) -> list[ExternalReference]:
-    return [ExternalReference(type=ExternalReferenceType.DISTRIBUTION, url=XsUri(url))] if url else []
 
 
 def cyclonedx_bom(facts: ImageFacts) -> Bom:
@@ -48,7 +45,7 @@ def cyclonedx_bom(facts: ImageFacts) -> Bom:
         seen.add(item.purl)
         components.append(Component(
             name=item.name, version=item.version, type=ComponentType.LIBRARY, bom_ref=item.purl,
-            purl=PackageURL.from_string(item.purl), hashes=_hash(item.sha256), external_references=_download(item.url),
+            purl=PackageURL.from_string(item.purl), hashes=_hash(item.sha256),
             properties=[Property(name=LOCK_SECTION, value=item.section)]))
     bom = Bom(serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"airbuild:{facts.digest}"),
               metadata=BomMetaData(component=image, timestamp=facts.created,

@@ -117,5 +117,4 @@ def attach(repo: Repository, store: Store, manifest_digest: str, artifacts: list
     manifest = json.loads(store.read_blob(manifest_digest))
     subject = {"mediaType": manifest.get("mediaType", MANIFEST_MEDIA_TYPE), "digest": manifest_digest,
                "size": len(store.read_blob(manifest_digest))}
-    referrers = Referrers(repo)
-    return [referrers.attach(subject, artifact) for artifact in artifacts]
+    return Referrers(repo).attach(subject, artifacts)

@@ -67,13 +67,15 @@ class Copier:
         self.stats.manifests += 1
 
     def _copy_referrers(self, digest: str) -> None:
-        target = Referrers(self.dest)
+        manifests = []
         for entry in Referrers(self.source).list(digest):
             manifest = self._get(entry["digest"])
             for blob in [manifest.json["config"], *manifest.json.get("layers", [])]:
                 self.copy_blob(blob["digest"], blob["size"])
-            self.stats.referrers.append(target.put_referrer(digest, manifest))
-            self.stats.manifests += 1
+            manifests.append(manifest)
+        if manifests:
+            self.stats.referrers = Referrers(self.dest).put_referrers(digest, manifests)
+            self.stats.manifests += len(manifests)
 
     # -- blobs ------------------------------------------------------------------------------------------
 

@@ -88,20 +88,26 @@ class Referrers:
             raise RegistryError(f"{self.repo.name}@{entry['digest']} is not an artifact with one document")
         return layers[0]["mediaType"], self.repo.get_small_blob(layers[0]["digest"])
 
-    def attach(self, subject: dict, artifact: Artifact) -> dict:
-        """Push `artifact` (its blobs, then its manifest by digest) as a referrer of `subject`; its descriptor."""
+    def attach(self, subject: dict, artifacts: list[Artifact]) -> list[dict]:
+        """Push each artifact (its blobs, then its manifest by digest) as a referrer of `subject`; their
+        descriptors."""
         self.repo.put_small_blob(EMPTY_DATA)
-        self.repo.put_small_blob(artifact.data)
-        return self.put_referrer(subject["digest"], artifact_manifest(subject, artifact))
+        for artifact in artifacts:
+            self.repo.put_small_blob(artifact.data)
+        return self.put_referrers(subject["digest"], [artifact_manifest(subject, a) for a in artifacts])
 
-    def put_referrer(self, subject_digest: str, manifest: RawManifest) -> dict:
-        """Put a referrer's manifest (its blobs already there) and, where the registry has no referrers API,
-        add it to the fallback tag's index."""
-        response = self.repo.put_manifest(manifest.digest, manifest)
-        entry = referrer_descriptor(manifest)
-        if response.headers.get("OCI-Subject") != subject_digest:
-            self._add_to_fallback(subject_digest, entry)
-        return entry
+    def put_referrers(self, subject_digest: str, manifests: list[RawManifest]) -> list[dict]:
+        """Put referrers' manifests (their blobs already there) and, where the registry has no referrers API,
+        add them to the fallback tag's index (one read-modify-write for all)."""
+        entries, unlisted = [], []
+        for manifest in manifests:
+            response = self.repo.put_manifest(manifest.digest, manifest)
+            entries.append(referrer_descriptor(manifest))
+            if response.headers.get("OCI-Subject") != subject_digest:
+                unlisted.append(entries[-1])
+        if unlisted:
+            self._add_to_fallback(subject_digest, unlisted)
+        return entries
 
     # -- the fallback tag -----------------------------------------------------------------------------
 
@@ -114,16 +120,18 @@ class Referrers:
                                 f"but holds a {index.media_type}")
         return list(index.json.get("manifests", []))
 
-    def _add_to_fallback(self, subject_digest: str, entry: dict) -> None:
+    def _add_to_fallback(self, subject_digest: str, new: list[dict]) -> None:
         tag = fallback_tag(subject_digest)
         for _ in range(FALLBACK_ATTEMPTS):
             entries = self._fallback_index(subject_digest)
-            if any(e.get("digest") == entry["digest"] for e in entries):
+            listed = {e.get("digest") for e in entries}
+            missing = [e for e in new if e["digest"] not in listed]
+            if not missing:
                 return
-            entries.append(entry)
-            data = canonical_json({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries})
+            data = canonical_json({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries + missing})
             self.repo.put_manifest(tag, RawManifest(sha256(data), INDEX_MEDIA_TYPE, data))
-            # Another pusher may have written the tag between our read and write: check ours survived.
-        if not any(e.get("digest") == entry["digest"] for e in self._fallback_index(subject_digest)):
+            # Another pusher may have written the tag between our read and write: the next read checks ours survived.
+        listed = {e.get("digest") for e in self._fallback_index(subject_digest)}
+        if any(e["digest"] not in listed for e in new):
             raise RegistryError(f"the referrers tag {self.repo.name}:{tag} kept changing under concurrent pushes; "
-                                f"{entry['digest']} could not be added to it: push again")
+                                "the new referrers could not be added to it: push again")
