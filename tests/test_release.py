@@ -273,6 +273,10 @@ def test_no_attest_pushes_the_image_alone_and_a_bad_key_is_refused(release, regi
     bad_key.write_text("not a key\n")
     refused = run_cli([*common, "--sign-key", bad_key], env=release.env, check=False)
     assert refused.returncode == 2 and str(bad_key) in refused.stderr and "PEM" in refused.stderr
+    public_as_private = run_cli(["provenance", release.project, "--sign-key", release.public_key], check=False)
+    assert public_as_private.returncode == 2 and "not an unencrypted PEM private key" in public_as_private.stderr
+    nowhere = run_cli(["sbom", release.project, "-o", tmp_path / "no-such-dir" / "sbom.json"], check=False)
+    assert nowhere.returncode == 2 and "no-such-dir" in nowhere.stderr and "Traceback" not in nowhere.stderr
     alone = json.loads(run_cli([*common, "--no-attest", "--json"], env=release.env).stdout)
     assert alone["manifest_digest"] == release.digest and alone["attestations"] == []
     status, _ = http_get(f"http://{registry}/v2/{repo}/manifests/{fallback_tag(release.digest)}", INDEX)

@@ -6,6 +6,7 @@ import datetime
 import sys
 from pathlib import Path
 
+from builder.attest.dsse import load_signing_key
 from builder.cli.commands.options import EXIT_OK
 from builder.cli.output import human_size
 from builder.common.atomic import atomic_write_bytes
@@ -30,26 +31,36 @@ def _options(args) -> BuildOptions:
                         validation_skipped="not needed for this document")
 
 
+def _check_output(output: Path | None) -> None:
+    """-o is checked before anything is built."""
+    if output is None:
+        return
+    if output.is_dir():
+        raise InputError("-o names a directory; give a file", path=output)
+    if not output.parent.is_dir():
+        raise InputError(f"-o: no directory {output.parent} to write into", path=output)
+
+
 def _emit(data: bytes, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(data.decode())  # through the masking stream, as everything printed
         sys.stdout.flush()
         return
-    if output.is_dir():
-        raise InputError("-o names a directory; give a file", path=output)
     atomic_write_bytes(output, data)  # never half-written
     print(f"wrote {output} ({human_size(len(data))})", file=sys.stderr)
 
 
 def cmd_sbom(args) -> int:
+    _check_output(args.output)
     result = _build(args)
     _emit(sbom(args.project.resolve(), ImageId(result.image_name, result.manifest_digest), args.format), args.output)
     return EXIT_OK
 
 
 def cmd_provenance(args) -> int:
-    if args.sign_key is not None and not args.sign_key.is_file():
-        raise InputError("--sign-key: no such file", path=args.sign_key)
+    _check_output(args.output)
+    if args.sign_key is not None:
+        load_signing_key(args.sign_key)  # a bad key fails before the build
     options = _options(args)
     started = datetime.datetime.now(datetime.timezone.utc)
     result = build(options)
