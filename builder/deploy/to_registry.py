@@ -40,7 +40,8 @@ def deploy_to_registry(options: DeployOptions, name: str, target: Target) -> Dep
     repo = parse_repository(target.registry)
     warnings: list[str] = []
 
-    attest = options.attest and target.attest
+    # A --dags image keeps the deployed image's packages, which this checkout's lock need not describe.
+    attest = options.attest and target.attest and not options.dags_only
     if attest and options.sign_key is not None:
         load_signing_key(options.sign_key)  # a bad key fails now, not after the push
     git = gates.check_tree(project, force, options.allow_dirty, warnings, progress)
