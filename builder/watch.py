@@ -181,7 +181,8 @@ def _deploy(build_options, target: str) -> str:
     # deploy is and never forced: failing DAGs keep the last good deploy. A developer's tree is dirty by
     # nature while watching: only the git check is waived.
     outcome = deploy(DeployOptions(build=dataclasses.replace(build_options, force=False, validate=True),
-                                   target=target, allow_dirty=True))
+                                   target=target, allow_dirty=True,
+                                   attest=False))  # snapshots of a dirty tree, one per save: not releases
     return outcome.reference
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.helpers import REPO
 
-LAYERS = ["cli", "watch", "deploy", "engine", "cache", "actions", "validate", "bases", "project", "registry", "debian",
+LAYERS = ["cli", "watch", "deploy", "engine", "cache", "actions", "validate", "bases", "attest", "project", "registry", "debian",
           "docker", "oci", "layers", "store", "common"]
 ROOT = REPO / "builder"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 from pathlib import Path
 
 from builder import __version__
@@ -292,6 +293,12 @@ def _registry_parsers(commands) -> None:
     deploy.add_argument("--description", metavar="TEXT", help="recorded with the deploy (default: the last commit "
                                                               "message)")
     deploy.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
+    deploy.add_argument("--no-attest", dest="attest", action="store_false",
+                        help="push the image alone: no SBOMs or provenance attached as referrers (as a target's "
+                             "`attest: false`)")
+    deploy.add_argument("--sign-key", metavar="KEY.pem", type=Path,
+                        help="sign the attached provenance: a DSSE envelope signed with this ECDSA P-256 key")
+    _release_parsers(commands)
 
     login = commands.add_parser("login", help="save credentials for a registry or Astro (checked first)",
                                 description="Ask for a password (or read it with --password-stdin), check the "
@@ -381,6 +388,70 @@ def _verify_parser(commands) -> None:
                              "first_difference (index, rule, rebuilt, reference, paths with their changes, "
                              "paths_total), also_differing, config_differences, notes")
     _engine_args(verify, shared_cache=False)
+
+
+RELEASE_EXAMPLES = """\
+examples:
+  airbuild sbom > sbom.spdx.json                     SPDX 2.3 of the image this project builds
+  airbuild sbom --format cyclonedx -o bom.json       CycloneDX 1.6
+  airbuild provenance --sign-key key.pem -o prov.json   SLSA v1 provenance in a signed DSSE envelope
+  airbuild promote reg.example.com/staging/app:rc1 --to reg.example.com/prod/app --tag v1.4 \\
+      --digest sha256:...                            copy exactly that image (and its referrers), or refuse
+"""
+
+
+def _release_parsers(commands) -> None:
+    for name, what in (("sbom", "an SBOM"), ("provenance", "SLSA provenance")):
+        parser = commands.add_parser(
+            name, help=f"print {what} of the image this project builds" + (
+                " (SPDX 2.3 or CycloneDX 1.6 JSON)" if name == "sbom" else " (an in-toto statement)"),
+            description=textwrap.fill(
+                "Build the project (from the store when unchanged; DAGs are not imported) and write "
+                + ("its SBOM from what airbuild resolved and pinned, no scanner: every Debian package (name, "
+                   "version, architecture, sha256, purl pkg:deb/debian/...), every Python distribution (purl "
+                   "pkg:pypi/..., sha256), the base image (digest) and airbuild itself. The same image gives the "
+                   "same bytes (times from SOURCE_DATE_EPOCH, identifiers from the image digest)."
+                   if name == "sbom" else
+                   "its SLSA v1 provenance as an in-toto Statement v1: subject the image digest; the build "
+                   "definition (commit, astro.yaml and Dockerfile digests, the options that shape the image); the "
+                   "resolved dependencies (base digest, astro.lock's hash); the run (builder id from "
+                   "AIRBUILD_BUILDER_ID, airbuild's version, start and finish). `deploy` attaches the same "
+                   "documents to the image as OCI referrers."), 100),
+            epilog=RELEASE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        _project_arg(parser)
+        parser.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
+        parser.add_argument("--locked", action="store_true",
+                            help="build exactly what astro.lock pins; fail (exit 2) if the inputs no longer match it")
+        if name == "sbom":
+            parser.add_argument("--format", choices=("spdx", "cyclonedx"), default="spdx",
+                                help="spdx (SPDX 2.3 JSON, the default) or cyclonedx (CycloneDX 1.6 JSON)")
+        else:
+            parser.add_argument("--sign-key", metavar="KEY.pem", type=Path,
+                                help="wrap the statement in a DSSE envelope signed with this ECDSA P-256 private "
+                                     "key (PEM; make one with `openssl ecparam -name prime256v1 -genkey -noout`)")
+        parser.add_argument("-o", "--output", metavar="FILE", type=Path,
+                            help="write here (atomically) instead of standard output")
+
+    promote = commands.add_parser(
+        "promote", help="copy an image by digest to another repository or registry, with its referrers",
+        description=textwrap.fill("Copy the image SRC points at to DEST without rebuilding: every manifest keeps its bytes, so "
+                    "the digest is the same. Blobs are mounted when both are on one registry, else streamed "
+                    "from one to the other; the image's referrers (SBOMs, provenance) go with it. DEST gets the "
+                    "reproducible deploy-<digest> tag and each --tag. Recorded in the project's deploy history "
+                    "(.airbuild/deploys.jsonl) when run in a project.", 100),
+        epilog=RELEASE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    promote.add_argument("source", metavar="SRC", help="host/repo:tag or host/repo@sha256:... to copy")
+    promote.add_argument("--to", metavar="HOST/REPO[:TAG]", required=True, help="where to copy it")
+    promote.add_argument("--tag", metavar="TAG", action="append", default=[], help="also tag it so (repeatable)")
+    promote.add_argument("--digest", metavar="sha256:...",
+                         help="refuse (exit 1) unless SRC still points at this digest")
+    promote.add_argument("--project", dest="promote_project", metavar="DIR", type=Path,
+                         help="record the promotion in this project's history (default: the project from here up, "
+                              "if any)")
+    promote.add_argument("--insecure", action="store_true",
+                         help="allow plain HTTP and unverified TLS (loopback registries always may)")
+    promote.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
+    promote.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def validation_skipped(args) -> str | None:

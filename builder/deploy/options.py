@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from builder.engine.build import BuildOptions
@@ -21,6 +21,8 @@ class DeployOptions:
     description: str | None = None
     ca_bundle: Path | None = None
     allow_dirty: bool = False             # a dirty git tree is fine (watch), and nothing else is waived
+    attest: bool = True                   # attach SBOMs and provenance as referrers (--no-attest: not)
+    sign_key: Path | None = None          # --sign-key: the provenance goes in a DSSE envelope signed with it
 
 
 @dataclass
@@ -40,6 +42,8 @@ class DeployResult:
     description: str
     warnings: list[str]
     validation_skipped: str | None = None  # why the DAGs were not imported before the push
+    attestations: list[dict] = field(default_factory=list)  # referrers attached: artifactType, digest, size
+    attestation_bytes: int = 0            # what attaching them sent: documents, their manifests, the referrers index
     astro: dict | None = None             # an Astro deploy: its id, type, imageTag, dagTarballVersion... (astro.py)
 
     def to_json(self) -> dict:

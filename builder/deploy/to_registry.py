@@ -16,6 +16,7 @@ from pathlib import Path
 
 from builder.common.errors import InputError
 from builder.common.paths import default_store_dir
+from builder.attest.dsse import load_signing_key
 from builder.deploy import dag_layer, gates
 from builder.deploy import records as deploy_record
 from builder.deploy.image_edit import splice_layer
@@ -39,6 +40,10 @@ def deploy_to_registry(options: DeployOptions, name: str, target: Target) -> Dep
     repo = parse_repository(target.registry)
     warnings: list[str] = []
 
+    # A --dags image keeps the deployed image's packages, which this checkout's lock need not describe.
+    attest = options.attest and target.attest and not options.dags_only
+    if attest and options.sign_key is not None:
+        load_signing_key(options.sign_key)  # a bad key fails now, not after the push
     git = gates.check_tree(project, force, options.allow_dirty, warnings, progress)
     description = options.description if options.description is not None else git.message
     # CI credentials in AIRBUILD_REGISTRY_* are for the target; a base pulled from the same registry uses them too.
@@ -49,6 +54,7 @@ def deploy_to_registry(options: DeployOptions, name: str, target: Target) -> Dep
                      env_registry=repo.registry) as client:
         store = Store(default_store_dir())
         try:
+            build_started = datetime.datetime.now(datetime.timezone.utc)
             if options.dags_only:
                 manifest_digest = _dags_only_image(build_options, store, client, repo, name, target)
             else:
@@ -58,10 +64,20 @@ def deploy_to_registry(options: DeployOptions, name: str, target: Target) -> Dep
                     warnings.append("astro.lock changed (the base moved): commit it")
                 if result.validation and result.validation["status"] == "failed":
                     warnings.append("DAG validation failed (deployed with --force)")
+            build_finished = datetime.datetime.now(datetime.timezone.utc)
             tag = BuiltImage(manifest_digest, 0, "", ()).tag
             tags = [tag] + [t for t in target.tags if t != tag]
             progress.step(f"pushing to {repo.name}")
             stats = Pusher(client, store, repo.repository).push(manifest_digest, tags)
+            attestations, attestation_bytes = [], 0
+            if attest:
+                # spdx-tools, cyclonedx and protobuf take about a second to import: only for a deploy that attaches
+                from builder.deploy.attestations import attach_all
+
+                progress.step("attaching the SBOMs (SPDX, CycloneDX) and the provenance as referrers")
+                attestations, attestation_bytes = attach_all(
+                    client, store, repo.repository, build_options, manifest_digest, git.commit, bool(git.dirty),
+                    build_started, build_finished, options.sign_key)
         finally:
             store.close()
 
@@ -71,13 +87,16 @@ def deploy_to_registry(options: DeployOptions, name: str, target: Target) -> Dep
         blobs_uploaded=stats.blobs_uploaded, blobs_skipped=stats.blobs_skipped, blobs_mounted=stats.blobs_mounted,
         bytes_uploaded=stats.bytes_uploaded, duration_s=round(time.monotonic() - started, 4), tags=tags,
         dags_only=options.dags_only, git_commit=git.commit, description=description, warnings=warnings,
-        validation_skipped=build_options.skip_reason)
+        validation_skipped=build_options.skip_reason, attestations=attestations,
+        attestation_bytes=attestation_bytes)
     deploy_record.append(project, {
         "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "target": name, "registry": target.registry, "reference": reference, "digest": manifest_digest,
         "tag": tag, "tags": tags, "git_commit": git.commit, "description": description,
         "bytes_uploaded": stats.bytes_uploaded, "blobs_uploaded": stats.blobs_uploaded,
-        "dags_only": options.dags_only, "forced": bool(warnings) and force})
+        "dags_only": options.dags_only, "forced": bool(warnings) and force,
+        "attestations": [{k: a[k] for k in ("artifactType", "digest", "size")} for a in attestations],
+        "attestation_bytes": attestation_bytes})
     return outcome
 
 

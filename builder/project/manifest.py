@@ -199,6 +199,8 @@ class Target(Strict):
     astro: AstroTarget | None = Field(None, description="an Astro Deployment: {deployment: ID, organization: ID}")
     insecure: bool = Field(False, description="allow plain HTTP and unverified TLS (loopback registries always may)")
     tags: list[str] = Field(default_factory=list, description="tags set besides the reproducible deploy-<digest> tag")
+    attest: bool = Field(True, description="attach the image's SBOMs (SPDX, CycloneDX) and SLSA provenance as OCI "
+                                           "referrers when deploying to a registry (false: push the image alone)")
 
     @model_validator(mode="after")
     def one_destination(self) -> "Target":

@@ -52,6 +52,26 @@ def _media_type(data: bytes, header: str | None) -> str:
     return declared or (header or "").split(";")[0].strip()
 
 
+def open_blob(client: RegistryClient, repository: str, digest: str, scopes, what: str) -> httpx.Response:
+    """A blob's GET, streaming, its redirect (to the registry's storage) followed; one attempt."""
+    response = client.send("GET", f"/v2/{repository}/blobs/{digest}", scopes=scopes, what=what,
+                           ok=(200, 307, 302, 303), stream=True)
+    if not response.is_redirect:
+        return response
+    location = response.headers["Location"]
+    response.close()
+    try:  # no Authorization for the storage behind the redirect
+        response = client.http.send(client.http.build_request("GET", location), stream=True)
+    except httpx.TransportError as exc:
+        raise Transient(f"{type(exc).__name__}: {exc}") from None
+    if response.status_code != 200:
+        transient = client.transient_status(response)
+        if transient:
+            raise transient
+        client.fail(what, response)
+    return response
+
+
 class Puller:
     def __init__(self, client: RegistryClient, store: Store, what: str = "base image"):
         self.client = client
@@ -128,21 +148,7 @@ class Puller:
         what = f"downloading blob {digest} of {ref}"
 
         def attempt() -> None:
-            url = f"/v2/{ref.repository}/blobs/{digest}"
-            response = self.client.send("GET", url, scopes=scopes, what=what, ok=(200, 307, 302, 303),
-                                        stream=True)
-            if response.is_redirect:  # to the registry's storage: no Authorization there
-                location = response.headers["Location"]
-                response.close()
-                try:
-                    response = self.client.http.send(self.client.http.build_request("GET", location), stream=True)
-                except httpx.TransportError as exc:
-                    raise Transient(f"{type(exc).__name__}: {exc}") from None
-                if response.status_code != 200:
-                    transient = self.client.transient_status(response)
-                    if transient:
-                        raise transient
-                    self.client.fail(what, response)
+            response = open_blob(self.client, ref.repository, digest, scopes, what)
             try:
                 with self.store.blob_writer() as blob:
                     for chunk in response.iter_bytes(READ):

@@ -23,6 +23,7 @@ from builder.common.errors import InputError
 from builder.registry.auth import repository_scope
 from builder.registry.blob_sources import BlobSources
 from builder.registry.client import RegistryClient, RegistryError, Transient
+from builder.registry.manifests import RawManifest, Repository
 from builder.store.store import Store
 
 ENV_CHUNK = "AIRBUILD_UPLOAD_CHUNK_BYTES"
@@ -202,13 +203,7 @@ class Pusher:
 
     def put_manifest(self, ref: str, data: bytes, digest: str, media_type: str) -> None:
         self.stats.bytes_uploaded += len(data)
-        response = self.client.request("PUT", f"/v2/{self.repository}/manifests/{ref}", scopes=self.scopes,
-                                       ok=(201, 200), content=data, headers={"Content-Type": media_type},
-                                       what=f"putting the manifest {digest} as {self.name}:{ref}")
-        got = response.headers.get("Docker-Content-Digest")
-        if got and got != digest:
-            raise RegistryError(f"the registry {self.client.registry} stored the manifest for {ref} as {got}, "
-                                f"not {digest}")
+        Repository(self.client, self.repository, writable=True).put_manifest(ref, RawManifest(digest, media_type, data))
 
 
 def _range_end(response: httpx.Response) -> int | None:

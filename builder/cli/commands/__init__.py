@@ -5,4 +5,5 @@
 
 MODULES = {"build": "build", "parse": "build", "test": "build", "run": "build", "plan": "build", "lock": "build",
            "watch": "watch", "deploy": "deploy", "login": "login", "logout": "login", "inspect": "info",
-           "history": "info", "init": "init", "verify": "verify"}
+           "history": "info", "init": "init", "verify": "verify", "sbom": "release", "provenance": "release",
+           "promote": "promote"}

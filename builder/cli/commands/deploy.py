@@ -13,7 +13,8 @@ from builder.deploy.deploy import DeployOptions, deploy
 def cmd_deploy(args) -> int:
     result = deploy(DeployOptions(
         build=build_options(args), target=args.target, to=args.to, astro=args.astro, insecure=args.insecure,
-        pytest=args.pytest, dags_only=args.dags, description=args.description, ca_bundle=args.ca_bundle))
+        pytest=args.pytest, dags_only=args.dags, description=args.description, ca_bundle=args.ca_bundle,
+        attest=args.attest, sign_key=args.sign_key))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return EXIT_OK
@@ -27,6 +28,9 @@ def cmd_deploy(args) -> int:
     astro = result.astro
     if astro is None:
         print(f"deployed to {result.target} in {result.duration_s:.2f}s: {pushed}")
+        if result.attestations:
+            print(f"  attached {', '.join(a['artifactType'] for a in result.attestations)} as referrers "
+                  f"({human_size(result.attestation_bytes)} sent)")
         print(result.reference)
         return EXIT_OK
     print(f"deployed to Astro Deployment {astro['deployment']} in {result.duration_s:.2f}s: {astro['deploy_type']} "

@@ -1,0 +1,120 @@
+"""The documents that go with an image: SBOMs (SPDX, CycloneDX) and provenance, made from a build's result.
+
+`documents` writes them from what the build resolved (astro.lock) and how it ran; `attach` pushes them to a
+registry as OCI referrers of the image. `airbuild sbom` and `airbuild provenance` print the same documents
+a deploy attaches.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.attest import CYCLONEDX_MEDIA_TYPE, DSSE_MEDIA_TYPE, IN_TOTO_MEDIA_TYPE, SPDX_MEDIA_TYPE
+from builder.attest.dsse import envelope_json, load_signing_key, sign_envelope
+from builder.attest.facts import ImageFacts, image_facts
+from builder.attest.provenance import BuildRun, provenance_json
+from builder.attest.sbom_cyclonedx import cyclonedx_json
+from builder.attest.sbom_spdx import spdx_json
+from builder.common.errors import InputError
+from builder.engine.build import BuildOptions, epoch_from_env, image_name
+from builder.oci.descriptors import MANIFEST_MEDIA_TYPE
+from builder.project.lock import Lock
+from builder.project.manifest import load_manifest
+from builder.registry.client import RegistryClient
+from builder.registry.manifests import Repository
+from builder.registry.referrers import Artifact, Referrers
+from builder.store.store import Store
+
+SBOM_FORMATS = {"spdx": (SPDX_MEDIA_TYPE, spdx_json), "cyclonedx": (CYCLONEDX_MEDIA_TYPE, cyclonedx_json)}
+
+
+@dataclass(frozen=True)
+class ImageId:
+    name: str       # the project's image name
+    digest: str     # its manifest's digest
+
+
+def _read_lock(project: Path) -> tuple[Lock, Path]:
+    manifest, _ = load_manifest(project)
+    path = project / manifest.lockfile
+    lock = Lock.read(path)
+    if lock is None:
+        raise InputError(f"no {manifest.lockfile}: build the project first (`airbuild build` writes it)", path=path)
+    return lock, path
+
+
+def facts_of(project: Path, image: ImageId) -> ImageFacts:
+    lock, _ = _read_lock(project)
+    return image_facts(lock, image.name, image.digest, epoch_from_env())
+
+
+def sbom(project: Path, image: ImageId, fmt: str) -> bytes:
+    if fmt not in SBOM_FORMATS:
+        raise InputError(f"unknown SBOM format {fmt!r}; choose one of {', '.join(SBOM_FORMATS)}")
+    return SBOM_FORMATS[fmt][1](facts_of(project, image))
+
+
+def _sha256_file(path: Path) -> str | None:
+    try:
+        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def build_run(options: BuildOptions, image: ImageId, commit: str | None, dirty: bool,
+              started: datetime.datetime, finished: datetime.datetime) -> BuildRun:
+    project = options.project.resolve()
+    manifest, manifest_path = load_manifest(project)
+    lock, lock_path = _read_lock(project)
+    digests = {name: digest for name, digest in
+               (("astro.yaml", _sha256_file(manifest_path) if manifest_path else None),
+                (manifest.dockerfile, _sha256_file(project / manifest.dockerfile))) if digest}
+    shaping = {"base": lock.base.source, "baseOverride": str(options.base is not None).lower(), "platform": manifest.platform, "backend": options.backend or manifest.backend,
+               "locked": str(options.locked).lower(), "sourceDateEpoch": str(epoch_from_env()),
+               "compression": manifest.compression.codec,
+               "compressionLevel": "default" if manifest.compression.level is None else str(manifest.compression.level)}
+    build_args = {**manifest.build_args, **options.build_args}
+    return BuildRun(image_name=image.name, digest=image.digest, commit=commit, dirty=dirty,
+                    manifest_digests=digests, options=shaping, base_source=lock.base.source,
+                    base_digest=lock.base.digest, lock_name=lock_path.name, lock_digest=_sha256_file(lock_path),
+                    started=started, finished=finished, build_args=build_args)
+
+
+def provenance(run: BuildRun, sign_key: Path | None) -> Artifact:
+    """The statement, in a DSSE envelope when a key is given."""
+    statement = provenance_json(run)
+    if sign_key is None:
+        return Artifact(IN_TOTO_MEDIA_TYPE, statement, IN_TOTO_MEDIA_TYPE)
+    envelope = envelope_json(sign_envelope(statement, load_signing_key(sign_key)))
+    return Artifact(IN_TOTO_MEDIA_TYPE, envelope, DSSE_MEDIA_TYPE)
+
+
+def documents(options: BuildOptions, image: ImageId, run: BuildRun, sign_key: Path | None) -> list[Artifact]:
+    facts = facts_of(options.project.resolve(), image)
+    artifacts = [Artifact(media_type, make(facts), media_type) for media_type, make in SBOM_FORMATS.values()]
+    return artifacts + [provenance(run, sign_key)]
+
+
+def attach_all(client: RegistryClient, store: Store, repository: str, options: BuildOptions, manifest_digest: str,
+               commit: str | None, dirty: bool, started: datetime.datetime, finished: datetime.datetime,
+               sign_key: Path | None) -> tuple[list[dict], int]:
+    """A deploy's attachments: every document made for the pushed image and attached to it; their descriptors
+    and the bytes it took."""
+    project = options.project.resolve()
+    image = ImageId(image_name(project, load_manifest(project)[0].name), manifest_digest)
+    run = build_run(options, image, commit, dirty, started, finished)
+    repo = Repository(client, repository, writable=True)
+    return attach(repo, store, manifest_digest, documents(options, image, run, sign_key)), repo.bytes_sent
+
+
+def attach(repo: Repository, store: Store, manifest_digest: str, artifacts: list[Artifact]) -> list[dict]:
+    """Each artifact pushed as a referrer of the image; their descriptors (digest, size, artifactType).
+    `repo.bytes_sent` then counts what it cost: documents, manifests, the fallback index."""
+    manifest = json.loads(store.read_blob(manifest_digest))
+    subject = {"mediaType": manifest.get("mediaType", MANIFEST_MEDIA_TYPE), "digest": manifest_digest,
+               "size": len(store.read_blob(manifest_digest))}
+    return Referrers(repo).attach(subject, artifacts)
