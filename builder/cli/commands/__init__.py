@@ -5,4 +5,4 @@
 
 MODULES = {"build": "build", "parse": "build", "test": "build", "run": "build", "plan": "build", "lock": "build",
            "watch": "watch", "deploy": "deploy", "login": "login", "logout": "login", "inspect": "info",
-           "history": "info", "init": "init"}
+           "history": "info", "init": "init", "cache": "cache"}
