@@ -28,7 +28,7 @@ KINDS = (LAYER_BLOBS, LAYER_RECORDS, WHEELS, DEBS, ENVIRONMENTS, VALIDATION, MET
 BLOBS = Path("blobs") / "sha256"
 LAYER_RECORD_DIRS = ("layers", "compressed")
 VALIDATION_DIRS = ("dag-results", "dag-runs", "astro-tests")
-NOT_RECORDS = {"blobs", "tmp", "rootfs", "quarantine"}
+NOT_RECORDS = {"blobs", "tmp", "rootfs", "quarantine", "logs"}
 COMPLETE = ".airbuild-complete"  # in an unpacked environment: written last, holds its size in bytes
 
 

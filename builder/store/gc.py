@@ -42,10 +42,13 @@ def needed(root: Path, limits: Limits, now: float | None = None) -> bool:
     return limits.keep_days is not None and any(e.used < now - limits.keep_days * 86400 for e in found)
 
 
-def collect(root: Path, limits: Limits, dry_run: bool = False, now: float | None = None) -> GcReport:
+def collect(root: Path, limits: Limits, dry_run: bool = False, now: float | None = None,
+            recent: set[Path] | frozenset[Path] = frozenset()) -> GcReport:
+    """`recent`: entries just used (by the build ending now), newer than any mtime says (touched hourly only)."""
     now = time.time() if now is None else now
     temps = 0 if dry_run else sweep_all(root)
-    found = sorted(entries(root), key=lambda e: (e.used, str(e.path)))  # least recently used first
+    found = sorted((Entry(e.path, e.kind, e.size, now) if e.path in recent else e for e in entries(root)),
+                   key=lambda e: (e.used, str(e.path)))  # least recently used first
     total = sum(e.size for e in found)
     victims: list[Entry] = []
     keep: list[Entry] = []

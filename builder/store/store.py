@@ -60,6 +60,7 @@ class Store:
         self.elsewhere: BlobSource | None = None  # asked for a pinned input its origin no longer serves
         self.limits = configured()                # read now: a bad setting fails before any work, not after
         self.collected: gc.GcReport | None = None  # what the gc after this build evicted (None: none ran)
+        self.used: set[Path] = set()  # entries this build read: the most recently used, whatever their mtime says
         for sub in ("blobs/sha256", "layers", "compressed", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._lock_handle = open(root / "lock", "a+b")
@@ -81,7 +82,7 @@ class Store:
         try:
             limits = limits if limits is not None else self.limits
             if limits.any and gc.needed(self.root, limits) and self._try_exclusive():
-                self.collected = gc.collect(self.root, limits)
+                self.collected = gc.collect(self.root, limits, recent=self.used)
         finally:
             self._lock_handle.close()
 
@@ -96,6 +97,7 @@ class Store:
 
     def touch(self, path: Path, st: os.stat_result | None = None) -> None:
         """Record a use of the entry at `path` (its mtime), at most once every TOUCH_EVERY_S."""
+        self.used.add(path)
         try:
             st = st or path.stat()
             if time.time() - st.st_mtime > TOUCH_EVERY_S:
