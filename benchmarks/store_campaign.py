@@ -36,11 +36,11 @@ DAG = ('from datetime import datetime\nfrom airflow import DAG\n\n'
        'with DAG("d{n}", start_date=datetime(2024, 1, 1), schedule=None):\n    pass\n')
 
 
-def airbuild(args: list[str], store: Path, **kwargs) -> subprocess.CompletedProcess:
+def airbuild(args: list[str], store: Path, check: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "AIRBUILD_CACHE_DIR": str(store)}
     env.pop("AIRBUILD_CACHE_MAX_SIZE", None)
     return subprocess.run([sys.executable, "-m", "builder", *args], env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, **kwargs)
+                          stdin=subprocess.DEVNULL, check=check)
 
 
 def tiny_base(path: Path) -> None:
@@ -187,6 +187,8 @@ def campaign(kills: int, base: Path, work: Path, seed: int = 1, include_mb: int 
             f"digest {'ok' if trial['digest_ok'] else 'DIFFERENT'}")
         if kind == "cold":
             shutil.rmtree(store, ignore_errors=True)
+    result_gc = gc_phase(project, warm, references, log)
+    result_concurrent = concurrent_phase(project, work, references, log)
     clean = [t for t in trials if t["verify_exit"] == 0 and t["corrupt"] == 0 and t["digest_ok"]
              and not t["tmp_left_after_rebuild"] and t["verify_after_rebuild_exit"] == 0]
     return {"kills": kills, "killed_inside_build": sum(t["killed_inside"] for t in trials),
@@ -194,7 +196,62 @@ def campaign(kills: int, base: Path, work: Path, seed: int = 1, include_mb: int 
             "digest_as_clean_store": sum(t["digest_ok"] for t in trials), "survived": len(clean),
             "temps_left_by_kills": sum(t["temps_left_by_kill"] for t in trials),
             "kills_leaving_temps": sum(t["temps_left_by_kill"] > 0 for t in trials),
-            "durations_s": {k: round(v, 2) for k, v in durations.items()}, "trials": trials}
+            "durations_s": {k: round(v, 2) for k, v in durations.items()}, "gc": result_gc,
+            "concurrent": result_concurrent, "trials": trials}
+
+
+def du(store: Path) -> int:
+    return json.loads(airbuild(["cache", "du", "--json"], store, check=True).stdout)["total_bytes"]
+
+
+def gc_phase(project: Path, store: Path, references: dict[int, str], log) -> dict:
+    """The warm store after the kills: gc to half its size, then verify, then the next build's digest."""
+    before = du(store)
+    limit = before // 2
+    report = json.loads(airbuild(["cache", "gc", "--max-size", str(limit), "--json"], store, check=True).stdout)
+    after = du(store)
+    set_variant(project, 1)
+    digest, _ = build(project, store)
+    verified = verify(store)
+    out = {"before_bytes": before, "max_size": limit, "after_bytes": after, "evicted": report["evicted"],
+           "verify_exit": verified["exit_code"], "digest_ok": digest == references[1]}
+    log(f"gc: {before} -> {after} bytes (limit {limit}); next build {'ok' if out['digest_ok'] else 'DIFFERENT'}")
+    return out
+
+
+def concurrent_phase(project: Path, work: Path, references: dict[int, str], log, rounds: int = 3) -> dict:
+    """Two projects built over and over in parallel on one store while `cache gc --max-size 0` and
+    `cache verify` run in a loop beside them: every build succeeds with its clean-store digest."""
+    store = work / "shared"
+    other = work / "other"
+    shutil.copytree(project, other, ignore=shutil.ignore_patterns(".airbuild"))
+    set_variant(other, 2)
+    set_variant(project, 0)
+    expected = {project: references[0], other: build(other, work / "other-clean")[0]}
+    shutil.rmtree(other / ".airbuild")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AIRBUILD_CACHE_DIR": str(store)}
+    builds_ok, builds, gcs, verifies, corrupt = 0, 0, 0, 0, 0
+    for _ in range(rounds):
+        for p in expected:
+            (p / ".airbuild" / "stamp.json").unlink(missing_ok=True)
+        running = [subprocess.Popen([sys.executable, "-m", "builder", "build", str(p), "--no-validate", "--json"],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for p in expected]
+        while any(proc.poll() is None for proc in running):
+            gcs += airbuild(["cache", "gc", "--max-size", "0", "--json"], store).returncode == 0
+            report = verify(store)
+            verifies += 1
+            corrupt += len(report["corrupt"])
+        for proc, p in zip(running, expected):
+            out, _ = proc.communicate()
+            builds += 1
+            builds_ok += proc.returncode == 0 and json.loads(out)["manifest_digest"] == expected[p]
+    final = verify(store)
+    out = {"builds": builds, "builds_ok": builds_ok, "gc_runs": gcs, "verify_runs": verifies,
+           "corrupt_seen": corrupt + len(final["corrupt"])}
+    log(f"concurrent: {builds_ok}/{builds} builds ok beside {gcs} gc and {verifies} verify runs, "
+        f"{out['corrupt_seen']} corrupt")
+    return out
 
 
 def main() -> int:
@@ -217,7 +274,10 @@ def main() -> int:
     print(text)
     if args.out:
         args.out.write_text(text)
-    return 0 if result["survived"] == result["kills"] else 1
+    concurrent = result["concurrent"]
+    ok = (result["survived"] == result["kills"] and result["gc"]["digest_ok"] and result["gc"]["verify_exit"] == 0
+          and concurrent["builds_ok"] == concurrent["builds"] and concurrent["corrupt_seen"] == 0)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -295,3 +295,7 @@ def test_sigkill_campaign_quick(tmp_path):
                                                   and not t["tmp_left_after_rebuild"])]
     assert failed == [] and result["survived"] == 5
     assert result["killed_inside_build"] >= 1, result["trials"]
+    gc = result["gc"]
+    assert gc["after_bytes"] <= gc["max_size"] < gc["before_bytes"] and gc["verify_exit"] == 0 and gc["digest_ok"]
+    concurrent = result["concurrent"]  # builds beside `cache gc --max-size 0` and `cache verify` in a loop
+    assert concurrent["builds_ok"] == concurrent["builds"] and concurrent["corrupt_seen"] == 0

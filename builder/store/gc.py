@@ -71,6 +71,7 @@ def collect(root: Path, limits: Limits, dry_run: bool = False, now: float | None
             remove(entry.path)
     if not dry_run:
         size -= _drop_dangling_records(root)
+        _drop_lock_files(root)
     return GcReport(total, size, {k: {"count": counts[k], "bytes": sizes[k]} for k in counts}, temps, dry_run,
                     limits.max_size, limits.keep_days)
 
@@ -88,6 +89,17 @@ def _drop_dangling_records(root: Path) -> int:
                 freed += entry.stat().st_size
                 remove(entry)
     return freed
+
+
+def _drop_lock_files(root: Path) -> None:
+    """The per-key and per-environment lock files builds leave (one per layer ever built): no build runs now."""
+    for directory in ("layers", "rootfs"):
+        try:
+            found = [p for p in (root / directory).iterdir() if p.suffix == ".lock"]
+        except FileNotFoundError:
+            continue
+        for path in found:
+            path.unlink(missing_ok=True)
 
 
 def entries_of(directory: Path) -> list[Path]:
