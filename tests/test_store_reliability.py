@@ -255,7 +255,7 @@ def test_an_interrupted_layout_write_never_names_missing_blobs(tmp_path, airbuil
     set_age(project, 3600)
     stopped = 0
     for delay in (0.5, 1.0, 1.5, 2.0, 3.0):
-        if store_campaign.killed_build(project, airbuild_cache, delay):
+        if store_campaign.killed_build(project, airbuild_cache, delay) is None:
             stopped += 1
         index = json.loads((layout / "index.json").read_text())
         manifest_digest = index["manifests"][0]["digest"]
@@ -293,8 +293,8 @@ def test_sigkill_campaign_quick(tmp_path):
     result = store_campaign.campaign(5, base, tmp_path / "work", seed=3)
     failed = [t for t in result["trials"] if not (t["verify_exit"] == 0 and t["digest_ok"]
                                                   and not t["tmp_left_after_rebuild"])]
-    assert failed == [] and result["survived"] == 5
-    assert result["killed_inside_build"] >= 1, result["trials"]
+    assert failed == [] and result["all_attempts_clean"]
+    assert result["killed_inside_build"] == result["survived"] == 5, result["trials"]
     gc = result["gc"]
     assert gc["after_bytes"] <= gc["max_size"] < gc["before_bytes"] and gc["verify_exit"] == 0 and gc["digest_ok"]
     concurrent = result["concurrent"]  # builds beside `cache gc --max-size 0` and `cache verify` in a loop
