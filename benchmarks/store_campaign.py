@@ -97,17 +97,17 @@ def build(project: Path, store: Path) -> tuple[str, float]:
     return json.loads(proc.stdout)["manifest_digest"], time.monotonic() - started
 
 
-def killed_build(project: Path, store: Path, delay: float) -> float | None:
+def killed_build(project: Path, store: Path, delay: float) -> tuple[float, int] | None:
     """Start a build, SIGKILL its process group after `delay`; None if it was still running then (killed
-    inside), else how long it took."""
+    inside), else how long it took and its exit code."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "AIRBUILD_CACHE_DIR": str(store)}
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "builder", "build", str(project), "--no-validate", "--json"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        proc.wait(timeout=delay)
-        return time.monotonic() - started
+        code = proc.wait(timeout=delay)
+        return time.monotonic() - started, code
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -166,32 +166,34 @@ def campaign(kills: int, base: Path, work: Path, seed: int = 1, include_mb: int 
     log(f"durations (shortest of 3): cold {durations['cold']:.2f} s, incremental {durations['incremental']:.2f} s")
 
     trials = []
-    attempts = 0
+    attempts, current = 0, 0
     while sum(t["killed_inside"] for t in trials) < kills and attempts < 3 * kills:
         i = sum(t["killed_inside"] for t in trials)
         attempts += 1
         kind = "cold" if i % 2 == 0 else "incremental"
-        variant = rng.randrange(VARIANTS)
+        variant = (current + rng.randrange(1, VARIANTS)) % VARIANTS  # always a change: never a no-op build
+        current = variant
         store = work / f"cold-{attempts}" if kind == "cold" else warm
         if kind == "cold":
             shutil.rmtree(project / ".airbuild", ignore_errors=True)
         set_variant(project, variant)
         delay = rng.uniform(0.05, durations[kind])
         finished = killed_build(project, store, delay)
-        if finished is not None:  # the machine got faster: draw below this build's time from now on
-            durations[kind] = min(durations[kind], finished)
+        if finished is not None and finished[1] == 0:  # the machine got faster: draw below this build's time
+            durations[kind] = min(durations[kind], finished[0])
         left_by_kill = temps_left(store)
         report = verify(store)
         digest, _ = build(project, store)
         left = leftovers(store)
         again = verify(store)
         trial = {"kind": kind, "delay_s": round(delay, 3), "killed_inside": finished is None,
+                 "finished": None if finished is None else {"duration_s": round(finished[0], 2), "exit": finished[1]},
                  "verify_exit": report["exit_code"], "corrupt": len(report["corrupt"]),
                  "temps_left_by_kill": left_by_kill, "digest_ok": digest == references[variant],
                  "tmp_left_after_rebuild": left, "verify_after_rebuild_exit": again["exit_code"]}
         trials.append(trial)
         log(f"{i + 1}/{kills} {kind:<11} kill at {delay:5.2f} s "
-            f"({'inside' if finished is None else 'after the end: not counted'}): "
+            f"({'inside' if finished is None else f'after the end (exit {finished[1]}, {finished[0]:.2f} s): not counted'}): "
             f"{left_by_kill} temps left; verify {report['exit_code']} ({len(report['corrupt'])} corrupt), "
             f"digest {'ok' if trial['digest_ok'] else 'DIFFERENT'}")
         if kind == "cold":
