@@ -233,10 +233,11 @@ def test_crash_or_interrupt_mid_build_leaves_the_store_usable(project, debian_ro
     big.write_bytes(rng.randbytes(120 * 1024 * 1024))
     set_age(project, 3600)
     for signal_name in ("SIGKILL", "SIGINT"):
+        tmp_dir = airbuild_cache / "tmp"
+        earlier = {p.name for p in tmp_dir.iterdir()} if tmp_dir.exists() else set()  # the killed build's
         proc = subprocess.Popen([sys.executable, "-m", "builder", "build", project, "--base",
                                  f"rootfs:{debian_rootfs}", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        tmp_dir = airbuild_cache / "tmp"
-        _wait_for(lambda: _layer_in_progress(airbuild_cache, proc.pid), proc)
+        _wait_for(lambda: _layer_in_progress(airbuild_cache, earlier), proc)
         os.kill(proc.pid, getattr(__import__("signal"), signal_name))
         proc.wait(timeout=60)
         assert proc.returncode != 0
@@ -253,11 +254,12 @@ def test_crash_or_interrupt_mid_build_leaves_the_store_usable(project, debian_ro
     assert resumed["manifest_digest"] == clean["manifest_digest"]
 
 
-def _layer_in_progress(cache: Path, pid: int) -> bool:
-    """Process `pid` is writing a project layer (the base import is done)."""
+def _layer_in_progress(cache: Path, earlier: set[str]) -> bool:
+    """The build (the only one running on this store) is writing a project layer (the base import is done):
+    a blob temp file that was not there before it started (temp files are named without PIDs)."""
     tmp = cache / "tmp"
     return (cache / "bases").exists() and tmp.exists() and any(
-        p.name.startswith(f"{pid}.") and p.stat().st_size > 1 << 20 for p in tmp.iterdir())
+        p.name.startswith("blob.") and p.name not in earlier and p.stat().st_size > 1 << 20 for p in tmp.iterdir())
 
 
 def _wait_for(condition, proc, timeout: float = 120) -> None:

@@ -6,6 +6,7 @@ traceback; secrets are masked in everything printed.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import sys
@@ -17,7 +18,7 @@ from builder.cli.output import print_build, print_validation, show
 from builder.cli.parser import build_args, make_parser, validation_skipped
 from builder.common import crash, masking
 from builder.common.errors import AirbuildError
-from builder.common.paths import OUTPUT_DIR
+from builder.common.paths import OUTPUT_DIR, default_store_dir
 from builder.engine import stamp
 from builder.project.discover import find_project
 
@@ -54,11 +55,24 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
         return EXIT_OK
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return _internal_error(exc, argv, getattr(args, "json", False))
+        _error(_disk_full(exc), getattr(args, "json", False), EXIT_FAILED)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("airbuild: interrupted; the store and outputs are as they were before this step", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug of ours, not the user's input: no traceback on the terminal
         return _internal_error(exc, argv, getattr(args, "json", False))
+
+
+def _disk_full(exc: OSError) -> str:
+    """A full disk is the machine's state, not a bug: what was being written, and what to do."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    what = "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    return (f"{what}{where}; nothing half-written was kept. Free space, or "
+            f"shrink the store: airbuild cache gc --max-size SIZE (store: {default_store_dir()})")
 
 
 def _with_project(args):

@@ -325,6 +325,8 @@ def _registry_parsers(commands) -> None:
     logout.add_argument("registry", nargs="?", help="host[:port]")
     logout.add_argument("--astro", action="store_true", help="remove the Astro API token `login --astro` saved")
 
+    _cache_commands(commands)
+
     history = commands.add_parser(
         "history", help="list the deploys recorded in .airbuild/deploys.jsonl; --verify: has a tag moved since?",
         description="List the deploys recorded in .airbuild/deploys.jsonl. With --verify, look up every tag they "
@@ -452,6 +454,63 @@ def _release_parsers(commands) -> None:
                          help="allow plain HTTP and unverified TLS (loopback registries always may)")
     promote.add_argument("--ca-bundle", metavar="FILE", type=Path, help="also trust these CA certificates (PEM)")
     promote.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+CACHE_EPILOG = """\
+examples:
+  airbuild cache du                          what the store holds, by kind
+  airbuild cache gc --max-size 20GB          evict the least recently used until it fits
+  airbuild cache gc --keep-days 30 --dry-run what would go: entries unused for 30 days
+  airbuild cache verify                      rehash everything; corrupt entries go to quarantine/ (exit 1)
+
+A limit set as AIRBUILD_CACHE_MAX_SIZE, or in ~/.config/airbuild/config.toml
+([cache] max_size = "20GB", keep_days = 30), is applied after every build that ends with the store to itself.
+"""
+
+
+def _size(text: str) -> int:
+    from builder.common.errors import InputError  # only for `cache gc`: a no-op build's parse imports no more
+    from builder.store.limits import parse_size  # only for `cache gc`, as above
+
+    try:
+        return parse_size(text, "--max-size")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("--max-size: ")) from None
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days")
+    return value
+
+
+def _cache_commands(commands) -> None:
+    cache = commands.add_parser(
+        "cache", help="the local store (AIRBUILD_CACHE_DIR): its size by kind, gc, verify",
+        description="The store every build on this machine shares (AIRBUILD_CACHE_DIR, else ~/.cache/airbuild): "
+                    "layer blobs and records, wheels, .debs, unpacked environments, validation results.",
+        epilog=CACHE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    du = sub.add_parser("du", help="the store's size by kind of entry")
+    du.add_argument("--json", action="store_true", help="print one JSON object")
+    gc = sub.add_parser("gc", help="evict the least recently used entries until the store fits",
+                        description="Evict entries unused for --keep-days, then the least recently used ones until "
+                                    "the store is under --max-size. Waits for running builds (it holds the store "
+                                    "alone), so nothing a build uses is evicted. Without options: the configured "
+                                    "limit (AIRBUILD_CACHE_MAX_SIZE or ~/.config/airbuild/config.toml).")
+    gc.add_argument("--max-size", metavar="SIZE", type=_size,
+                    help="the size to get under: 500MB, 20GB, 1.5GiB (KB/MB/GB: 1000s; KiB/MiB/GiB: 1024s)")
+    gc.add_argument("--keep-days", metavar="N", type=_days, help="also evict whatever was not used for N days")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be evicted; remove nothing")
+    gc.add_argument("--json", action="store_true", help="print one JSON object")
+    verify = sub.add_parser("verify", help="rehash every blob and record; quarantine corrupt ones (exit 1 if any)",
+                            description="Rehash every blob and read every record of the store; a corrupt one is "
+                                        "moved to quarantine/ and listed, and the exit code is 1. Runs beside builds.")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def validation_skipped(args) -> str | None:

@@ -36,6 +36,7 @@ from builder.project.naming import default_name
 from builder.oci.descriptors import Platform
 from builder.bases.accounts import Ownership, resolve_owner
 from builder.engine.plan import Plan, make_plan
+from builder.engine.project_lock import ensure_output_dir, project_locked
 from builder.common.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
 from builder.common.progress import Progress
 from builder.engine.rules import rule_list, rules_dir
@@ -188,14 +189,15 @@ def insecure_registries(manifest: Manifest) -> frozenset[str]:
 def write_lock(options: BuildOptions) -> tuple[Lock, Path, bool]:
     """Resolve everything a build would and write the lock (a layer is built only when a rule above it must read
     its files to resolve: a requirements file over a packages.txt)."""
-    store = Store(default_store_dir())
-    prepared = None
-    try:
-        prepared = prepare(options, store)
-        path = prepared.inputs.lock_path
-        return prepared.lock, path, prepared.lock.write(path)
-    finally:
-        _end(prepared, store)  # the staging of a layer built on the way, the shared cache's connection
+    with project_locked(options.project.resolve()):
+        store = Store(default_store_dir())
+        prepared = None
+        try:
+            prepared = prepare(options, store)
+            path = prepared.inputs.lock_path
+            return prepared.lock, path, prepared.lock.write(path)
+        finally:
+            _end(prepared, store)  # the staging of a layer built on the way, the shared cache's connection
 
 
 def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Prepared:
@@ -207,7 +209,7 @@ def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Pre
     if options.locked:
         check_base(lock_state, inputs.base_pin)
     output_dir = project / OUTPUT_DIR
-    _ensure_output_dir(output_dir)
+    ensure_output_dir(output_dir)
 
     initial = ContainerConfig.from_oci(base.config.get("config"))
     if "workdir" in manifest.model_fields_set or not initial.workdir:
@@ -271,6 +273,11 @@ def _secrets(from_manifest: list[SecretSpec], given: tuple[str, ...]) -> tuple[S
 
 
 def build(options: BuildOptions) -> BuildResult:
+    with project_locked(options.project.resolve()):
+        return _build(options)
+
+
+def _build(options: BuildOptions) -> BuildResult:
     started = time.monotonic()
     store = Store(options.store_dir or default_store_dir())
     prepared = None
@@ -297,7 +304,7 @@ def build(options: BuildOptions) -> BuildResult:
         image = assemble(store, ctx.base.config, ctx.base.layers, plan.config, records, plan.history, ctx.epoch)
         oci_dir = (options.oci_dir or prepared.output_dir / "image").resolve()
         options.progress.step(f"writing the OCI layout {oci_dir}")
-        write_layout(store, image, oci_dir)
+        write_layout(store, image, oci_dir, merge=options.oci_dir is not None)  # --oci DIR: other images stay
         name = image_name(ctx.project, ctx.manifest.name)
         archive = None
         if options.archive is not None:
@@ -462,13 +469,6 @@ def build_settings(options: BuildOptions) -> dict:
                           options.skip_reason, options.force, options.backend, options.build_args, options.secrets)
 
 
-def _ensure_output_dir(path: Path) -> None:
-    path.mkdir(exist_ok=True)
-    ignore = path / ".gitignore"
-    if not ignore.exists():
-        atomic_write_bytes(ignore, b"# airbuild's outputs and caches: never commit them\n*\n", fsync=False)
-
-
 def image_name(project: Path, configured: str | None) -> str:
     return configured or default_name(project)
 
@@ -497,6 +497,12 @@ def run_dag(options: BuildOptions, dag_id: str, conf: dict, network: bool, timeo
 @contextlib.contextmanager
 def _environment(options: BuildOptions):
     """A prepared build whose environment layers (everything but the project's files) are in the store."""
+    with project_locked(options.project.resolve()), _prepared(options) as prepared:
+        yield prepared
+
+
+@contextlib.contextmanager
+def _prepared(options: BuildOptions):
     store = Store(default_store_dir())
     prepared = None
     try:

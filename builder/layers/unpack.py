@@ -19,9 +19,9 @@ from typing import Sequence
 from builder.layers.read import members
 from builder.layers.whiteouts import whiteout
 from builder.common.errors import BuildError
+from builder.store.entries import COMPLETE, environment_size
 from builder.store.store import LayerRecord, Store
 
-COMPLETE = ".airbuild-complete"
 
 
 def chain_id(layers: Sequence[LayerRecord]) -> str:
@@ -34,18 +34,19 @@ def unpacked(store: Store, layers: Sequence[LayerRecord]) -> Path:
     root.mkdir(exist_ok=True)
     target = root / chain_id(layers)
     if (target / COMPLETE).exists():
+        store.touch(target)  # a use, for the store's gc (least recently used goes first)
         return target
     with open(root / f"{target.name}.lock", "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / COMPLETE).exists():
             return target
-        staging = root / f"{target.name}.{os.getpid()}.tmp"
+        staging = root / f"{target.name}.tmp"  # written under the lock above: the store's sweep asks it
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         try:
             for layer in layers:
                 _apply(store, layer, staging)
-            (staging / COMPLETE).touch()
+            (staging / COMPLETE).write_text(str(environment_size(staging)))  # its size, for `cache du` and gc
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging, target)
         except BaseException:

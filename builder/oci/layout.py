@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from builder.common.atomic import atomic_write_bytes, atomic_writer
+from builder.common.errors import InputError
 from builder.oci.image import BuiltImage
 from builder.layers.tar import LayerItem, write_tar
 from builder.oci.descriptors import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, REF_NAME, canonical_json, descriptor
@@ -16,17 +17,38 @@ from builder.store.store import Store
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
-def _index(image: BuiltImage) -> bytes:
+def _index(image: BuiltImage, others: list[dict] | None = None) -> bytes:
     manifest = descriptor(MANIFEST_MEDIA_TYPE, image.manifest_digest, image.manifest_size, {REF_NAME: image.tag})
-    return canonical_json({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": [manifest]})
+    return canonical_json({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": [*(others or []), manifest]})
+
+
+def _other_images(directory: Path, image: BuiltImage) -> list[dict]:
+    """The manifests an existing layout's index names, but this image (by digest or by its tag)."""
+    path = directory / "index.json"
+    try:
+        index = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is not an OCI image index ({exc}); give --oci an empty directory or a layout")
+    manifests = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(manifests, list) or not all(isinstance(m, dict) for m in manifests):
+        raise InputError(f"{path} is not an OCI image index (no `manifests` list)")
+    return [m for m in manifests if m.get("digest") != image.manifest_digest
+            and (m.get("annotations") or {}).get(REF_NAME) != image.tag]
 
 
 def _blob_digests(image: BuiltImage) -> list[str]:
     return [image.manifest_digest, image.config_digest] + [r.digest for r in image.layers]
 
 
-def write_layout(store: Store, image: BuiltImage, directory: Path) -> None:
-    """Make `directory` an OCI image layout holding exactly `image` (blobs hard-linked from the store)."""
+def write_layout(store: Store, image: BuiltImage, directory: Path, merge: bool = False) -> None:
+    """Make `directory` an OCI image layout holding exactly `image` (blobs hard-linked from the store); with
+    `merge`, add `image` to the layout's index and keep its other images and their blobs.
+
+    The index is written last: a crash at any moment leaves an index naming only blobs that are there.
+    """
+    others = _other_images(directory, image) if merge else []
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     wanted = set()
@@ -38,7 +60,9 @@ def write_layout(store: Store, image: BuiltImage, directory: Path) -> None:
             continue
         _link_or_copy(store.blob_path(digest), target)
     atomic_write_bytes(directory / "oci-layout", OCI_LAYOUT, fsync=False)
-    atomic_write_bytes(directory / "index.json", _index(image))
+    atomic_write_bytes(directory / "index.json", _index(image, others))
+    if merge:
+        return
     for stale in blobs.iterdir():  # the layout holds this image only: drop an earlier build's blobs
         if stale.name not in wanted:
             stale.unlink(missing_ok=True)

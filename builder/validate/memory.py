@@ -7,23 +7,23 @@ per-file results already read, the modules already compiled, the environments al
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.store.store import WorkDir
 from builder.validate.sandbox import Session
 
 
 @dataclass
 class ServedHarness:
     session: Session
-    work: Path       # its harness directory, removed with it
+    work: WorkDir    # its harness directory, removed with it
     place: Any       # builder.validate.run.Placement: where it sees the project
 
     def close(self) -> None:
         self.session.close()
-        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.release()
 
 
 @dataclass

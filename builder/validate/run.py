@@ -28,7 +28,7 @@ from builder.validate import harness
 from builder.validate.memory import ServedHarness, ValidationMemory
 from builder.layers.unpack import chain_id, unpacked
 from builder.validate.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run
-from builder.store.store import LayerRecord, Store
+from builder.store.store import LayerRecord, Store, WorkDir
 from builder.common.hashing import json_sha256
 
 PROJECT_DIRS = ("dags", "plugins", "include")
@@ -311,11 +311,11 @@ def run_project_tests(inputs: ValidationInputs, pytest_args: list[str], to_stder
 def scratch(inputs: ValidationInputs, name: str) -> Iterator[tuple[Path, Placement]]:
     """A job's own directory in the store's tmp/ (its harness_dir in the sandbox) and where the job sees
     things; the directory is removed however the job ends."""
-    work = _work_dir(inputs, name)
+    work = inputs.store.work_dir(name)
     try:
-        yield work, placement(inputs, work)
+        yield work.path, placement(inputs, work.path)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        work.release()
 
 
 def _every_file_s(inputs: ValidationInputs) -> float:
@@ -323,16 +323,10 @@ def _every_file_s(inputs: ValidationInputs) -> float:
     return 120 + inputs.limits.timeout_s * (len(inputs.dag_hashes) + 1)
 
 
-def _work_dir(inputs: ValidationInputs, name: str) -> Path:
-    work = inputs.store.root / "tmp" / f"{os.getpid()}.{name}"
-    work.mkdir(parents=True, exist_ok=True)
-    return work
-
-
-def _harness_work_dir(inputs: ValidationInputs, name: str) -> Path:
+def _harness_work_dir(inputs: ValidationInputs, name: str) -> WorkDir:
     """A directory holding a copy of the harness: the job's harness_dir."""
-    work = _work_dir(inputs, name)
-    shutil.copyfile(harness.__file__, work / "harness.py")
+    work = inputs.store.work_dir(name)
+    shutil.copyfile(harness.__file__, work.path / "harness.py")
     return work
 
 
@@ -401,9 +395,9 @@ def _warm_session(inputs: ValidationInputs, memory: ValidationMemory) -> tuple[S
         return served.session, served.place
     memory.close()  # another environment (requirements changed): its harness goes
     work = _harness_work_dir(inputs, f"harness-{key[:12]}")
-    place = placement(inputs, work)
+    place = placement(inputs, work.path)
     job = project_job(inputs, place, ["python3", posixpath.join(place.harness_dir, "harness.py"), "--serve"],
-                      PROJECT_DIRS, work, timeout_s=0)
+                      PROJECT_DIRS, work.path, timeout_s=0)
     job.as_init = True
     session = Session(job)
     memory.harnesses[key] = ServedHarness(session, work, place)

@@ -36,7 +36,7 @@ from builder.oci.layout import write_archive
 from builder.project.manifest import RuleSpec
 from builder.actions.dockerfile.secrets import engine_secrets
 from builder.actions.steps import BuildContext, LayerStep
-from builder.store.store import LayerRecord
+from builder.store.store import LayerRecord, WorkDir
 from builder.project.tree import Entry, merkle_root
 from builder.common.resources import template_text
 
@@ -57,6 +57,7 @@ class EngineSegment:
     context: dict[str, Entry] = field(default_factory=dict)  # project files the COPYs copy (buildkit backend)
     _outputs: dict[int, list[LayerItem]] | None = None
     _work: Path | None = None
+    _held: WorkDir | None = None  # _work, locked against the store's sweep while this build uses it
 
     # -- planning --------------------------------------------------------------------------
 
@@ -105,8 +106,9 @@ class EngineSegment:
             shutil.rmtree(self._work / f"layer-{index}", ignore_errors=True)
 
     def close(self) -> None:
-        if self._work is not None:
-            shutil.rmtree(self._work, ignore_errors=True)
+        if self._held is not None:
+            self._held.release()
+            self._held = None
 
     def _run(self) -> None:
         ctx = self.ctx
@@ -117,8 +119,8 @@ class EngineSegment:
                                     path, first.line)
         _check_platform(engine.server_platform, str(ctx.platform), path, first.line)
         client = EngineClient(engine, ctx.state.engine)
-        self._work = ctx.store.root / "tmp" / f"{os.getpid()}.buildkit.{os.urandom(4).hex()}"
-        self._work.mkdir(parents=True)
+        self._held = ctx.store.work_dir("buildkit")
+        self._work = self._held.path
         ctx.state.cleanups.append(self.close)
 
         parent_image = self._parent_image()

@@ -181,5 +181,3 @@ def staged_items(staging: Path) -> list[LayerItem]:
     return with_parents(items)
 
 
-def remove(staging: Path) -> None:
-    shutil.rmtree(staging, ignore_errors=True)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from builder.actions.python.install import InstallSet, fetch, install, remove, staged_items
+from builder.actions.python.install import InstallSet, fetch, install, staged_items
 from builder.actions.python.install_order import Distribution
 from builder.actions.python.resolve import Indexes, PinnedWheel, requirement_lines, resolve, strip_credentials
 from builder.actions.python.target import (detect_python, installed_distributions, installed_metadata,
@@ -50,16 +50,22 @@ def requirements_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfi
     if not pins:  # the base has everything already
         return ActionResult([], config)
 
-    staging = ctx.store.root / "tmp" / f"{os.getpid()}.python-staging"
+    held: list = []  # the staging directory (a WorkDir), made when the layer is built
     index_hosts = {h for h in (_host(u) for u in filter(None, [indexes.index_url, *indexes.extra_index_urls])) if h}
     # pip's roots: they shape its install order (which wheel's copy of a shared file wins) and get REQUESTED.
     roots = tuple(str(requirement) for _, _, requirement in requirement_lines(path))
 
     def make_items():
-        remove(staging)
+        release()
+        held.append(ctx.store.work_dir("python-staging"))
+        staging = held[-1].path
         wheels = [(pin, fetch(ctx.store, pin, index_hosts)) for pin in pins]
         install(ctx.store, wheels, target, staging, _install_set(ctx, image, target, roots))
         return staged_items(staging)
+
+    def release():
+        while held:
+            held.pop().release()
 
     step = LayerStep(
         rule=rule.name,
@@ -71,7 +77,7 @@ def requirements_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfi
         input_hash=_hash(list(section.entries)),
         make_items=make_items,
         created_by=f"airbuild {rule.name}: {len(pins)} distributions for {target.describe()}",
-        cleanup=lambda: remove(staging),
+        cleanup=release,
     )
     return ActionResult([step], config)
 

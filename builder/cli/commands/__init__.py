@@ -6,4 +6,4 @@
 MODULES = {"build": "build", "parse": "build", "test": "build", "run": "build", "plan": "build", "lock": "build",
            "watch": "watch", "deploy": "deploy", "login": "login", "logout": "login", "inspect": "info",
            "history": "info", "init": "init", "verify": "verify", "sbom": "release", "provenance": "release",
-           "promote": "promote"}
+           "promote": "promote", "cache": "cache"}
