@@ -78,7 +78,7 @@ def judge(ok: bool, problems: list[str], left: list[str], stderr: str, persisten
 
 
 def summary(rows: list[dict]) -> dict:
-    ratios = [row["bytes_ratio"] for row in rows if row["bytes_ratio"] is not None]
+    ratios = [row["bytes_ratio"] for row in rows if row["verdict"] == "survived"]  # bytes sent / a clean push's
     return {"pushes": len(rows), "faults_injected": sum(row["injected"] for row in rows),
             "survived": sum(row["verdict"] == "survived" for row in rows),
             "failed_cleanly_persistent": sum(row["verdict"] == "failed cleanly" for row in rows),
