@@ -13,6 +13,7 @@ never more than the disk has free, so a small blob of zeros cannot fill the disk
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -134,6 +135,11 @@ def _apply(store: Store, layer: LayerRecord, dest: Path, budget: _Budget) -> Non
             _extract(member, open_member, path, dest)
         except (tarfile.TarError, zlib.error, gzip.BadGzipFile, EOFError) as exc:
             raise InputError(f"cannot read base layer {layer.digest}: {name}: {exc}") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+                raise BuildError(f"cannot unpack base layer {layer.digest} under {dest}: {exc.strerror}") from None
+            # an entry this filesystem cannot hold (a name too long, an empty link target...)
+            raise InputError(f"base layer {layer.digest}: cannot unpack {name!r}: {exc.strerror or exc}") from None
 
 
 def _extract(member: tarfile.TarInfo, open_member, path: Path, dest: Path) -> None:

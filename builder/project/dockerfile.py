@@ -10,6 +10,7 @@ from pathlib import Path
 import dockerfile
 
 from builder.common.errors import InputError
+from builder.common.text import read_utf8
 
 NATIVE = {"ARG", "ENV", "LABEL", "USER", "WORKDIR", "EXPOSE", "CMD", "ENTRYPOINT", "COPY", "SHELL"}
 RUNS_A_COMMAND = {"RUN"}  # the instructions the BuildKit backend runs in a container
@@ -59,6 +60,7 @@ def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> Do
     build_args = build_args or {}
     if not path.exists():  # the dockerfile package reports a missing file as a GoIOError, not FileNotFoundError
         return Dockerfile(path=path, base_ref=None, base_line=None, instructions=())
+    read_utf8(path, "Dockerfile")  # the parser would raise UnicodeDecodeError: say which line instead
     try:
         commands = dockerfile.parse_file(str(path))
     except dockerfile.GoIOError as exc:
