@@ -9,6 +9,7 @@ token auth whose tokens the proxy expires after a few requests. A round passes w
 with every tag and blob intact, or failed with one clear line (no traceback), no tag on a partial image.
 
     python3 benchmarks/fault_campaign.py --rounds 40 --seed 1 > result.json
+    python3 benchmarks/fault_campaign.py --rounds 0 --fuzz 1000     # bad input only: 1,000 inputs per target
 
 Prints one JSON object: faults injected, pushes survived / failed cleanly / wrong, and the bytes sent
 over the image's size (max and mean), for airbuild and for skopeo.
@@ -105,8 +106,14 @@ def main() -> None:
     parser.add_argument("--persistent-every", type=int, default=8)
     parser.add_argument("--token-every", type=int, default=5)
     parser.add_argument("--no-skopeo", action="store_true")
+    parser.add_argument("--fuzz", type=int, default=0, metavar="N",
+                        help="also fuzz every input parser with N inputs each (tests/test_fuzz_inputs.py)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    fuzzed = fuzz(args.fuzz) if args.fuzz else None
+    if not args.rounds:
+        print(json.dumps({"benchmark": "fault_campaign", "fuzz": fuzzed}, indent=2))
+        return
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="fault-campaign-"))
     os.environ["AIRBUILD_CACHE_DIR"] = str(work / "cache")
@@ -169,7 +176,7 @@ def main() -> None:
             log(f"skopeo   round {number}: {row['verdict']} (ratio {row['bytes_ratio']})")
         result = {"benchmark": "fault_campaign", "seed": args.seed, "rounds": args.rounds,
                   "image_bytes": clean.image_bytes, "requests_per_clean_push": counts,
-                  "airbuild": summary(ours), "skopeo": summary(theirs) if theirs else None}
+                  "airbuild": summary(ours), "skopeo": summary(theirs) if theirs else None, "fuzz": fuzzed}
         text = json.dumps(result, indent=2)
         print(text)
         if args.out:
@@ -179,6 +186,27 @@ def main() -> None:
         tokened.stop()
         token_server.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def fuzz(examples: int) -> dict:
+    """tests/test_fuzz_inputs.py with `examples` inputs per target: how many ran, and whether all ended cleanly."""
+    counts = Path(tempfile.mkdtemp(prefix="fuzz-counts-")) / "counts.jsonl"
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not cli",
+                           str(REPO / "tests" / "test_fuzz_inputs.py")], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "AIRBUILD_FUZZ_EXAMPLES": str(examples),
+                               "AIRBUILD_FUZZ_COUNTS": str(counts)})
+    by_target: dict[str, int] = {}
+    for line in counts.read_text().splitlines() if counts.exists() else []:
+        record = json.loads(line)
+        by_target[record["target"]] = by_target.get(record["target"], 0) + record["inputs"]
+    shutil.rmtree(counts.parent, ignore_errors=True)
+    summary_line = (proc.stdout.strip().splitlines() or [""])[-1]
+    log(f"fuzz: {summary_line}")
+    return {"examples_per_target": examples, "inputs": sum(by_target.values()), "by_target": by_target,
+            "all_clean": proc.returncode == 0, "pytest": summary_line,
+            "failures": [line for line in proc.stdout.splitlines() if line.startswith("FAILED")],
+            "seconds": round(time.monotonic() - started, 1)}
 
 
 def _manifest_size(outcome) -> int:
