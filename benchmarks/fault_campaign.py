@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from tests.fault_proxy import Fault, FaultProxy, classify, image_problems, tags_on_partial_image  # noqa: E402
 from tests.registry_servers import PASSWORD, USER, TokenServer, start_registry  # noqa: E402
 from tests.test_deploy import make_deploy_project  # noqa: E402
-from tests.test_registry_faults import ENV, deploy_through  # noqa: E402
+from tests.test_registry_faults import deploy_through  # noqa: E402
 
 KINDS = ("blob-upload", "upload-start", "blob-head", "manifest-put")
 TRANSIENT = {
