@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from builder.actions.debian.package_list import parse_package_list
@@ -173,6 +173,7 @@ DOCKERFILES = st.one_of(
 
 
 @FUZZ
+@example(text="HEALTHCHECK 0\x85 --chown=1:2", args={}, backend="auto")  # found: the Go parser split U+0085
 @given(text=DOCKERFILES, args=st.dictionaries(st.text(max_size=5), st.text(max_size=10), max_size=3),
        backend=st.sampled_from(["auto", "native", "buildkit"]))
 def test_dockerfile(scratch, text, args, backend):
@@ -310,6 +311,8 @@ def _use_base(store: Store, base) -> None:
                                   st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
                                                    tarfile.CHRTYPE, tarfile.FIFOTYPE]),
                                   st.text(max_size=20)), min_size=1, max_size=8))
+@example(entries=[("0", tarfile.SYMTYPE, "")])         # found: an empty link target
+@example(entries=[("0", tarfile.SYMTYPE, "\u00e9\x00b")])  # found: a NUL in a (PAX) link target
 def test_base_layer_entries(scratch, entries):
     """Layers of odd names and links (whiteouts, `..`, links to anything): unpacked or refused, never outside."""
     from builder.layers.unpack import unpacked

@@ -135,6 +135,8 @@ def _apply(store: Store, layer: LayerRecord, dest: Path, budget: _Budget) -> Non
             _extract(member, open_member, path, dest)
         except (tarfile.TarError, zlib.error, gzip.BadGzipFile, EOFError) as exc:
             raise InputError(f"cannot read base layer {layer.digest}: {name}: {exc}") from None
+        except ValueError as exc:  # a NUL in a name or link target, which no filesystem call takes
+            raise InputError(f"base layer {layer.digest}: cannot unpack {name!r}: {exc}") from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
                 raise BuildError(f"cannot unpack base layer {layer.digest} under {dest}: {exc.strerror}") from None

@@ -67,6 +67,9 @@ def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> Do
         raise InputError(f"cannot read the Dockerfile: {exc}", path=path) from None
     except dockerfile.GoParseError as exc:
         raise InputError(f"cannot parse Dockerfile: {exc}", path=path) from exc
+    except UnicodeDecodeError:  # the Go parser split a character it takes for a space (U+0085 ...)
+        raise InputError("cannot parse Dockerfile: it holds a Unicode space or control character the parser "
+                         "cuts in half (U+0085, U+00A0 ...); use plain spaces", path=path) from None
 
     global_args: dict[str, str] = {}
     base_ref = base_line = None
@@ -110,7 +113,7 @@ def parse_trigger(text: str, index: int, from_line: int | None) -> Instruction:
     """A base image's ONBUILD trigger (config `OnBuild`, e.g. "RUN touch /x") as the instruction it runs."""
     try:
         commands = dockerfile.parse_string(text)
-    except dockerfile.GoParseError as exc:
+    except (dockerfile.GoParseError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot parse the base image's ONBUILD trigger {index} `{text}`: {exc}") from None
     command = commands[0]
     keyword = command.cmd.upper()
