@@ -1,5 +1,5 @@
 """Servers the registry tests start on loopback: `docker-registry` processes with their own
-configuration (htpasswd + TLS, token auth), a token server, and a fault-injecting HTTP proxy.
+configuration (htpasswd + TLS, token auth), and a token server (the fault-injecting proxy is tests/fault_proxy.py).
 
 Every request loop here is bounded: servers stop when their fixture ends.
 """
@@ -22,7 +22,6 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -250,117 +249,3 @@ class TokenServer:
         body = b64(json.dumps(claims).encode())
         signature = self.key.sign(f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{head}.{body}.{b64(signature)}"
-
-
-# -- a fault-injecting proxy ---------------------------------------------------------------------
-
-FAULT_BODY = json.dumps({"errors": [{"code": "UNKNOWN", "message": "injected fault"}]}).encode()
-
-
-class FaultProxy:
-    """An HTTP/1.1 proxy in front of a registry that injects faults request by request.
-
-    `plan(method, path, n)` (n counts requests of that method from 1) returns "pass", "500"
-    or "429" (answer so without forwarding; 429 with Retry-After: 1), "drop-request" (forward the headers and half the body,
-    then close both connections) or "drop-response" (forward it all, then close the client's
-    connection without an answer). Each forwarded request uses its own upstream connection.
-    """
-
-    def __init__(self, upstream: str, plan: Callable[[str, str, int], str]):
-        self.upstream_host, port = upstream.rsplit(":", 1)
-        self.upstream_port = int(port)
-        self.plan = plan
-        self.log: list[tuple[str, str, str]] = []
-        self.counts: dict[str, int] = {}
-        self.lock = threading.Lock()
-        self.server = socket.socket()
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(16)
-        self.server.settimeout(0.5)
-        self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
-        self.running = True
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join(5)
-        self.server.close()
-
-    def _accept(self) -> None:
-        while self.running:
-            try:
-                client, _ = self.server.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        client.settimeout(30)
-        reader = client.makefile("rb")
-        try:
-            for _ in range(10_000):  # bounded: one client connection never serves more than this
-                line = reader.readline()
-                if not line:
-                    return
-                parts = line.decode("latin-1").split(" ", 2)
-                if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-                    return  # not HTTP (a client trying TLS first): hang up, as a plain-HTTP server would
-                method, path, _ = parts
-                headers = []
-                while True:
-                    header = reader.readline()
-                    if header in (b"\r\n", b"\n", b""):
-                        break
-                    headers.append(header.decode("latin-1").rstrip("\r\n"))
-                body = self._body(reader, headers)
-                with self.lock:
-                    self.counts[method] = self.counts.get(method, 0) + 1
-                    action = self.plan(method, path, self.counts[method])
-                    self.log.append((method, path, action))
-                if action in ("500", "429"):
-                    status = b"500 Internal Server Error" if action == "500" else b"429 Too Many Requests\r\nRetry-After: 1"
-                    client.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
-                                   b"Content-Length: " + str(len(FAULT_BODY)).encode() + b"\r\n\r\n" + FAULT_BODY)
-                    continue
-                kept = [h for h in headers if h.split(":", 1)[0].lower() not in
-                        ("connection", "keep-alive", "transfer-encoding", "content-length")]
-                kept += [f"Content-Length: {len(body)}", "Connection: close"]
-                head = f"{method} {path} HTTP/1.1\r\n".encode() + "".join(h + "\r\n" for h in kept).encode() + b"\r\n"
-                with socket.create_connection((self.upstream_host, self.upstream_port), timeout=30) as upstream:
-                    if action == "drop-request":
-                        upstream.sendall(head + body[:len(body) // 2])
-                        time.sleep(0.2)
-                        return
-                    upstream.sendall(head + body)
-                    response = b""
-                    while chunk := upstream.recv(1 << 16):
-                        response += chunk
-                if action == "drop-response":
-                    return
-                client.sendall(response)
-                return  # the upstream said Connection: close, and so does this connection
-        except OSError:
-            return
-        finally:
-            reader.close()
-            client.close()
-
-    @staticmethod
-    def _body(reader, headers: list[str]) -> bytes:
-        values = {h.split(":", 1)[0].lower(): h.split(":", 1)[1].strip() for h in headers if ":" in h}
-        if "content-length" in values:
-            return reader.read(int(values["content-length"]))
-        if values.get("transfer-encoding", "").lower() == "chunked":
-            body = b""
-            while True:
-                size = int(reader.readline().split(b";")[0], 16)
-                if size == 0:
-                    reader.readline()
-                    return body
-                body += reader.read(size)
-                reader.readline()
-        return b""

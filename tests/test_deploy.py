@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.helpers import run, run_cli, tool
 from tests.projects import make_project, set_age
-from tests.registry_servers import FaultProxy
+from tests.fault_proxy import FaultProxy
 from tests.test_bases import tiny_rootfs
 
 
@@ -200,7 +200,7 @@ def test_push_survives_dropped_connections_and_500s(tmp_path, airbuild_cache, st
     faults = {("PATCH", 2): "500", ("PATCH", 4): "drop-request", ("PATCH", 6): "drop-response",
               ("PUT", 1): "drop-response", ("PUT", 3): "500", ("HEAD", 2): "500", ("POST", 3): "drop-request",
               ("HEAD", 5): "429"}
-    proxy = FaultProxy(upstream.address, lambda method, path, n: faults.get((method, n), "pass"))
+    proxy = FaultProxy(upstream.address, lambda request: faults.get((request.method, request.n), "pass"))
     try:
         target = f"{proxy.address}/{repo_name()}"
         project = make_deploy_project(tmp_path, f"targets:\n  prod:\n    registry: {target}\n", big_include=600_000)
@@ -221,7 +221,7 @@ def test_push_survives_dropped_connections_and_500s(tmp_path, airbuild_cache, st
 
 def test_a_registry_that_keeps_failing_gives_a_clear_error_and_no_tag(tmp_path, airbuild_cache, start_registry):
     upstream = start_registry()
-    proxy = FaultProxy(upstream.address, lambda method, path, n: "500" if method == "PATCH" else "pass")
+    proxy = FaultProxy(upstream.address, lambda request: "500" if request.method == "PATCH" else "pass")
     repo = repo_name()
     try:
         project = make_deploy_project(tmp_path, f"targets:\n  prod:\n    registry: {proxy.address}/{repo}\n",

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from builder.bases.image import READ, BaseImage, from_config, import_blob
+from builder.bases.image import READ, BaseImage, from_config, import_blob, malformed
 from builder.bases.layout import pick_manifest
 from builder.common.errors import InputError
 from builder.oci.descriptors import TAR_MEDIA_TYPE
@@ -15,7 +15,7 @@ from builder.store.store import Store
 
 
 def import_archive(store: Store, path: Path) -> BaseImage:
-    with tarball(path, f"base archive {path}") as files:
+    with tarball(path, f"base archive {path}") as files, malformed(f"base archive {path}"):
         if files.has("index.json"):
             return _import_oci_archive(store, path, files)
         if files.has("manifest.json"):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tarfile
+import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 from builder.common.errors import InputError
 from builder.oci.descriptors import LAYER_MEDIA_TYPES, Platform
@@ -51,6 +54,21 @@ def from_config(description: str, digest: str, config_bytes: bytes, layers: list
             raise InputError(f"base {description}: unsupported layer type {layer['mediaType']}")
         records.append(LayerRecord(diff_id, layer["digest"], layer["size"], media_type))
     return BaseImage(description, digest, config, tuple(records))
+
+
+@contextlib.contextmanager
+def malformed(where: str) -> Iterator[None]:
+    """Reading an image's metadata (a file the user gave): what is not shaped as the OCI spec says is an
+    input error naming the image, not a crash."""
+    try:
+        yield
+    except KeyError as exc:
+        raise InputError(f"{where}: not a valid image (missing {exc})") from None
+    except (ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{where}: not a valid image ({detail[:200]})") from None
+    except (tarfile.TarError, EOFError, zlib.error) as exc:  # a truncated or corrupt tarball, read as it goes
+        raise InputError(f"{where}: cannot read it ({exc})") from None
 
 
 def import_blob(store: Store, handle: BinaryIO, digest: str, where: str) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from builder.bases.image import BaseImage, from_config, import_blob
+from builder.bases.image import BaseImage, from_config, import_blob, malformed
 from builder.common.errors import InputError
 from builder.oci.descriptors import REF_NAME, Platform
 from builder.oci.files import blob_name, directory
@@ -30,6 +30,12 @@ def from_oci_layout(project: Path, location: str, store: Store, platform: Platfo
     if not (layout / "index.json").is_file():
         raise InputError(f"base oci {location!r}: {layout} is not an OCI image layout (no index.json)")
 
+    with malformed(f"base oci {location!r}"):
+        return _from_layout(layout, location, tag, digest, store, platform)
+
+
+def _from_layout(layout: Path, location: str, tag: str | None, digest: str | None, store: Store,
+                 platform: Platform) -> BaseImage:
     files = directory(layout, f"base oci {location!r}")
     read = files.blob
     index = json.loads(files.read("index.json"))

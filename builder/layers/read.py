@@ -27,7 +27,7 @@ def find_files(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[st
         return {path: bytes.fromhex(data) for path, data in cached.items()}
     found = _from_memo(layers, wanted)
     if found is None:
-        found = {path: read() for path, kind, read in _scan(store, layers) if kind == "file" and wanted(path)}
+        found = {path: read() for path, kind, read in _scan(store, layers, wanted) if kind == "file" and wanted(path)}
     if record:
         store.put_record("base-files", record, {p: d.hex() for p, d in found.items()})
     return found
@@ -71,6 +71,7 @@ def _chain(layers: Sequence[LayerRecord]) -> str:
 # and the small files those questions read, so the later ones are answered from memory.
 
 _KEPT_SIZE = 4 << 20
+MAX_READ = 64 << 20  # a file read into memory to answer a question about the image (accounts, metadata)
 
 
 def _kept(path: str) -> bool:
@@ -86,20 +87,34 @@ class _Memo:
 _memo: dict[str, _Memo] = {}
 
 
-def _scan(store: Store, layers: Sequence[LayerRecord]):
-    """(path, kind, read its content) for every entry of the merged image; remembered for this process."""
+def _scan(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[str], bool] = lambda path: False):
+    """(path, kind, read its content) for every entry of the merged image; remembered for this process.
+
+    A file `wanted` selects that is too big to read into memory is refused (a hostile image's
+    /etc/passwd of 10 GB, sparse) before any of it is read."""
     listing: dict[str, str] = {}
     contents: dict[str, bytes] = {}
     for path, member, open_member in _merged(store, layers):
         kind = "dir" if member.isdir() else f"symlink:{member.linkname}" if member.issym() else "file"
         listing[path] = kind
+        if kind == "file" and member.size > MAX_READ and wanted(path):
+            raise InputError(f"the base image's /{path} is {member.size} bytes; airbuild reads at most {MAX_READ} "
+                             "bytes of a file it inspects (a hostile or broken image?)")
         if kind == "file" and member.size <= _KEPT_SIZE and _kept(path):
-            contents[path] = open_member().read()
+            contents[path] = _read(open_member, path)
             read = (lambda data=contents[path]: data)
         else:
-            read = (lambda open_member=open_member: open_member().read())
+            read = (lambda open_member=open_member, path=path: _read(open_member, path))
         yield path, kind, read
     _memo[_chain(layers)] = _Memo(listing, contents)
+
+
+def _read(open_member: Callable, path: str) -> bytes:
+    try:
+        handle = open_member()
+        return handle.read() if handle is not None else b""
+    except (tarfile.TarError, zlib.error, OSError, EOFError) as exc:
+        raise InputError(f"cannot read /{path} in the base image: {exc}") from None
 
 
 def _from_memo(layers: Sequence[LayerRecord], wanted: Callable[[str], bool]) -> dict[str, bytes] | None:
@@ -150,8 +165,28 @@ def _covered(path: str, hidden: set[str], opaque: set[str]) -> bool:
     return False
 
 
+def _open_member(archive: tarfile.TarFile, member: tarfile.TarInfo, packed: bool):
+    """A member's content; `packed`: a sparse file's data regions only, one after the other (as stored)."""
+    if packed and member.sparse:
+        archive.fileobj.seek(member.offset_data)  # a stream seeks forward: the data is next
+        return _Packed(archive.fileobj, sum(size for _, size in member.sparse))
+    return archive.extractfile(member)
+
+
+class _Packed:
+    def __init__(self, stream, size: int):
+        self.stream, self.left = stream, size
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        data = self.stream.read(size) if size else b""
+        self.left -= len(data)
+        return data
+
+
 def members(store: Store, layer: LayerRecord):
-    """(tar member, open its content) for each entry of a layer blob, in order."""
+    """(tar member, open its content) for each entry of a layer blob, in order; `open(packed=True)` gives a
+    sparse file's data regions without the holes between them."""
     if not store.has_blob(layer.digest):  # a read-only plan's base: only its manifest and config were fetched
         raise NotLocal(f"layer {layer.digest} is not in the store")
     path = store.blob_path(layer.digest)
@@ -169,7 +204,8 @@ def members(store: Store, layer: LayerRecord):
         else:
             source = open(path, "rb")
         with source, tarfile.open(fileobj=source, mode="r|") as archive:
-            for member in archive:
-                yield member, (lambda m=member: archive.extractfile(m))
+            while (member := archive.next()) is not None:
+                archive.members.clear()  # a stream's members are not needed again: memory stays flat at any count
+                yield member, (lambda packed=False, m=member: _open_member(archive, m, packed))
     except (tarfile.TarError, zlib.error, OSError, EOFError) as exc:
         raise InputError(f"cannot read base layer {layer.digest}: {exc}") from None

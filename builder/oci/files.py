@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import tarfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from builder.common.errors import InputError
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
+MAX_METADATA = 16 << 20
 
 
 class ImageFiles:
@@ -29,6 +33,8 @@ class ImageFiles:
             self._open(name).close()
         except FileNotFoundError:
             return False
+        except OSError:
+            return True  # there, but unreadable: open() says why
         return True
 
     def open(self, name: str) -> BinaryIO:
@@ -38,19 +44,28 @@ class ImageFiles:
             return self._open(name)
         except FileNotFoundError:
             raise InputError(f"{self.where}: missing {name}") from None
+        except OSError as exc:  # a directory where a file should be, no permission...
+            raise InputError(f"{self.where}: cannot read {name}: {exc.strerror or exc}") from None
 
     def read(self, name: str) -> bytes:
         with self.open(name) as handle:
             return handle.read()
 
     def blob(self, digest: str) -> bytes:
-        data = self.read(blob_name(digest))
+        """A metadata blob (index, manifest, config): read whole, so at most MAX_METADATA bytes."""
+        with self.open(blob_name(digest)) as handle:
+            data = handle.read(MAX_METADATA + 1)
+        if len(data) > MAX_METADATA:
+            raise InputError(f"{self.where}: blob {digest} is over {MAX_METADATA} bytes: not image metadata")
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise InputError(f"{self.where}: blob {digest} does not match its digest (corrupt?)")
         return data
 
 
 def blob_name(digest: str) -> str:
+    """`blobs/ALGORITHM/HEX`; a digest that is not one (`sha256:../../etc/passwd`) never names a path."""
+    if not isinstance(digest, str) or not DIGEST.match(digest):
+        raise InputError(f"{digest!r} is not a digest (sha256:<64 hex digits>)")
     return "blobs/" + digest.replace(":", "/")
 
 
@@ -62,10 +77,14 @@ def directory(path: Path, where: str) -> ImageFiles:
 def tarball(path: Path, where: str) -> Iterator[ImageFiles]:
     try:
         archive = tarfile.open(path)
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, EOFError, OSError) as exc:
         raise InputError(f"{where}: not a tar file ({exc})") from None
     with archive:
-        members = {m.name.removeprefix("./"): m for m in archive.getmembers() if m.isfile()}
+        try:
+            listed = archive.getmembers()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise InputError(f"{where}: cannot read the tar file ({exc})") from None
+        members = {m.name.removeprefix("./"): m for m in listed if m.isfile()}
         yield ImageFiles(where, set(members), lambda name: archive.extractfile(members[name]))
 
 

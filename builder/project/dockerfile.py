@@ -10,6 +10,7 @@ from pathlib import Path
 import dockerfile
 
 from builder.common.errors import InputError
+from builder.common.text import read_utf8
 
 NATIVE = {"ARG", "ENV", "LABEL", "USER", "WORKDIR", "EXPOSE", "CMD", "ENTRYPOINT", "COPY", "SHELL"}
 RUNS_A_COMMAND = {"RUN"}  # the instructions the BuildKit backend runs in a container
@@ -59,12 +60,16 @@ def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> Do
     build_args = build_args or {}
     if not path.exists():  # the dockerfile package reports a missing file as a GoIOError, not FileNotFoundError
         return Dockerfile(path=path, base_ref=None, base_line=None, instructions=())
+    read_utf8(path, "Dockerfile")  # the parser would raise UnicodeDecodeError: say which line instead
     try:
         commands = dockerfile.parse_file(str(path))
     except dockerfile.GoIOError as exc:
         raise InputError(f"cannot read the Dockerfile: {exc}", path=path) from None
     except dockerfile.GoParseError as exc:
         raise InputError(f"cannot parse Dockerfile: {exc}", path=path) from exc
+    except UnicodeDecodeError:  # the Go parser split a character it takes for a space (U+0085 ...)
+        raise InputError("cannot parse Dockerfile: it holds a Unicode space or control character the parser "
+                         "cuts in half (U+0085, U+00A0 ...); use plain spaces", path=path) from None
 
     global_args: dict[str, str] = {}
     base_ref = base_line = None
@@ -108,7 +113,7 @@ def parse_trigger(text: str, index: int, from_line: int | None) -> Instruction:
     """A base image's ONBUILD trigger (config `OnBuild`, e.g. "RUN touch /x") as the instruction it runs."""
     try:
         commands = dockerfile.parse_string(text)
-    except dockerfile.GoParseError as exc:
+    except (dockerfile.GoParseError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot parse the base image's ONBUILD trigger {index} `{text}`: {exc}") from None
     command = commands[0]
     keyword = command.cmd.upper()

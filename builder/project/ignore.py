@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 import posixpath
-import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from builder.common.errors import InputError
 from builder.common.paths import DOCKERIGNORE_NAME, OUTPUT_DIR
+from builder.project.pattern import BadPattern, Glob, compile_pattern
+
+__all__ = ["IgnoreRules", "compile_pattern", "clean"]
 
 # What `astro dev init` ignores, and our own outputs.
 ASTRO_DEFAULTS = (".git", ".env", "airflow_settings.yaml", "logs/", ".venv", "airflow.db", "airflow.cfg")
@@ -26,44 +29,7 @@ ALWAYS_EXCLUDED = (OUTPUT_DIR, "astro.lock")
 class Pattern:
     text: str
     exception: bool
-    regex: re.Pattern[str]
-
-
-def compile_pattern(text: str, *, or_below: bool = False) -> re.Pattern[str]:
-    """Docker's pattern syntax as a regex; `or_below` also matches every path under a matching one."""
-    out, i = [], 0
-    while i < len(text):
-        ch = text[i]
-        if text.startswith("**", i):
-            i += 2
-            if i < len(text) and text[i] == "/":
-                out.append("(?:.*/)?")
-                i += 1
-            else:
-                out.append(".*")
-            continue
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            end = text.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(ch))
-            else:
-                body = text[i + 1:end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = end
-        elif ch == "\\" and i + 1 < len(text):
-            i += 1
-            out.append(re.escape(text[i]))
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    # A match on a parent directory is a match: "pattern/anything" is the same as checking each prefix.
-    return re.compile("^" + "".join(out) + ("(?:/.*)?$" if or_below else "$"), re.DOTALL)
+    regex: Glob
 
 
 def clean(text: str) -> str:
@@ -84,7 +50,10 @@ class IgnoreRules:
             text = clean(line)
             if text == ".":
                 continue
-            self.patterns.append(Pattern(text, exception, compile_pattern(text, or_below=True)))
+            try:
+                self.patterns.append(Pattern(text, exception, compile_pattern(text, or_below=True)))
+            except BadPattern as exc:
+                raise InputError(f"not a valid pattern: {exc}", line=None) from None
         self.has_exceptions = any(p.exception for p in self.patterns)
 
     @classmethod
@@ -92,7 +61,13 @@ class IgnoreRules:
         lines = list(ASTRO_DEFAULTS)
         dockerignore = project / DOCKERIGNORE_NAME
         if dockerignore.is_file():
-            lines += dockerignore.read_text(encoding="utf-8", errors="replace").splitlines()
+            own = dockerignore.read_text(encoding="utf-8", errors="replace").splitlines()
+            for number, line in enumerate(own, start=1):
+                try:
+                    cls([line])
+                except InputError as exc:
+                    raise InputError(exc.message, path=dockerignore, line=number) from None
+            lines += own
         lines += list(extra)
         lines += list(ALWAYS_EXCLUDED)
         return cls(lines)

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from builder.common.errors import InputError
+from builder.common.text import read_utf8
 
 
 @dataclass(frozen=True)
@@ -37,15 +38,33 @@ class YamlDocument:
         return line
 
 
+MAX_DEPTH = 64  # nesting a manifest never needs; PyYAML's composer recurses once per level
+
+
 def load_yaml(path: Path) -> YamlDocument:
+    text = read_utf8(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", path=path) from exc
-    try:
+        _check_depth(text, path)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise InputError(f"invalid YAML: {exc.problem}", path=path, line=line) from exc
+        raise InputError(f"invalid YAML: {exc.problem}", path=path, line=line) from None
+    except yaml.YAMLError as exc:  # the reader's errors (a control character) carry no mark
+        raise InputError(f"invalid YAML: {str(exc).splitlines()[0]}", path=path,
+                         line=text.count("\n", 0, getattr(exc, "position", 0)) + 1) from None
     return YamlDocument(path=path, data=data, root=root)
+
+
+def _check_depth(text: str, path: Path) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before composing (the scanner does not recurse; the composer does)."""
+    depth = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+                              yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InputError(f"nested more than {MAX_DEPTH} levels deep", path=path,
+                                 line=token.start_mark.line + 1)
+        elif isinstance(token, (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)):
+            depth -= 1

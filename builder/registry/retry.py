@@ -9,6 +9,8 @@ without progress (default 60).
 
 from __future__ import annotations
 
+import email.utils
+import math
 import os
 import random
 import time
@@ -64,11 +66,27 @@ def transient_status(response: httpx.Response, detail: Callable[[httpx.Response]
     """A Transient for a 408, 429 or 5xx answer (closed, its body summarised by `detail`), else None."""
     if response.status_code not in RETRY_STATUS:
         return None
-    retry_after = response.headers.get("Retry-After")
-    seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
+    seconds = retry_after_seconds(response.headers.get("Retry-After"))
     summary = detail(response)
     response.close()
     return Transient(f"HTTP {response.status_code}" + (f": {summary}" if summary else ""), seconds, response)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds: a number (`2`, `1.5`) or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def retrying(what: str, attempt: Callable[[], T], tries: int,

@@ -26,7 +26,7 @@ from builder.validate.astro_tests import AstroTestCase
 from builder.common.errors import BuildError, InputError
 from builder.validate import harness
 from builder.validate.memory import ServedHarness, ValidationMemory
-from builder.layers.unpack import chain_id, unpacked
+from builder.layers.unpack import chain_id, in_root, unpacked
 from builder.validate.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run
 from builder.store.store import LayerRecord, Store, WorkDir
 from builder.common.hashing import json_sha256
@@ -254,8 +254,9 @@ def project_job(inputs: ValidationInputs, place: Placement, argv: list[str], dir
     mounts = []
     if place.sandbox in CONFINED:
         for directory in directories:
-            (rootfs / inputs.workdir.strip("/") / directory).mkdir(parents=True, exist_ok=True)  # mount points
-        (rootfs / place.harness_dir.strip("/")).mkdir(exist_ok=True)
+            # mount points, made where the image's own symlinks lead (never out of its copy)
+            in_root(rootfs, posixpath.join(inputs.workdir, directory)).mkdir(parents=True, exist_ok=True)
+        in_root(rootfs, place.harness_dir).mkdir(exist_ok=True)
         mounts = [Mount(inputs.project / d, posixpath.join(place.workdir, d))
                   for d in directories if (inputs.project / d).is_dir()]
         mounts.append(Mount(work, place.harness_dir))

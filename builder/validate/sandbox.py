@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from builder.common.errors import BuildError, InputError
+from builder.layers.unpack import in_root
 
 SANDBOX_UID = 50000
 SANDBOXES = ("auto", "bwrap", "docker", "none")
@@ -153,7 +154,8 @@ def _bwrap(job: SandboxRun) -> Launch:
         options.append("--share-net")
         resolver = job.rootfs / "etc" / "resolv.conf"
         # The host's resolver, as docker gives a container its own (never through an image's symlink).
-        if os.path.exists("/etc/resolv.conf") and resolver.parent.is_dir() and not resolver.is_symlink():
+        if (os.path.exists("/etc/resolv.conf") and resolver.parent.is_dir() and not resolver.parent.is_symlink()
+                and not resolver.is_symlink()):
             if not resolver.exists():
                 resolver.touch()  # the mount point, in airbuild's unpacked copy of the image
             options += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
@@ -236,10 +238,10 @@ def _unconfined(job: SandboxRun) -> Launch:
     """The image's python3, run by the image's loader with the image's libraries; paths are the host's."""
     if not job.argv or job.argv[0] != "python3":
         raise InputError("without a sandbox only the image's python3 can be run")
-    python = next((p for p in (_inside(job.rootfs, "/usr/local/bin/python3"), _inside(job.rootfs, "/usr/bin/python3"))
+    python = next((p for p in (in_root(job.rootfs, "/usr/local/bin/python3"), in_root(job.rootfs, "/usr/bin/python3"))
                    if p.is_file()), None)
-    loader = next((p for p in (_inside(job.rootfs, "/lib64/ld-linux-x86-64.so.2"),
-                               _inside(job.rootfs, "/lib/ld-linux-aarch64.so.1")) if p.is_file()), None)
+    loader = next((p for p in (in_root(job.rootfs, "/lib64/ld-linux-x86-64.so.2"),
+                               in_root(job.rootfs, "/lib/ld-linux-aarch64.so.1")) if p.is_file()), None)
     if python is None or loader is None:
         raise InputError("the image has no python3 (or no dynamic loader) to run without a sandbox")
     libraries = [str(d) for pattern in ("lib/*-linux-gnu", "usr/lib/*-linux-gnu")
@@ -248,28 +250,6 @@ def _unconfined(job: SandboxRun) -> Launch:
     env = {**job.env, "PYTHONHOME": str(python.parent.parent)}
     return Launch([str(loader), "--library-path", ":".join(libraries), str(python), *job.argv[1:]],
                   env=env, cwd=job.workdir)
-
-
-def _inside(rootfs: Path, path: str) -> Path:
-    """`path` resolved as the image would, symlinks included, never leaving `rootfs`."""
-    parts, resolved, hops = [p for p in path.split("/") if p], [], 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            resolved = resolved[:-1]
-            continue
-        if part == ".":
-            continue
-        candidate = rootfs.joinpath(*resolved, part)
-        if candidate.is_symlink() and hops < 40:
-            hops += 1
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        resolved.append(part)
-    return rootfs.joinpath(*resolved)
 
 
 STDERR_KEPT = 64 << 10  # a captured run's stderr: its last 64 KiB (for error messages)

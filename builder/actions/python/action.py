@@ -9,6 +9,7 @@ layer's key is not in the store.
 from __future__ import annotations
 
 from builder.actions.inputs import listed_lines
+from builder.common.text import read_utf8
 from builder.actions.steps import ActionResult, BuildContext, Lower
 from builder.oci.config import ContainerConfig
 from builder.project.manifest import RuleSpec
@@ -16,7 +17,7 @@ from builder.project.manifest import RuleSpec
 
 def python_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, lower: Lower) -> ActionResult:
     path = ctx.project / rule.file
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    text = read_utf8(path) if path.is_file() else ""
     if not listed_lines(text):
         return ActionResult([], config)
     # uv, the wheel installer and the Python target's readers: only for a file that lists something.

@@ -24,6 +24,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from builder.common import masking
 from builder.common import tools
 from builder.common.errors import InputError
+from builder.common.text import read_utf8
 from builder.actions.python.target import PythonTarget, normalise
 
 
@@ -74,7 +75,7 @@ def requirement_lines(requirements: Path, _seen: frozenset[Path] = frozenset()) 
     path = requirements.resolve()
     if path in _seen or not path.is_file():
         return out
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, raw in enumerate(read_utf8(path).splitlines(), start=1):
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
