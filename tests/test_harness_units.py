@@ -42,3 +42,34 @@ def test_errors_are_classified_by_what_airflow_says():
     assert harness.classify("DuplicateTaskIdFound: Task id 'a' has already been added") == "duplicate_task"
     assert harness.classify("AirflowTaskTimeout: DagBag import timeout") == "timeout"
     assert harness.classify("ModuleNotFoundError: No module named 'x'") == "import"
+
+
+def test_the_modules_a_dag_file_imports_are_read_from_its_syntax_tree():
+    import ast
+
+    tree = ast.parse("import json, xml.dom as d\nfrom email.mime import text\nfrom . import sibling\n"
+                     "def f():\n    import csv\n    from .pkg import x\n")
+    assert harness.imported_modules(tree) == {"json", "xml.dom", "email.mime", "csv"}
+
+
+def test_a_module_the_project_provides_is_never_preimported(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "dags" / "helpers").mkdir(parents=True)
+    (project / "dags" / "local_mod.py").write_text("raise SystemExit('imported by the harness')\n")
+    (project / "dags" / "helpers" / "deep.py").write_text("raise SystemExit('imported by the harness')\n")
+    monkeypatch.syspath_prepend(str(project / "dags"))
+    roots = (str(project) + os.sep,)
+    assert harness.provided_by_image("json.decoder", roots)
+    assert not harness.provided_by_image("local_mod", roots)
+    assert not harness.provided_by_image("helpers.deep", roots), "a namespace package of the project"
+    assert not harness.provided_by_image("not_installed_anywhere.sub", roots)
+
+
+def test_what_a_child_says_it_imported_is_learned_only_for_packages_already_held(monkeypatch):
+    import sys
+
+    assert harness.learnable(["json.tool", "os.path", "this", "antigravity", "json.__main__", "json..x",
+                              "unheld_package.sub", 7, "json.scanner; rm -rf /"]) == \
+        {"json.tool"} - set(sys.modules)
+    assert harness.learnable("json.tool") == set()
+    assert harness.learnable(None) == set()
