@@ -438,7 +438,7 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
     if state != prepared.previous:
         state.save(prepared.output_dir / "state.json")
     atomic_write_bytes(prepared.output_dir / "build.json",
-                       json.dumps(masking.value(result.to_json()), indent=2).encode(), fsync=False)
+                       masking.dumps(result.to_json()).encode(), fsync=False)  # watch writes it on every save
     inputs = prepared.inputs
     if inputs.base.floating:  # a registry tag may move: the next build asks the registry again
         (prepared.output_dir / stamp.STAMP).unlink(missing_ok=True)

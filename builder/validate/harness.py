@@ -280,12 +280,45 @@ def remember_safe_mode_checks():
     files.might_contain_dag = might_contain_dag
 
 
+LISTED = {}  # folder -> (its layout, the files Airflow lists there without the safe-mode check)
+
+
 def list_files(folder):
+    """The DAG files Airflow lists in `folder`. A serving harness lists again only when the folder's
+    layout changed (a directory's entries, an .airflowignore): an edit inside a file does not move
+    them; the safe-mode check of each file is remembered per file (remember_safe_mode_checks)."""
     try:
-        from airflow.utils.file import list_py_file_paths  # the image's Airflow (see load_airflow)
+        import airflow.utils.file as files  # the image's Airflow (see load_airflow)
     except ImportError:
         return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.endswith(".py"))
-    return sorted(list_py_file_paths(folder, safe_mode=REQUEST["safe_mode"]))
+    if not hasattr(files, "find_dag_file_paths"):  # another Airflow: no reuse
+        return sorted(files.list_py_file_paths(folder, safe_mode=REQUEST["safe_mode"]))
+    layout = folder_layout(folder)
+    listed = LISTED.get(folder)
+    if listed is None or listed[0] != layout:
+        listed = LISTED[folder] = (layout, files.list_py_file_paths(folder, safe_mode=False))
+    if not REQUEST["safe_mode"]:
+        return sorted(listed[1])
+    return sorted(path for path in listed[1] if files.might_contain_dag(path, True))
+
+
+def folder_layout(folder):
+    """What Airflow's listing depends on besides the files' contents: every directory (followed through
+    symlinks, as Airflow walks) with its change time, and every .airflowignore's identity."""
+    layout = []
+    for directory, _, names in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(directory)
+        except OSError:
+            continue
+        layout.append((directory, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        if ".airflowignore" in names:
+            try:
+                ignore = os.stat(os.path.join(directory, ".airflowignore"))
+            except OSError:
+                continue
+            layout.append((".airflowignore", ignore.st_mtime_ns, ignore.st_ctime_ns, ignore.st_size, ignore.st_ino))
+    return layout
 
 
 # -- connections and variables: environment first, then the project's placeholders, then a stand-in --

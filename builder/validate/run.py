@@ -168,7 +168,7 @@ def validate(inputs: ValidationInputs, memory: ValidationMemory | None = None) -
         report.duration_s = round(time.monotonic() - started, 3)
         return report
 
-    known = {rel: _stored_result(inputs.store, _file_key(settings, rel, digest), memory)
+    known = {rel: _stored_result(inputs.store, _remembered_key(memory, settings, rel, digest), memory)
              for rel, digest in inputs.dag_hashes.items()}
     known = {rel: result for rel, result in known.items() if result is not None}
     if inputs.shared is not None and len(known) < len(inputs.dag_hashes):
@@ -498,6 +498,14 @@ def _stored_result(store: Store, key: str, memory: ValidationMemory) -> dict | N
         if result is not None:
             memory.results[key] = result
     return result
+
+
+def _remembered_key(memory: ValidationMemory, settings: str, rel: str, digest: str) -> str:
+    """_file_key, computed once per process (watch asks for every file on every save)."""
+    key = memory.file_keys.get((settings, rel, digest))
+    if key is None:
+        key = memory.file_keys[(settings, rel, digest)] = _file_key(settings, rel, digest)
+    return key
 
 
 def _file_key(settings: str, rel: str, digest: str) -> str:
