@@ -20,10 +20,8 @@ import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -165,25 +163,8 @@ def airbuild_runs(project: Path, base: Path, repeat: int, workers: int | None) -
     for n in range(repeat):
         log(f"airbuild parse {'--workers ' + str(workers) if workers else '(default workers)'}, cold {n + 1}/{repeat}")
         parse_bench.clear_results()
-        runs.append(airbuild_parse(project, base, extra))
+        runs.append(parse_bench.airbuild_parse(project, base, *extra))
     return runs, runs[-1]["_report"]
-
-
-def airbuild_parse(project: Path, base: Path, extra: list[str]) -> dict:
-    command = [sys.executable, "-m", "builder", "parse", str(project), "--base", f"rootfs:{base}", "--json", *extra]
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=parse_bench.REPO, env=parse_bench.store_env())
-    wall = time.perf_counter() - started
-    try:
-        report = json.loads(done.stdout)
-    except ValueError:
-        raise RuntimeError(f"airbuild parse crashed (exit {done.returncode}):\n{done.stderr[-5000:]}") from None
-    return {"wall_s": round(wall, 4), "duration_s": report["duration_s"], "status": report["status"],
-            "workers": report.get("workers"), "imported": report["imported"], "files": len(report["files"]),
-            "dags": sum(len(f["dags"]) for f in report["files"]),
-            "errors": sum(len(f["errors"]) for f in report["files"]) + len(report["duplicates"]),
-            "children_s": round(sum(f["duration_s"] for f in report["files"] if not f["cached"]), 3),
-            "_report": report}
 
 
 def spread(values: list[float]) -> dict[str, float]:
