@@ -281,6 +281,7 @@ def remember_safe_mode_checks():
 
 
 LISTED = {}  # folder -> (its layout, the files Airflow lists there without the safe-mode check)
+RACY_NS = 1_000_000_000
 
 
 def list_files(folder):
@@ -296,7 +297,11 @@ def list_files(folder):
     layout = folder_layout(folder)
     listed = LISTED.get(folder)
     if listed is None or listed[0] != layout:
-        listed = LISTED[folder] = (layout, files.list_py_file_paths(folder, safe_mode=False))
+        # A directory changed within the last second may change again within the same clock tick
+        # without its time moving (as git's racy index): such a listing is not reused.
+        racy = any(entry[1] >= time.time_ns() - RACY_NS for entry in layout)
+        listed = (None if racy else layout, files.list_py_file_paths(folder, safe_mode=False))
+        LISTED[folder] = listed
     if not REQUEST["safe_mode"]:
         return sorted(listed[1])
     return sorted(path for path in listed[1] if files.might_contain_dag(path, True))
