@@ -156,8 +156,8 @@ def clear_results() -> None:
         shutil.rmtree(STORE / name, ignore_errors=True)
 
 
-def airbuild_parse(project: Path, base: Path) -> dict:
-    command = [sys.executable, "-m", "builder", "parse", str(project), "--base", f"rootfs:{base}", "--json"]
+def airbuild_parse(project: Path, base: Path, *extra: str) -> dict:
+    command = [sys.executable, "-m", "builder", "parse", str(project), "--base", f"rootfs:{base}", "--json", *extra]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=store_env())
     wall = time.perf_counter() - started
@@ -170,7 +170,7 @@ def airbuild_parse(project: Path, base: Path) -> dict:
     children = sum(f["duration_s"] for f in imported)
     run = {
         "wall_s": round(wall, 4), "duration_s": report["duration_s"], "exit": done.returncode,
-        "status": report["status"], "files": len(report["files"]),
+        "status": report["status"], "files": len(report["files"]), "workers": report.get("workers"),
         "dags": sum(len(f["dags"]) for f in report["files"]), "imported": report["imported"],
         "errors": sum(len(f["errors"]) for f in report["files"]) + len(report["duplicates"]),
         "children_s": round(children, 3),

@@ -30,7 +30,7 @@ from builder.engine.build import build
 from builder.project.ignore import IgnoreRules
 from builder.validate.memory import ValidationMemory
 
-STEP_MS = 40           # quiet time that ends a burst of writes
+STEP_MS = 15           # quiet time that ends a burst of writes (an editor's save is one within it)
 MAX_BURST_MS = 2000    # a burst never delays a build longer than this
 WAKE_MS = 500          # how often the watcher wakes without events (to notice it started)
 EDITOR_TEMP = ("4913",)

@@ -42,3 +42,85 @@ def test_errors_are_classified_by_what_airflow_says():
     assert harness.classify("DuplicateTaskIdFound: Task id 'a' has already been added") == "duplicate_task"
     assert harness.classify("AirflowTaskTimeout: DagBag import timeout") == "timeout"
     assert harness.classify("ModuleNotFoundError: No module named 'x'") == "import"
+
+
+def test_the_modules_a_dag_file_imports_are_read_from_its_syntax_tree():
+    import ast
+
+    tree = ast.parse("import json, xml.dom as d\nfrom email.mime import text\nfrom . import sibling\n"
+                     "def f():\n    import csv\n    from .pkg import x\n")
+    assert harness.imported_modules(tree) == {"json", "xml.dom", "email.mime", "csv"}
+
+
+def test_a_module_the_project_provides_is_never_preimported(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "dags" / "helpers").mkdir(parents=True)
+    (project / "dags" / "local_mod.py").write_text("raise SystemExit('imported by the harness')\n")
+    (project / "dags" / "helpers" / "deep.py").write_text("raise SystemExit('imported by the harness')\n")
+    monkeypatch.syspath_prepend(str(project / "dags"))
+    roots = (str(project) + os.sep,)
+    assert harness.provided_by_image("json.decoder", roots)
+    assert not harness.provided_by_image("local_mod", roots)
+    assert not harness.provided_by_image("helpers.deep", roots), "a namespace package of the project"
+    assert not harness.provided_by_image("not_installed_anywhere.sub", roots)
+
+
+def test_what_a_child_says_it_imported_is_learned_only_for_packages_already_held(monkeypatch):
+    import sys
+
+    assert harness.learnable(["json.tool", "os.path", "this", "antigravity", "json.__main__", "json..x",
+                              "unheld_package.sub", 7, "json.scanner; rm -rf /"]) == \
+        {"json.tool"} - set(sys.modules)
+    assert harness.learnable("json.tool") == set()
+    assert harness.learnable(None) == set()
+
+
+def test_the_dag_folder_is_listed_again_when_its_layout_changes_not_when_a_file_is_edited(tmp_path):
+    folder = tmp_path / "dags"
+    (folder / "team").mkdir(parents=True)
+    (folder / "team" / "a.py").write_text("# airflow dag\n")
+    first = harness.folder_layout(str(folder))
+    with open(folder / "team" / "a.py", "a") as edit:  # an editor writing in place
+        edit.write("# more\n")
+    assert harness.folder_layout(str(folder)) == first, "an edit inside a file keeps the listing"
+    (folder / "team" / "b.py").write_text("# airflow dag\n")
+    second = harness.folder_layout(str(folder))
+    assert second != first, "a new file lists again"
+    (folder / ".airflowignore").write_text("b.py\n")
+    third = harness.folder_layout(str(folder))
+    assert third != second
+    os.utime(folder / ".airflowignore", ns=(1, 1))  # an ignore file rewritten in place
+    assert harness.folder_layout(str(folder)) != third, "a changed .airflowignore lists again"
+
+
+def test_a_listing_taken_just_after_a_change_is_not_reused(tmp_path, monkeypatch):
+    """A directory's time moves by clock ticks: a file added in the same tick as the listing must not be missed."""
+    import sys
+    import types
+
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "a.py").write_text("# airflow dag\n")
+    calls = []
+
+    def list_py_file_paths(directory, safe_mode):
+        calls.append(safe_mode)
+        return sorted(str(p) for p in folder.glob("*.py"))
+
+    fake = types.SimpleNamespace(find_dag_file_paths=None, list_py_file_paths=list_py_file_paths,
+                                 might_contain_dag=lambda path, safe_mode: True)
+    utils = types.SimpleNamespace(file=fake)  # the image's Airflow, as far as list_files asks it
+    monkeypatch.setitem(sys.modules, "airflow", types.SimpleNamespace(utils=utils))
+    monkeypatch.setitem(sys.modules, "airflow.utils", utils)
+    monkeypatch.setitem(sys.modules, "airflow.utils.file", fake)
+    monkeypatch.setattr(harness, "REQUEST", {"safe_mode": True})
+    monkeypatch.setattr(harness, "LISTED", {})
+    assert harness.list_files(str(folder)) == [str(folder / "a.py")]
+    assert harness.list_files(str(folder)) == [str(folder / "a.py")]
+    assert len(calls) == 2, "the folder changed within the last second: listed again"
+    old = 1_000_000_000
+    os.utime(folder, ns=(old, old))
+    harness.list_files(str(folder))
+    harness.list_files(str(folder))
+    assert len(calls) == 3, "a settled folder is listed once"
+    assert calls == [False, False, False], "the safe-mode check is the harness's own, per file"

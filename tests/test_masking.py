@@ -51,3 +51,15 @@ def test_short_values_are_not_masked(monkeypatch):
     fresh(monkeypatch)
     masking.add_environment({"DEBUG_KEY": "1", "A_TOKEN": "yes"})
     assert masking.text("1 yes") == "1 yes"
+
+
+def test_a_document_is_dumped_masked_and_walked_only_when_something_shows(monkeypatch):
+    fresh(monkeypatch)
+    masking.add('se"cr\\et-1')
+    document = {"files": [{"stdout": 'printed se"cr\\et-1', "n": 1}, {"url": "https://user:pw@host/x"}], "ok": True}
+    dumped = json.loads(masking.dumps(document))
+    assert dumped == {"files": [{"stdout": "printed ***", "n": 1}, {"url": "https://***@host/x"}], "ok": True}
+    clean = {"files": [{"stdout": "nothing to hide", "n": 2}], "ok": False}
+    walked = []
+    monkeypatch.setattr(masking, "value", lambda data: walked.append(data) or data)
+    assert masking.dumps(clean) == json.dumps(clean) and walked == [], "no secret shows: not walked"

@@ -319,3 +319,91 @@ def test_parse_runs_astros_own_parse_test_and_reports_its_cases(tmp_path, debian
     assert proc.returncode == 0 and all(c["outcome"] == "passed" for c in report["astro_tests"]), report["astro_tests"]
     table = run_cli(["parse", project, "--base", f"rootfs:{debian_rootfs}"], env={"AIRBUILD_CACHE_DIR": str(TEST_STORE)})
     assert "astro test test_every_dag_has_tags[good]" in table.stdout
+
+
+PID_NAMESPACE_DAG = '''"""An airflow dag named after the PID namespace its import ran in."""
+import os
+
+from airflow.sdk import DAG
+
+namespace = os.readlink("/proc/self/ns/pid").split("[")[1].rstrip("]")
+with DAG(dag_id=f"{name}_" + namespace, schedule=None):
+    pass
+'''
+
+
+def comparable(report: dict) -> list[dict]:
+    """What a run found, without what differs between runs (times, what a file printed, cache flags)."""
+    return [{"file": f["file"], "dags": f["dags"], "errors": f["errors"]} for f in report["files"]
+            if not f["file"].startswith("dags/ns_")]
+
+
+def test_parallel_workers_give_the_serial_results_and_a_fork_bomb_stops_only_its_own_file(tmp_path, debian_rootfs):
+    project = project_with(tmp_path, AIRFLOW_3, ["hostile_forks.py", "cycle.py", "syntax_error.py",
+                                                 "missing_module.py", "duplicate_task.py"])
+    for n in range(10):
+        (project / "dags" / f"good_{n:02d}.py").write_text(
+            (SAMPLES / "good.py").read_text().replace('"good"', f'"good_{n:02d}"'))
+    for name in ("ns_a", "ns_b", "ns_c"):  # consecutive in the sorted listing: one to each of three workers
+        (project / "dags" / f"{name}.py").write_text(PID_NAMESPACE_DAG.replace("{name}", name))
+    (project / "astro.yaml").write_text(MANIFEST + "  workers: 3\n")
+
+    env = {"AIRFLOW_VAR_TEST_RUN": uuid.uuid4().hex}  # new settings: every file imported (the store outlives runs)
+    _, serial = parse(project, debian_rootfs, "--workers", "1", env=env)
+    env = {"AIRFLOW_VAR_TEST_RUN": uuid.uuid4().hex}
+    _, parallel = parse(project, debian_rootfs, env=env)  # astro.yaml's workers: 3
+
+    assert serial["workers"] == 1 and parallel["workers"] == 3
+    assert serial["imported"] == parallel["imported"] == len(parallel["files"]) == 18
+    assert comparable(parallel) == comparable(serial), "the same results, in the same order"
+    namespaces = {report["workers"]: {d["dag_id"].split("_", 2)[2] for f in report["files"]
+                                      if f["file"].startswith("dags/ns_") for d in f["dags"]}
+                  for report in (serial, parallel)}
+    assert len(namespaces[1]) == 1 and len(namespaces[3]) == 3, "each worker has its own PID namespace"
+
+    by_file = {f["file"].removeprefix("dags/"): f for f in parallel["files"]}
+    assert [e["kind"] for e in by_file["hostile_forks.py"]["errors"]] == ["processes"]
+    for n in range(10):  # imported beside the fork bomb, in its worker and in the others
+        assert by_file[f"good_{n:02d}.py"]["errors"] == []
+        assert by_file[f"good_{n:02d}.py"]["dags"] == [{"dag_id": f"good_{n:02d}", "tasks": 2}]
+    assert [e["kind"] for e in by_file["duplicate_task.py"]["errors"]] == ["duplicate_task"]
+    assert [e["kind"] for e in by_file["cycle.py"]["errors"]] == ["cycle"]
+    assert harness_processes() == []
+
+    # The same project again: answered from the cache whatever the number of workers.
+    _, cached = parse(project, debian_rootfs, "--workers", "2", env=env)
+    assert cached["imported"] == 0 and cached["workers"] == 0 and comparable(cached) == comparable(parallel)
+    bad = run_cli(["parse", project, "--workers", "0"], check=False)
+    assert bad.returncode == 2 and "--workers takes a number from 1 to 256" in bad.stderr
+
+
+def preimport_probe(name: str, module: str) -> str:
+    """An airflow dag whose id says whether `module` was imported before the file's own code ran."""
+    return (f'"""An airflow dag probing the pre-import of {module}."""\nimport sys\n\n'
+            f'before = "{module}" in sys.modules\nimport {module}  # noqa: E402\n'
+            f'from airflow.sdk import DAG  # noqa: E402\n\n'
+            f'with DAG(dag_id="{name}_" + ("shared" if before else "own"), schedule=None):\n    pass\n')
+
+
+def test_image_modules_the_dags_import_are_preimported_once_and_project_modules_stay_in_the_child(
+        tmp_path, debian_rootfs):
+    project = project_with(tmp_path, AIRFLOW_3, ["missing_module.py", "good.py"])
+    # natsort and slugify: in the image (Airflow's dependencies), imported by nothing of Airflow's parsing.
+    (project / "dags" / "third_a.py").write_text(preimport_probe("third_a", "natsort"))
+    (project / "dags" / "third_b.py").write_text(preimport_probe("third_b", "natsort"))
+    (project / "dags" / "deep.py").write_text(preimport_probe("deep", "slugify.slugify"))
+    # The project's own module (in dags/, on sys.path): its code runs only in the child, with the limits.
+    (project / "dags" / "local_helpers.py").write_text("VALUE = 1\n")
+    (project / "dags" / "local.py").write_text(preimport_probe("local", "local_helpers"))
+    env = {"AIRFLOW_VAR_TEST_RUN": uuid.uuid4().hex}
+    proc, report = parse(project, debian_rootfs, "--workers", "1", env=env)
+    by_file = {f["file"].removeprefix("dags/"): f for f in report["files"]}
+    assert report["imported"] == len(report["files"])
+    assert by_file["third_a.py"]["dags"] == [{"dag_id": "third_a_shared", "tasks": 0}]
+    assert by_file["third_b.py"]["dags"] == [{"dag_id": "third_b_shared", "tasks": 0}]
+    assert by_file["deep.py"]["dags"] == [{"dag_id": "deep_shared", "tasks": 0}]
+    assert by_file["local.py"]["dags"] == [{"dag_id": "local_own", "tasks": 0}]
+    # A module that cannot be pre-imported is skipped there: its error still shows for its file.
+    assert "not_installed_anywhere" in by_file["missing_module.py"]["errors"][0]["message"]
+    assert by_file["good.py"]["errors"] == [] and by_file["good.py"]["dags"] == [{"dag_id": "good", "tasks": 2}]
+    assert all(not f["errors"] for name, f in by_file.items() if name != "missing_module.py")

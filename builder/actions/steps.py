@@ -53,6 +53,7 @@ class BuildContext:
     state: BuildState
     backend: str = "auto"                   # native | auto | buildkit (see builder/docker/engine.py)
     sandbox: str | None = None              # for DAG validation, over the manifest's (see builder/validate/sandbox.py)
+    validation_workers: int | None = None   # --workers: sandboxes importing DAG files at once, over the manifest's
     env_file: Path | None = None            # the DAGs' variables (--env), else the project's .env
     build_args: dict[str, str] = field(default_factory=dict)  # values for the Dockerfile's ARGs
     secrets: tuple[SecretSpec, ...] = ()    # for RUN --mount=type=secret; never in a key or a layer

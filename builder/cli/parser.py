@@ -95,13 +95,28 @@ def build_args(values: list[str]) -> dict[str, str]:
     return out
 
 
-def _sandbox_args(parser: argparse.ArgumentParser) -> None:
+def _sandbox_args(parser: argparse.ArgumentParser, workers: bool = True) -> None:
     parser.add_argument("--sandbox", choices=("auto", "bwrap", "docker", "none"),
                         help="where DAG files are imported (default: astro.yaml's validation.sandbox, else auto): "
                              "auto uses bubblewrap, else `docker run --network none --read-only`, else stops "
                              "with an error")
     parser.add_argument("--no-sandbox", dest="sandbox", action="store_const", const="none",
                         help="import DAG files unconfined, with your rights on this machine (same as --sandbox none)")
+    if not workers:
+        return
+    parser.add_argument("--workers", type=_workers, metavar="N",
+                        help="sandboxes importing DAG files at once, each with its own process limits (default: "
+                             "astro.yaml's validation.workers, else one per CPU core; 1: one after another)")
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"--workers takes a number from 1 to 256, not {text!r}")
+    return value
 
 
 RUN_EXAMPLES = """\
@@ -174,7 +189,7 @@ def make_parser() -> argparse.ArgumentParser:
     _project_arg(test)
     test.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     _engine_args(test)
-    _sandbox_args(test)
+    _sandbox_args(test, workers=False)
     _env_arg(test)
 
     run = commands.add_parser(
@@ -197,7 +212,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP)
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     _engine_args(run)
-    _sandbox_args(run)
+    _sandbox_args(run, workers=False)
     _env_arg(run)
 
     plan = commands.add_parser("plan", help="show the layers a build would produce, and why each would be rebuilt",

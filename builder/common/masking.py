@@ -100,6 +100,16 @@ def value(data: T) -> T:
     return data
 
 
+def dumps(data: object) -> str:
+    """`json.dumps(value(data))`, without walking a large document that holds nothing to mask: every
+    secret is registered in its JSON-escaped form too, so the serialized text shows any the walk would
+    mask (and a URL's credentials too); only then is the document walked."""
+    serialized = json.dumps(data)
+    if text(serialized) == serialized:
+        return serialized
+    return json.dumps(value(data))
+
+
 class MaskedStream(io.TextIOBase):
     """A text stream that masks secrets in whole lines before they reach the stream below.
 

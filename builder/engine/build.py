@@ -67,6 +67,7 @@ class BuildOptions:
     build_args: dict[str, str] = field(default_factory=dict)  # over the manifest's build_args
     secrets: tuple[str, ...] = ()         # --secret values (id=ID,src=FILE|env=VAR), besides the manifest's
     sandbox: str | None = None            # --sandbox / --no-sandbox, over validation.sandbox
+    validation_workers: int | None = None  # --workers, over validation.workers
     env_file: Path | None = None          # --env: the variables DAG code sees (default: the project's .env)
     astro_tests: bool = False             # validation also runs .astro/test_dag_integrity_default.py (deploy)
     validation_memory: ValidationMemory | None = None  # watch's, kept between its builds; None: a fresh one
@@ -235,6 +236,7 @@ def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Pre
                        backend=options.backend or manifest.backend,
                        build_args={**manifest.build_args, **options.build_args},
                        secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox,
+                       validation_workers=options.validation_workers,
                        env_file=options.env_file, onbuild=tuple(onbuild.base_triggers(
                            base.config, rules, inputs.dockerfile.base_line)), read_only=read_only)
     previous = PreviousBuild.load(output_dir / "state.json")
@@ -446,7 +448,7 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
     if state != prepared.previous:
         state.save(prepared.output_dir / "state.json")
     atomic_write_bytes(prepared.output_dir / "build.json",
-                       json.dumps(masking.value(result.to_json()), indent=2).encode(), fsync=False)
+                       masking.dumps(result.to_json()).encode(), fsync=False)  # watch writes it on every save
     inputs = prepared.inputs
     if inputs.base.floating:  # a registry tag may move: the next build asks the registry again
         (prepared.output_dir / stamp.STAMP).unlink(missing_ok=True)

@@ -86,6 +86,7 @@ def validation_inputs(ctx: BuildContext, plan: Plan) -> ValidationInputs:
         limits=Limits(settings.timeout_s, settings.memory_mb, settings.processes, settings.cpu_s),
         allowed_failures=tuple(settings.allowed_failures), safe_mode=settings.safe_mode,
         variables=variables, connections=connections, sandbox=ctx.sandbox or settings.sandbox,
+        workers=ctx.validation_workers or settings.workers,
         image_env=plan.config.env_dict(), dotenv=env_file.values, warnings=env_file.warnings)
 
 

@@ -13,15 +13,24 @@ def rules_dir() -> Path:
     return data_dir("rules")
 
 
+# A long-lived process (watch) builds on every save: a rule file is parsed again only when it changed.
+_loaded: dict[tuple[str, int, int, int], RuleSpec] = {}
+
+
 def load_rule(name: str) -> RuleSpec:
     path = rules_dir() / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in rules_dir().glob("*.yaml") if p.stem != "default")
         raise InputError(f"no rule named {name!r}; known rules: {', '.join(known)}")
+    st = path.stat()
+    identity = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    if identity in _loaded:
+        return _loaded[identity]  # frozen: shared safely
     document = load_yaml(path)
     rule = validate(RuleSpec, document, document.data or {})
     if rule.name != name:
         raise InputError(f"rule file names {rule.name!r}; it must match the file name", path=path)
+    _loaded[identity] = rule
     return rule
 
 

@@ -164,6 +164,8 @@ class Validation(Strict):
     sandbox: Literal["auto", "bwrap", "docker", "none"] = Field(
         "auto", description="auto: bubblewrap, else `docker run --network none --read-only`, else an error; "
                             "none: import unconfined (only on machines you trust the DAGs on)")
+    workers: int = Field(0, ge=0, le=256, description="sandboxes importing DAG files at once, each with its own "
+                                                       "process limits; 0: one per CPU core")
 
 
 def repository(value: str) -> str:

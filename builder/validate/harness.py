@@ -24,6 +24,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -32,12 +33,13 @@ import time
 import traceback
 import warnings
 
-VERSION = "4"  # of what the harness reports: a new one re-imports every cached file
+VERSION = "5"  # of what the harness reports: a new one re-imports every cached file
 REQUEST = {}
 ALLOWED_WRITES = ()
 DagBag = None  # imported once, before the first fork
 FROZEN_AT = 0    # len(sys.modules) when the heap was last frozen for forking
 PROCESS_CHECK_S = 0.05  # how often a running import's processes are counted
+EXIT_POLL_S = 0.005  # without a pidfd: how often a child that closed its pipes is checked for its exit
 CAPTURED_BYTES = 64 << 10  # of a file's stdout, stderr, error message and traceback, each
 RESULT_BYTES = 1 << 20  # a child's whole result document; more is not a result
 REPORTED_AT = 0  # len(sys.modules) when uncompiled() last looked
@@ -102,10 +104,10 @@ def handle(airflow):
     started = time.monotonic()
     files = list_files(REQUEST["dags_folder"])
     known = set(REQUEST["known"])
+    todo = [path for path in files if os.path.relpath(path, REQUEST["dags_folder"]) not in known]
+    index, count = REQUEST.get("shard", (0, 1))
     results = {}
-    for path in files:
-        if os.path.relpath(path, REQUEST["dags_folder"]) in known:
-            continue
+    for path in todo[index::count]:  # one worker of `count`: every count-th file, the same split each run
         preimport(path)
         results[path] = import_in_child(path)
         if REQUEST.get("own_pid_namespace", True):  # unconfined, every process of the user is "left over"
@@ -122,39 +124,107 @@ def project_roots():
     return (os.path.join(REQUEST.get("project_root") or "/nonexistent", ""),)
 
 
-def preimport(path):
-    """Import the airflow.* modules `path` names before forking, as Airflow's own DAG processor does
-    (parsing_pre_import_modules): every child then shares them instead of importing them again.
-    Only modules of the image: the file is read as a syntax tree, never run, and a name the
-    project's own directories would provide is left to the child."""
-    try:
-        tree = ast.parse(open(path, "rb").read())
-    except Exception:
-        return
+def imported_modules(tree):
+    """The absolute module names a syntax tree imports (`import a.b`, `from a.b import c`), anywhere in it."""
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
+    return names
+
+
+def preimport(path):
+    """Import the modules `path` names before forking, as Airflow's own DAG processor does for airflow.*
+    (parsing_pre_import_modules), and for every other module the image provides: every child then shares
+    them instead of importing them again. Only modules of the image: the file is read as a syntax tree,
+    never run, and a name the project's own directories would provide is left to the child (with its
+    limits). A module that fails here is skipped: the child meets its error and reports it."""
+    try:
+        tree = ast.parse(open(path, "rb").read())
+    except Exception:
+        return
     roots = project_roots()
-    for name in sorted(n for n in names if n.startswith("airflow.") and n not in sys.modules):
-        parts = name.split(".")
-        try:
-            for depth in range(2, len(parts) + 1):
-                spec = importlib.util.find_spec(".".join(parts[:depth]))
-                places = [spec.origin or ""] + list(spec.submodule_search_locations or []) if spec else [""]
-                if spec is None or any(place.startswith(roots) for place in places if place):
-                    break
-            else:
-                importlib.import_module(name)
-        except (Exception, SystemExit):
-            pass
+    wanted = imported_modules(tree) | LEARNED
+    LEARNED.clear()
+    for name in sorted(n for n in wanted if n not in sys.modules and n not in FAILED):
+        if provided_by_image(name, roots):
+            with deadline(REQUEST["timeout_s"]):
+                try:
+                    importlib.import_module(name)
+                except (Exception, SystemExit, Deadline):
+                    FAILED.add(name)
     global FROZEN_AT
     if len(sys.modules) != FROZEN_AT:  # new shared objects: children must not copy them by collecting
         gc.collect()
         gc.freeze()
         FROZEN_AT = len(sys.modules)
+
+
+FAILED = set()  # modules that did not pre-import: not tried again for every file that names them
+LEARNED = set()  # modules the last child imported that the next file's pre-import also takes (see learnable)
+LEARNED_PER_FILE = 2000
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def learnable(names):
+    """Of the modules a child imported (Airflow imports many lazily while it parses: decorators, provider
+    hooks, schema validators), the submodules of packages this process already holds: they are
+    imported here too, for the next children, if the image provides them (provided_by_image). The list
+    comes from DAG code's process, so it is checked as untrusted: names only, of imported packages,
+    never a __main__."""
+    if not isinstance(names, list):
+        return set()
+    found = set()
+    for name in names[:LEARNED_PER_FILE]:
+        if isinstance(name, str) and "." in name and MODULE_NAME.fullmatch(name) and name not in sys.modules \
+                and name.split(".", 1)[0] in sys.modules and "__main__" not in name.split("."):
+            found.add(name)
+    return found
+
+
+def provided_by_image(name, roots):
+    """`name` and each package above it are found outside the project (finding a submodule imports its
+    packages, which are then checked first)."""
+    parts = name.split(".")
+    try:
+        for depth in range(1, len(parts) + 1):
+            spec = importlib.util.find_spec(".".join(parts[:depth]))
+            if spec is None:
+                return False
+            # A package's own file, or a namespace package's folders (airflow's __path__ reaches into the
+            # project's folders on sys.path: its submodules, not it, may be the project's).
+            places = [spec.origin] if spec.has_location else list(spec.submodule_search_locations or [])
+            if any(place.startswith(roots) for place in places if place):
+                return False
+    except (Exception, SystemExit):
+        return False
+    return True
+
+
+class Deadline(BaseException):
+    """A pre-import that ran past a file's own time limit."""
+
+
+class deadline:
+    """SIGALRM after `seconds`: a module that hangs while pre-imported is given up, not waited for."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGALRM, self.expired)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous)
+        return False
+
+    @staticmethod
+    def expired(signo, frame):
+        raise Deadline()
 
 
 def uncompiled():
@@ -210,12 +280,50 @@ def remember_safe_mode_checks():
     files.might_contain_dag = might_contain_dag
 
 
+LISTED = {}  # folder -> (its layout, the files Airflow lists there without the safe-mode check)
+RACY_NS = 1_000_000_000
+
+
 def list_files(folder):
+    """The DAG files Airflow lists in `folder`. A serving harness lists again only when the folder's
+    layout changed (a directory's entries, an .airflowignore): an edit inside a file does not move
+    them; the safe-mode check of each file is remembered per file (remember_safe_mode_checks)."""
     try:
-        from airflow.utils.file import list_py_file_paths  # the image's Airflow (see load_airflow)
+        import airflow.utils.file as files  # the image's Airflow (see load_airflow)
     except ImportError:
         return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.endswith(".py"))
-    return sorted(list_py_file_paths(folder, safe_mode=REQUEST["safe_mode"]))
+    if not hasattr(files, "find_dag_file_paths"):  # another Airflow: no reuse
+        return sorted(files.list_py_file_paths(folder, safe_mode=REQUEST["safe_mode"]))
+    layout = folder_layout(folder)
+    listed = LISTED.get(folder)
+    if listed is None or listed[0] != layout:
+        # A directory changed within the last second may change again within the same clock tick
+        # without its time moving (as git's racy index): such a listing is not reused.
+        racy = any(entry[1] >= time.time_ns() - RACY_NS for entry in layout)
+        listed = (None if racy else layout, files.list_py_file_paths(folder, safe_mode=False))
+        LISTED[folder] = listed
+    if not REQUEST["safe_mode"]:
+        return sorted(listed[1])
+    return sorted(path for path in listed[1] if files.might_contain_dag(path, True))
+
+
+def folder_layout(folder):
+    """What Airflow's listing depends on besides the files' contents: every directory (followed through
+    symlinks, as Airflow walks) with its change time, and every .airflowignore's identity."""
+    layout = []
+    for directory, _, names in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(directory)
+        except OSError:
+            continue
+        layout.append((directory, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        if ".airflowignore" in names:
+            try:
+                ignore = os.stat(os.path.join(directory, ".airflowignore"))
+            except OSError:
+                continue
+            layout.append((".airflowignore", ignore.st_mtime_ns, ignore.st_ctime_ns, ignore.st_size, ignore.st_ino))
+    return layout
 
 
 # -- connections and variables: environment first, then the project's placeholders, then a stand-in --
@@ -286,6 +394,7 @@ def import_in_child(path):
     streams = {result_r: Captured(RESULT_BYTES), stdout_r: Captured(CAPTURED_BYTES),
                stderr_r: Captured(CAPTURED_BYTES)}
     deadline, stopped, status = started + REQUEST["timeout_s"], None, None
+    exited = exit_descriptor(pid)
     limit, counted_at = REQUEST["limits"]["processes"], started
     while True:
         if not streams[result_r].open:  # the child is done (or closed its channel): it must exit
@@ -298,10 +407,13 @@ def import_in_child(path):
             stopped = ("timeout", f"still importing after {REQUEST['timeout_s']} s: killed")
             break
         readable = [fd for fd, c in streams.items() if c.open]
+        if not streams[result_r].open and exited is not None:
+            readable.append(exited)  # its pipes are closed: wake when it has exited, not a poll later
         wait_s = min(left, PROCESS_CHECK_S)
-        ready = select.select(readable, [], [], wait_s)[0] if readable else time.sleep(wait_s) or []
+        ready = select.select(readable, [], [], wait_s)[0] if readable else time.sleep(EXIT_POLL_S) or []
         for fd in ready:
-            streams[fd].read(fd)
+            if fd != exited:
+                streams[fd].read(fd)
         if streams[result_r].size > RESULT_BYTES:
             stopped = ("output", f"sent a result of more than {RESULT_BYTES >> 10} KiB: killed")
             break
@@ -320,6 +432,8 @@ def import_in_child(path):
             streams[fd].read(fd)
     for fd in streams:
         os.close(fd)
+    if exited is not None:
+        os.close(exited)
     if status is None:
         _, status = os.waitpid(pid, 0)
     elapsed = round(time.monotonic() - started, 3)
@@ -329,6 +443,7 @@ def import_in_child(path):
         return dict(failure(*stopped, elapsed), **output)
     try:
         result = json.loads(streams[result_r].data())
+        LEARNED.update(learnable(result.get("modules")))
         result = {"dags": [{"dag_id": str(d["dag_id"]), "tasks": int(d["tasks"])} for d in result["dags"]],
                   "errors": [{k: capped(str(e[k])) for k in ("kind", "message", "traceback") if k in e}
                              for e in result["errors"]]}
@@ -341,6 +456,14 @@ def import_in_child(path):
                                      f"{os.waitstatus_to_exitcode(status)})", elapsed), **output)
     result["duration_s"] = elapsed
     return dict(result, **output)
+
+
+def exit_descriptor(pid):
+    """A descriptor that turns readable when `pid` exits (a pidfd), or None where the kernel has none."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 class Captured:
@@ -413,6 +536,7 @@ def child(path, result_w, stdout_w, stderr_w):
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"],) * 2)  # the user's every process
     resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 1))
     violations = []
+    before = set(sys.modules)
     sys.addaudithook(lambda event, args: audit(event, args, violations))
     try:
         result = parse(path)
@@ -428,6 +552,7 @@ def child(path, result_w, stdout_w, stderr_w):
         sys.stderr.flush()
     except Exception:
         pass
+    result["modules"] = [name for name in list(sys.modules) if name not in before][:LEARNED_PER_FILE]
     os.write(result_w, json.dumps(result, default=str).encode())
     os._exit(0)
 

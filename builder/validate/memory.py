@@ -31,6 +31,7 @@ class ValidationMemory:
     serve: bool = False                                          # keep a harness running per environment
     harnesses: dict[str, ServedHarness] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)       # file key -> result (watch asks on every save)
+    file_keys: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (settings, file, content) -> key
     compiled: set[tuple[str, str]] = field(default_factory=set)  # (rootfs, source) compiled or tried
     environments: dict[str, str | None] = field(default_factory=dict)  # layer chain -> why not validatable
 

@@ -27,7 +27,7 @@ from builder.common.errors import BuildError, InputError
 from builder.validate import harness
 from builder.validate.memory import ServedHarness, ValidationMemory
 from builder.layers.unpack import chain_id, in_root, unpacked
-from builder.validate.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run
+from builder.validate.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run, run_all
 from builder.store.store import LayerRecord, Store, WorkDir
 from builder.common.hashing import json_sha256
 
@@ -72,6 +72,7 @@ class Report:
     duration_s: float = 0.0
     environment: str | None = None          # chain id of the layers imported against: the store's rootfs/<id>
     sandbox: str | None = None              # where files were imported this time (bwrap, docker, none); None: cache
+    workers: int = 0                        # sandboxes that imported files this time, at once (0: none ran)
     warnings: list[str] = field(default_factory=list)
     astro_tests: list[AstroTestCase] = field(default_factory=list)  # Astro's parse test, when the project has it
 
@@ -84,7 +85,7 @@ class Report:
         return {"status": self.status, "reason": self.reason, "airflow_version": self.airflow_version,
                 "files": [dict(vars(f)) for f in self.files], "duplicates": self.duplicates,
                 "imported": self.imported, "duration_s": self.duration_s, "environment": self.environment,
-                "sandbox": self.sandbox, "warnings": self.warnings,
+                "sandbox": self.sandbox, "workers": self.workers, "warnings": self.warnings,
                 "astro_tests": [case.to_json() for case in self.astro_tests]}
 
 
@@ -117,6 +118,7 @@ class ValidationInputs:
     warnings: tuple[str, ...] = ()         # about those inputs (a malformed .env line), for the report
     astro_tests: bool = False              # also run the project's .astro/test_dag_integrity_default.py
     shared: SharedRecords | None = None    # the team's shared cache: results another machine found
+    workers: int = 0                       # sandboxes importing files at once; 0: one per core
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def validate(inputs: ValidationInputs, memory: ValidationMemory | None = None) -
         report.duration_s = round(time.monotonic() - started, 3)
         return report
 
-    known = {rel: _stored_result(inputs.store, _file_key(settings, rel, digest), memory)
+    known = {rel: _stored_result(inputs.store, _remembered_key(memory, settings, rel, digest), memory)
              for rel, digest in inputs.dag_hashes.items()}
     known = {rel: result for rel, result in known.items() if result is not None}
     if inputs.shared is not None and len(known) < len(inputs.dag_hashes):
@@ -199,6 +201,7 @@ def validate(inputs: ValidationInputs, memory: ValidationMemory | None = None) -
         inputs.shared.put_record("dag-latest", settings, _latest(inputs, results))
     report = _report_from(run_record, inputs, cached=False)
     report.sandbox = place.sandbox
+    report.workers = outcome["workers"]
     _with_astro_tests(report, inputs, whole)
     report.duration_s = round(time.monotonic() - started, 3)
     return report
@@ -342,23 +345,63 @@ def _request(inputs: ValidationInputs, place: Placement, known: dict[str, dict])
 
 def _run_harness(inputs: ValidationInputs, known: dict[str, dict], memory: ValidationMemory) -> tuple[dict, Placement]:
     """The harness's answer, and where it ran (its DAG folder names the files)."""
-    if memory.serve:
+    workers = _workers(inputs, known, memory.serve)
+    if memory.serve and workers == 1:
         session, place = _warm_session(inputs, memory)
-        return json.loads(session.request(json.dumps(_request(inputs, place, known)))), place
-    with scratch(inputs, "validate") as (work, place):
-        shutil.copyfile(harness.__file__, work / "harness.py")
-        (work / "request.json").write_text(json.dumps(_request(inputs, place, known)))
-        job = project_job(inputs, place, ["python3", posixpath.join(place.harness_dir, "harness.py"),
-                                          posixpath.join(place.harness_dir, "request.json")],
-                          PROJECT_DIRS, work, _every_file_s(inputs))
-        job.as_init = True
-        job.stdout_limit = (8 << 20) + len(inputs.dag_hashes) * (1 << 20)  # a file's result is at most ~1 MiB
-        proc = run(job)
+        return dict(json.loads(session.request(json.dumps(_request(inputs, place, known)))), workers=1), place
+    # Each worker its own sandbox (its own PID namespace and process count), importing every n-th file.
+    with contextlib.ExitStack() as stack:
+        jobs, place = [], None
+        for index in range(workers):
+            work, place = stack.enter_context(scratch(inputs, f"validate-{index}"))
+            shutil.copyfile(harness.__file__, work / "harness.py")
+            request = dict(_request(inputs, place, known), shard=[index, workers])
+            (work / "request.json").write_text(json.dumps(request))
+            job = project_job(inputs, place, ["python3", posixpath.join(place.harness_dir, "harness.py"),
+                                              posixpath.join(place.harness_dir, "request.json")],
+                              PROJECT_DIRS, work, _every_file_s(inputs))
+            job.as_init = True
+            job.stdout_limit = (8 << 20) + len(inputs.dag_hashes) * (1 << 20)  # a file's result is at most ~1 MiB
+            jobs.append(job)
+        answers = [_answer(proc) for proc in run_all(jobs)]
+    if memory.serve:  # watch's first build: the served harness starts once the workers are done
+        _warm_session(inputs, memory)
+    return _merged(answers), place
+
+
+FILES_PER_WORKER = 4   # fewer files than this do not pay for another sandbox importing Airflow
+SERVED_UP_TO = 100     # watch: its warm harness imports up to this many files faster than fresh sandboxes
+
+
+def _workers(inputs: ValidationInputs, known: dict[str, dict], serve: bool) -> int:
+    """How many sandboxes to import in: one per FILES_PER_WORKER files left to import, at most the
+    configured number (default: one per core); 1 tells watch to use its warm harness."""
+    wanted = inputs.workers or os.cpu_count() or 1
+    left = sum(1 for rel in inputs.dag_hashes if rel not in known and rel.endswith((".py", ".zip")))
+    if serve and left < SERVED_UP_TO:
+        return 1
+    return max(1, min(wanted, -(-left // FILES_PER_WORKER)))
+
+
+def _answer(proc) -> dict:
     try:
-        return json.loads(proc.stdout), place
+        return json.loads(proc.stdout)
     except ValueError:
         raise BuildError(f"the DAG harness failed in the sandbox (exit {proc.returncode}):\n"
                          f"{(proc.stderr.strip() or proc.stdout.strip())[-3000:]}") from None
+
+
+def _merged(answers: list[dict]) -> dict:
+    """The workers' answers as one harness's: every worker lists the same files; each imported its share."""
+    first = answers[0]
+    if any(answer.get("airflow_version") is None for answer in answers):
+        return next(answer for answer in answers if answer.get("airflow_version") is None)
+    results = {}
+    for answer in answers:
+        results.update(answer["results"])
+    return {**first, "workers": len(answers),
+            "results": {path: results[path] for path in first["files"] if path in results},
+            "uncompiled": sorted({path for answer in answers for path in answer.get("uncompiled") or []})}
 
 
 def _compile_bytecode(inputs: ValidationInputs, sources: list[str], memory: ValidationMemory) -> None:
@@ -450,6 +493,14 @@ def _stored_result(store: Store, key: str, memory: ValidationMemory) -> dict | N
         if result is not None:
             memory.results[key] = result
     return result
+
+
+def _remembered_key(memory: ValidationMemory, settings: str, rel: str, digest: str) -> str:
+    """_file_key, computed once per process (watch asks for every file on every save)."""
+    key = memory.file_keys.get((settings, rel, digest))
+    if key is None:
+        key = memory.file_keys[(settings, rel, digest)] = _file_key(settings, rel, digest)
+    return key
 
 
 def _file_key(settings: str, rel: str, digest: str) -> str:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -258,38 +259,69 @@ STDERR_KEPT = 64 << 10  # a captured run's stderr: its last 64 KiB (for error me
 def run(job: SandboxRun, capture: bool = True, stdout_to_stderr: bool = False) -> subprocess.CompletedProcess[str]:
     """Run `job`. Captured: stdout up to the job's stdout_limit (more stops the run), the last 64 KiB of
     stderr. Not captured: its output is streamed to ours (all of it to stderr if asked), secrets masked."""
-    launch = command(job)
-    proc: subprocess.Popen | None = None
-    finished = False
+    return run_all([job], capture, stdout_to_stderr)[0]
+
+
+def run_all(jobs: list[SandboxRun], capture: bool = True,
+            stdout_to_stderr: bool = False) -> list[subprocess.CompletedProcess[str]]:
+    """Run `jobs` at once (each in its own sandbox), as `run` runs one; their results in order. All are
+    started from this thread (bwrap dies with the thread that started it) and, if one fails, times out or
+    we are interrupted, none keeps running."""
+    running: list[_Running] = []
     try:
-        proc = subprocess.Popen(launch.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE if capture else subprocess.STDOUT, env=launch.env,
-                                cwd=launch.cwd, pass_fds=launch.pass_fds)
-        launch.started()
-        if capture:
-            out, err = _Collect(proc.stdout, job.stdout_limit, keep="head"), _Collect(proc.stderr, STDERR_KEPT)
-            readers: list[threading.Thread] = [out, err]
-        else:
-            readers = [_Forward(proc.stdout, sys.stderr if stdout_to_stderr else sys.stdout)]
-        for reader in readers:
-            reader.start()
-        try:
-            proc.wait(timeout=job.timeout_s or None)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise BuildError(f"the sandbox did not finish within {job.timeout_s:.0f} s") from None
-        for reader in readers:
-            reader.join()
-        finished = True
-        if capture and out.overflowed:
-            raise BuildError(f"the sandbox printed more than {job.stdout_limit >> 20} MiB: stopped")
-        return subprocess.CompletedProcess(launch.argv, proc.returncode, out.text() if capture else None,
-                                           err.text() if capture else None)
+        for job in jobs:
+            running.append(_Running(job, capture, stdout_to_stderr))
+        return [each.finish() for each in running]
     finally:
-        if not finished:  # timed out or interrupted: nothing may keep running
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-            launch.abandon()
+        for each in running:
+            each.stop()
+
+
+class _Running:
+    """One started job: its process, the threads reading its output, what to clean up."""
+
+    def __init__(self, job: SandboxRun, capture: bool, stdout_to_stderr: bool):
+        self.job, self.capture, self.finished = job, capture, False
+        self.launch = command(job)
+        self.deadline = time.monotonic() + job.timeout_s if job.timeout_s else None
+        try:
+            self.proc = subprocess.Popen(self.launch.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+                                         env=self.launch.env, cwd=self.launch.cwd, pass_fds=self.launch.pass_fds)
+        except BaseException:
+            self.launch.abandon()
+            raise
+        self.launch.started()
+        if capture:
+            self.out = _Collect(self.proc.stdout, job.stdout_limit, keep="head")
+            self.err = _Collect(self.proc.stderr, STDERR_KEPT)
+            self.readers: list[threading.Thread] = [self.out, self.err]
+        else:
+            self.readers = [_Forward(self.proc.stdout, sys.stderr if stdout_to_stderr else sys.stdout)]
+        for reader in self.readers:
+            reader.start()
+
+    def finish(self) -> subprocess.CompletedProcess[str]:
+        try:
+            self.proc.wait(timeout=max(0.0, self.deadline - time.monotonic()) if self.deadline else None)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise BuildError(f"the sandbox did not finish within {self.job.timeout_s:.0f} s") from None
+        for reader in self.readers:
+            reader.join()
+        self.finished = True
+        if self.capture and self.out.overflowed:
+            raise BuildError(f"the sandbox printed more than {self.job.stdout_limit >> 20} MiB: stopped")
+        return subprocess.CompletedProcess(self.launch.argv, self.proc.returncode,
+                                           self.out.text() if self.capture else None,
+                                           self.err.text() if self.capture else None)
+
+    def stop(self) -> None:
+        """Timed out or interrupted: nothing may keep running."""
+        if not self.finished:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+            self.launch.abandon()
 
 
 class _Collect(threading.Thread):

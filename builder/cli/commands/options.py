@@ -28,6 +28,7 @@ def build_options(args) -> BuildOptions:
         build_args=build_args(getattr(args, "build_arg", [])),
         secrets=tuple(getattr(args, "secret", [])),
         sandbox=getattr(args, "sandbox", None),
+        validation_workers=getattr(args, "workers", None),
         env_file=getattr(args, "env_file", None),
         cache_repo=getattr(args, "cache_repo", None),
         cache_required=getattr(args, "cache_required", False),
