@@ -6,6 +6,7 @@ Loaded only for a requirements file that lists something (builder.actions.python
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from builder.actions.python.target import (detect_python, installed_distribution
                                            marker_environment, normalise)
 from builder.actions.python.wheel_files import wheel_files
 from builder.actions.steps import ActionResult, BuildContext, LayerStep, Lower
+from builder.common import phases
 from builder.common.errors import NotLocal
 from builder.common.hashing import json_sha256
 from builder.oci.config import ContainerConfig
@@ -48,7 +50,8 @@ def requirements_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfi
         ctx.resolving(rule.file)
         pinned = ctx.state.lock.pinned.sections.get(section_for(rule.name)) if ctx.state.lock.pinned else None
         previous = tuple(PinnedWheel.from_json(e) for e in pinned.entries) if pinned else ()
-        pins = resolve(path, target, installed, indexes, ctx.state.lock.upgrade, previous)
+        with phases.timed("resolve"):
+            pins = resolve(path, target, installed, indexes, ctx.state.lock.upgrade, previous)
         section = LockSection(inputs, tuple(p.to_json() for p in sorted(pins, key=lambda p: p.name.lower())))
     ctx.state.lock.record(section_for(rule.name), section)
     pins = [PinnedWheel.from_json(e) for e in section.entries]
@@ -76,10 +79,12 @@ def _bucket_step(rule: RuleSpec, ctx: BuildContext, target, common: dict, entrie
 
     def make_items():
         remove(staging)
-        fetched = fetch_all(ctx.store, pins, index_hosts)
-        install([(pin, *local_wheel(ctx.store, pin, path, target)) for pin, path in zip(pins, fetched)],
-                target, staging, requested)
-        return staged_items(staging, drop=bucket.drop)
+        with phases.timed("fetch"):
+            fetched = fetch_all(ctx.store, pins, index_hosts)
+        with phases.timed("install"):
+            install([(pin, *local_wheel(ctx.store, pin, path, target)) for pin, path in zip(pins, fetched)],
+                    target, staging, requested)
+            return staged_items(staging, drop=bucket.drop)
 
     return LayerStep(
         rule=rule.name,
@@ -108,7 +113,9 @@ def _buckets(ctx: BuildContext, image, target, section: LockSection, pins: list[
         return [Bucket.from_json(b) for b in known["buckets"]]
     if ctx.read_only and not all(ctx.store.has_blob("sha256:" + pin.sha256) for pin in pins):
         raise NotLocal("splitting the requirements into layers reads their wheels, and the store lacks some")
-    fetched = fetch_all(ctx.store, pins, index_hosts)
+    with phases.timed("fetch"):
+        fetched = fetch_all(ctx.store, pins, index_hosts)
+    started = time.perf_counter()
     files = {}
     for pin, path in zip(pins, fetched):
         filename, wheel = local_wheel(ctx.store, pin, path, target)
@@ -116,6 +123,7 @@ def _buckets(ctx: BuildContext, image, target, section: LockSection, pins: list[
         files[normalise(pin.name)] = wheel_files(ctx.store, "sha256:" + wheel.name, wheel, filename, pin.name, target)
     order = pip_order(roots, {name: found.dist for name, found in files.items()}, _install_set(ctx, image, target, roots))
     groups = buckets(order, files)
+    phases.add("split", time.perf_counter() - started)
     (ctx.store.root / BUCKETS_KIND).mkdir(exist_ok=True)
     ctx.store.put_record(BUCKETS_KIND, record, {"buckets": [b.to_json() for b in groups]})
     return groups
