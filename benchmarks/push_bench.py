@@ -53,6 +53,7 @@ def build(project: Path, layout: Path, env: dict) -> dict:
 def push_round(work: Path, n: int, layout: Path, tag: str, project: Path, env: dict, store: Path) -> dict:
     out = {}
     for name in ("skopeo", "airbuild", "airbuild_serial"):
+        (work / f"registry-{name}-{n}").mkdir()
         registry, port = start_registry(work / f"registry-{name}-{n}")
         address = f"127.0.0.1:{port}"
         try:

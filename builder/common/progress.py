@@ -73,6 +73,7 @@ class Meter:
         self._started = self._last_line = time.monotonic()
         self._bar = self._task = None
         if mode == "bar":
+            # rich only when a bar is drawn: a piped or --json command never pays its import
             from rich.console import Console
             from rich.progress import (BarColumn, DownloadColumn, Progress as RichProgress, TextColumn,
                                        TimeRemainingColumn, TransferSpeedColumn)
