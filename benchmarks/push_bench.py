@@ -7,8 +7,10 @@ validation, in the store AIRBUILD_CACHE_DIR names or the default one) into an OC
 Then, for each round, each tool pushes that image to an empty repository of a `docker-registry`
 this script starts fresh on a loopback port for that push (so nothing is mounted or already
 there): `skopeo copy oci:LAYOUT:TAG docker://...`, `airbuild deploy --to ... --no-validate`
-(the whole command: its no-op build, the gates, the push), and airbuild again with
-AIRBUILD_TRANSFERS=1 (one blob at a time, as before concurrent transfers). Prints one JSON
+(the whole command: its no-op build, the gates, the push), airbuild again with
+AIRBUILD_TRANSFERS=1 (one blob at a time, as before concurrent transfers), and airbuild's
+push alone (`Pusher.push` of the built image in a `python3 -c`, what deploy runs once the
+image is built). Prints one JSON
 object on stdout; see benchmarks/README.md.
 """
 
@@ -31,6 +33,20 @@ import build_bench as bb  # noqa: E402
 from deploy_bench import start_registry  # noqa: E402
 
 REPO = bb.REPO
+# airbuild's push alone (what `deploy` runs once the image is built), timed inside the process: no CLI start.
+PUSH_ONLY = """
+import json, sys, time
+from builder.registry.connect import open_client
+from builder.registry.push import Pusher
+from builder.common.paths import default_store_dir
+from builder.store.store import Store
+registry, repository, digest = sys.argv[1:4]
+started = time.perf_counter()
+with open_client(registry) as client:
+    store = Store(default_store_dir())
+    stats = Pusher(client, store, repository).push(digest, ["latest"])
+print(json.dumps({"s": time.perf_counter() - started, "blobs": stats.blobs_uploaded}))
+"""
 LOCK = REPO / "tests" / "fixtures" / "quickstart.astro.lock"
 
 
@@ -51,14 +67,19 @@ def build(project: Path, layout: Path, env: dict) -> dict:
     return json.loads(done.stdout)
 
 
-def push_round(work: Path, n: int, layout: Path, tag: str, project: Path, env: dict, store: Path) -> dict:
+def push_round(work: Path, n: int, layout: Path, tag: str, digest: str, project: Path, env: dict,
+               store: Path) -> dict:
     out = {}
-    for name in ("skopeo", "airbuild", "airbuild_serial"):
+    for name in ("skopeo", "airbuild", "airbuild_serial", "airbuild_push_only"):
         (work / f"registry-{name}-{n}").mkdir()
         registry, port = start_registry(work / f"registry-{name}-{n}")
         address = f"127.0.0.1:{port}"
         try:
-            if name == "skopeo":
+            if name == "airbuild_push_only":
+                forget_registry(store, address)
+                command = [sys.executable, "-c", PUSH_ONLY, address, "bench/push", digest]
+                run_env = env
+            elif name == "skopeo":
                 command = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{tag}",
                            f"docker://{address}/bench/skopeo:latest"]
                 run_env = None
@@ -70,6 +91,8 @@ def push_round(work: Path, n: int, layout: Path, tag: str, project: Path, env: d
             bb.log(f"round {n + 1}: {name} -> {address}")
             seconds, done = bb.timed(command, cwd=REPO, env=run_env)
             out[name] = round(seconds, 3)
+            if name == "airbuild_push_only":
+                out["airbuild_push_only_internal"] = round(json.loads(done.stdout)["s"], 3)
             if name == "airbuild":
                 result = json.loads(done.stdout)
                 out["airbuild_internal_s"] = result.get("duration_s")
@@ -101,7 +124,7 @@ def main() -> int:
         built = build(project, work / "layout", env)
         manifest = json.loads((work / "layout" / "blobs" / "sha256" /
                                built["manifest_digest"].removeprefix("sha256:")).read_bytes())
-        rounds = [push_round(work, n, work / "layout", built["tag"], project, env, store) for n in range(args.repeat)]
+        rounds = [push_round(work, n, work / "layout", built["tag"], built["manifest_digest"], project, env, store) for n in range(args.repeat)]
 
     def median(key: str) -> float:
         return bb.spread([r[key] for r in rounds])["median"]
@@ -113,7 +136,10 @@ def main() -> int:
         "airbuild_deploy_s": bb.spread([r["airbuild"] for r in rounds]),
         "airbuild_deploy_internal_s": bb.spread([r["airbuild_internal_s"] for r in rounds]),
         "airbuild_deploy_one_at_a_time_s": bb.spread([r["airbuild_serial"] for r in rounds]),
+        "airbuild_push_only_s": bb.spread([r["airbuild_push_only"] for r in rounds]),
+        "airbuild_push_only_internal_s": bb.spread([r["airbuild_push_only_internal"] for r in rounds]),
         "ratio_airbuild_to_skopeo": round(median("airbuild") / median("skopeo"), 2),
+        "ratio_push_only_to_skopeo": round(median("airbuild_push_only") / median("skopeo"), 2),
         "ratio_one_at_a_time_to_skopeo": round(median("airbuild_serial") / median("skopeo"), 2),
         "rounds": rounds,
         "skopeo_version": subprocess.run(["skopeo", "--version"], capture_output=True, text=True).stdout.strip(),
