@@ -4,8 +4,11 @@
         [--out FILE]
 
 Resolves and installs apache-airflow plus two providers (`--quick`: two small
-distributions) cold and warm with both tools. Prints one JSON object on stdout
-(progress goes to stderr). See benchmarks/README.md.
+distributions) cold and warm with both tools, then adds one small package to
+requirements.txt (`add_package`: airbuild with the other wheels in its store, its time
+split into resolve / fetch / split / install / tar / compress; pip and uv in a Dockerfile
+under BuildKit, uv with a cache mount). Prints one JSON object on stdout (progress goes
+to stderr). See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from build_bench import (  # noqa: E402  (the sibling module, found through the 
 # Pins that resolve for CPython 3.11 on linux x86_64 without Airflow's constraints file.
 FULL = ["apache-airflow==2.10.5", "apache-airflow-providers-postgres==6.4.1", "apache-airflow-providers-http==5.5.0"]
 QUICK = ["PyYAML==6.0.2", "requests==2.32.3"]
+ADDED = "toolz==1.0.0"  # small, pure Python, in neither set's dependencies
+UV = "0.13.9"           # the uv the BuildKit peer installs into its base
 RULE = "python-requirements"
 BASE_TAG = "airbuild-pybench-base:latest"
 IMAGE_TAG = "airbuild-pybench:latest"
@@ -57,6 +62,26 @@ COPY --chown={OWNER} {' '.join(sorted(TOP_LEVEL))} {WORKDIR}/
 COPY --chown={OWNER} dags {WORKDIR}/dags
 USER astro
 """
+
+
+def uv_dockerfile(with_ca: bool) -> str:
+    """The same build with uv (a cache mount keeps its wheels between builds, as airbuild's store does)."""
+    mount = f"--mount=type=bind,source={CA_FILE},target=/tmp/{CA_FILE} " if with_ca else ""
+    cert = f"SSL_CERT_FILE=/tmp/{CA_FILE} " if with_ca else ""
+    return f"""\
+FROM {BASE_TAG}
+RUN {mount}{cert}python3 -m pip install --break-system-packages --no-cache-dir{' --cert /tmp/' + CA_FILE if with_ca else ''} uv=={UV}
+COPY requirements.txt /tmp/requirements.txt
+RUN {mount}--mount=type=cache,target=/root/.cache/uv {cert}uv pip install --system --break-system-packages -r /tmp/requirements.txt
+COPY --chown={OWNER} {' '.join(sorted(TOP_LEVEL))} {WORKDIR}/
+COPY --chown={OWNER} dags {WORKDIR}/dags
+USER astro
+"""
+
+
+def add_package(project: Path) -> None:
+    with open(project / "requirements.txt", "a") as handle:
+        handle.write(f"{ADDED}\n")
 
 
 def write_project(path: Path, requirements: list[str]) -> None:
@@ -85,9 +110,10 @@ class AirbuildFailed(RuntimeError):
 VALIDATE = False  # `--validate`: let airbuild import the DAGs in its sandbox (BuildKit does nothing alike)
 
 
-def airbuild(project: Path, store: Path, uv_cache: Path, base: Path) -> tuple[float, dict]:
+def airbuild(project: Path, store: Path, uv_cache: Path, base: Path, phase_file: Path | None = None) -> tuple[float, dict]:
     """One `airbuild build --json` with its own store and uv cache: wall seconds and the result."""
-    env = {**os.environ, "AIRBUILD_CACHE_DIR": str(store), "UV_CACHE_DIR": str(uv_cache)}
+    env = {**os.environ, "AIRBUILD_CACHE_DIR": str(store), "UV_CACHE_DIR": str(uv_cache),
+           **({"AIRBUILD_PHASE_TIMES": str(phase_file)} if phase_file else {})}
     command = [sys.executable, "-m", "builder", "build", str(project), "--base", f"rootfs:{base}", "--json",
                *([] if VALIDATE else ["--no-validate"])]
     started = time.perf_counter()
@@ -102,22 +128,30 @@ def airbuild(project: Path, store: Path, uv_cache: Path, base: Path) -> tuple[fl
     return wall, json.loads(done.stdout)
 
 
+def rule_layers(result: dict) -> list[dict]:
+    """The python-requirements layers (one per non-empty bucket: `python-requirements/NN`)."""
+    return [l for l in result["layers"] if l["rule"] == RULE or l["rule"].startswith(RULE + "/")]
+
+
 def python_layer(result: dict) -> dict:
-    layer = next((l for l in result["layers"] if l["rule"] == RULE), None)
-    if layer is None:
+    layers = rule_layers(result)
+    if not layers:
         return {"present": False}
-    return {"cached": layer["cached"], "reason": layer["reason"], "digest": layer["digest"], "size": layer["size"]}
+    return {"layers": len(layers), "cached": all(l["cached"] for l in layers),
+            "rebuilt": sum(not l["cached"] for l in layers), "reason": "; ".join(dict.fromkeys(l["reason"] for l in layers)),
+            "digest": [l["digest"] for l in layers], "size": sum(l["size"] for l in layers),
+            "rebuilt_size": sum(l["size"] for l in layers if not l["cached"])}
 
 
 def layer_contents(result: dict) -> dict:
-    """Uncompressed size and entry count of the python-requirements layer, read from the OCI layout."""
-    layer = next(l for l in result["layers"] if l["rule"] == RULE)
-    blob = Path(result["oci_layout"]) / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")
+    """Uncompressed size and entry count of the python-requirements layers, read from the OCI layout."""
     size = entries = 0
-    with tarfile.open(blob, mode="r|*") as archive:
-        for member in archive:
-            entries += 1
-            size += member.size
+    for layer in rule_layers(result):
+        blob = Path(result["oci_layout"]) / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")
+        with tarfile.open(blob, mode="r|*") as archive:
+            for member in archive:
+                entries += 1
+                size += member.size
     return {"uncompressed_file_bytes": size, "entries": entries}
 
 
@@ -126,10 +160,10 @@ def lock_wheels(project: Path) -> list[dict]:
     return lock.get("python", {}).get("entries", [])
 
 
-def run(name: str, project: Path, store: Path, uv_cache: Path, base: Path) -> dict:
-    wall, result = airbuild(project, store, uv_cache, base)
+def run(name: str, project: Path, store: Path, uv_cache: Path, base: Path, phase_file: Path | None = None) -> dict:
+    wall, result = airbuild(project, store, uv_cache, base, phase_file)
     layer = python_layer(result)
-    log(f"airbuild: {name}: {wall:.1f}s, python layer {'cached' if layer.get('cached') else 'built'}")
+    log(f"airbuild: {name}: {wall:.1f}s, python layers {layer.get('rebuilt')} of {layer.get('layers')} built")
     return {"wall_s": round(wall, 3), "internal_s": round(result["duration_s"], 3), "python_layer": layer,
             "manifest_digest": result["manifest_digest"], "_result": result}
 
@@ -182,6 +216,12 @@ def bench_airbuild(template: Path, work: Path, base: Path, repeat: int) -> dict:
     shutil.rmtree(project / ".airbuild")
     reinstall = run("reinstall", project, store, uv_cache, base)
 
+    log(f"airbuild: add_package ({ADDED} appended to requirements.txt; the other wheels in the store)")
+    add_package(project)
+    phase_file = work / "phases.json"
+    added = run("add_package", project, store, uv_cache, base, phase_file)
+    phases = json.loads(phase_file.read_text()) if phase_file.is_file() else {}
+
     return {
         "cold_s": cold["wall_s"],
         "cold_internal_s": cold["internal_s"],
@@ -196,8 +236,12 @@ def bench_airbuild(template: Path, work: Path, base: Path, repeat: int) -> dict:
         "reinstall_s": reinstall["wall_s"],
         "reinstall_internal_s": reinstall["internal_s"],
         "reinstall_python_layer": {k: v for k, v in reinstall["python_layer"].items() if k in ("cached", "reason")},
-        "python_layer": {**cold_resolve["python_layer"], **contents},
-        "same_python_layer_every_cold_build": len({numbers["python_layer"]["digest"]
+        "add_package_s": added["wall_s"],
+        "add_package_internal_s": added["internal_s"],
+        "add_package_phases_s": phases,
+        "add_package_python_layers": {k: added["python_layer"][k] for k in ("layers", "rebuilt", "size", "rebuilt_size")},
+        "python_layer": {**{k: v for k, v in cold_resolve["python_layer"].items() if k != "digest"}, **contents},
+        "same_python_layer_every_cold_build": len({tuple(numbers["python_layer"]["digest"])
                                                    for numbers in (cold, cold_resolve, cold_locked)}) == 1,
         "lock_wheels": len(wheels),
         "lock_wheel_bytes": sum(w.get("size", 0) for w in wheels),
@@ -265,7 +309,12 @@ def bench_buildkit(docker: PipDocker, template: Path, work: Path, base: Path, re
         warm.append(docker.build(project))
         warm_cached.append(docker.pip_cached())
 
+    log(f"buildkit: add_package ({ADDED} appended: pip reinstalls everything)")
+    add_package(project)
+    add_s = docker.build(project)
+
     return {
+        "add_package_s": round(add_s, 3),
         "docker_client": docker.client,
         "docker_server_version": docker.run("version", "--format", "{{.Server.Version}}").stdout.strip(),
         "docker_storage_driver": docker.run("info", "--format", "{{.Driver}}").stdout.strip(),
@@ -279,6 +328,25 @@ def bench_buildkit(docker: PipDocker, template: Path, work: Path, base: Path, re
     }
 
 
+def bench_uv(client: str, template: Path, work: Path, ca_bundle: Path | None) -> dict:
+    """uv in the Dockerfile (cache mount): cold, then one package added (BASE_TAG already imported)."""
+    (work / "Dockerfile.uv").write_text(uv_dockerfile(ca_bundle is not None))
+    docker = PipDocker(client, work / "Dockerfile.uv", work / "uv.iid")
+    project = work / "buildkit-uv"
+    shutil.copytree(template, project)
+    if ca_bundle:
+        shutil.copyfile(ca_bundle, project / CA_FILE)
+    try:
+        log("buildkit+uv: cold (its cache mount empty)")
+        cold_s = docker.build(project)
+        log(f"buildkit+uv: add_package ({ADDED} appended; uv's cache mount holds the other wheels)")
+        add_package(project)
+        add_s = docker.build(project)
+    finally:
+        docker.reset()
+    return {"uv_version": UV, "cold_s": round(cold_s, 3), "add_package_s": round(add_s, 3)}
+
+
 def run_buildkit(template: Path, work: Path, repeat: int, no_compile: bool) -> tuple[dict | None, str | None]:
     client, missing = usable_buildkit_client()
     if client is None:
@@ -288,7 +356,9 @@ def run_buildkit(template: Path, work: Path, repeat: int, no_compile: bool) -> t
     (work / "Dockerfile.buildkit").write_text(buildkit_dockerfile(no_compile, ca_bundle is not None))
     docker = PipDocker(client, work / "Dockerfile.buildkit", work / "buildkit.iid")
     try:
-        return bench_buildkit(docker, template, work, base, repeat, ca_bundle), None
+        numbers = bench_buildkit(docker, template, work, base, repeat, ca_bundle)
+        numbers["uv"] = bench_uv(client, template, work, ca_bundle)
+        return numbers, None
     except RuntimeError as exc:
         return None, str(exc)
     finally:
@@ -307,6 +377,9 @@ def ratios(airbuild_numbers: dict | None, buildkit_numbers: dict | None) -> dict
         "cold": round(buildkit_numbers["cold_s"] / airbuild_numbers["cold_s"], 2),
         "cold_base_in_store": round(buildkit_numbers["cold_s"] / airbuild_numbers["cold_base_in_store_s"], 2),
         "warm": round(buildkit_numbers["warm_s"]["median"] / airbuild_numbers["warm_s"]["median"], 2),
+        "add_package_vs_pip": round(buildkit_numbers["add_package_s"] / airbuild_numbers["add_package_s"], 2),
+        **({"add_package_vs_uv": round(buildkit_numbers["uv"]["add_package_s"] / airbuild_numbers["add_package_s"], 2)}
+           if buildkit_numbers.get("uv") else {}),
     }
 
 

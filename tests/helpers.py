@@ -75,3 +75,9 @@ def debian_rootfs(*packages: str) -> Path:
     if proc.returncode != 0:
         pytest.fail(f"scripts/debian-rootfs failed ({proc.returncode}):\n{proc.stderr[-5000:]}", pytrace=False)
     return Path(proc.stdout.strip())
+
+
+def rule_layers(result: dict, rule: str) -> list[dict]:
+    """The rows of `result["layers"]` a rule made: a rule's steps are named `rule` or `rule/part` (the Python
+    requirements' buckets)."""
+    return [l for l in result["layers"] if l["rule"] == rule or l["rule"].startswith(rule + "/")]

@@ -23,7 +23,7 @@ from tests.helpers import REPO, run_cli
 sys.path.insert(0, str(REPO / "benchmarks"))
 import build_bench  # noqa: E402
 
-QUICKSTART_DIGEST = "sha256:541d281b6385647920fa2e9e47aae95fbaa343ac0ab468fb9f452ad11dde0fd5"
+QUICKSTART_DIGEST = "sha256:01637f623a0e8d1197d57a13d6b26e83134ce49783aed28f8fc856bedc1f4374"
 BENCHMARK_DIGEST = "sha256:2713c8b0daae5fb93fa0b80782409643dde11482b3976b1c7da0b24ed0747117"
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run, run_cli
+from tests.helpers import rule_layers, run, run_cli
 from tests.projects import make_project
 from tests.test_validate import TEST_STORE
 
@@ -101,12 +101,16 @@ def comparable(files: dict[str, bytes]) -> dict[str, object]:
 
 
 def layer_files(result: dict, prefix: str) -> dict[str, bytes]:
-    layer = next(l for l in result["layers"] if l["rule"] == "python-requirements")
+    """The files under `prefix` in the Python layers; a file in two of them would be an error (each shared file is
+    kept only in its winner's layer, so the layers' order does not decide it)."""
     files = {}
-    with tarfile.open(Path(result["oci_layout"]) / "blobs" / layer["digest"].replace(":", "/")) as archive:
-        for member in archive:
-            if member.isfile() and member.name.startswith(prefix + "/"):
-                files[member.name[len(prefix) + 1:]] = archive.extractfile(member).read()
+    for layer in rule_layers(result, "python-requirements"):
+        with tarfile.open(Path(result["oci_layout"]) / "blobs" / layer["digest"].replace(":", "/")) as archive:
+            for member in archive:
+                if member.isfile() and member.name.startswith(prefix + "/"):
+                    name = member.name[len(prefix) + 1:]
+                    assert name not in files, f"{name} is in two Python layers"
+                    files[name] = archive.extractfile(member).read()
     return files
 
 

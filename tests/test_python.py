@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run, run_cli, tool
+from tests.helpers import rule_layers, run, run_cli, tool
 from tests.projects import make_project
 from tests.test_bases import tiny_rootfs
 
@@ -30,9 +30,11 @@ def build(project: Path, base: str, *extra: str, env: dict | None = None, check:
 def layer_names(result: dict, rule: str) -> list[str]:
     import tarfile
 
-    layer = next(l for l in result["layers"] if l["rule"] == rule)
-    with tarfile.open(Path(result["oci_layout"]) / "blobs" / layer["digest"].replace(":", "/")) as archive:
-        return archive.getnames()
+    names = []
+    for layer in rule_layers(result, rule):
+        with tarfile.open(Path(result["oci_layout"]) / "blobs" / layer["digest"].replace(":", "/")) as archive:
+            names += archive.getnames()
+    return names
 
 
 @pytest.fixture
@@ -82,14 +84,14 @@ def test_clean_caches_give_the_same_layer_and_an_unchanged_lock_stays_offline(tm
         project = make_project(tmp_path / name / "p")
         (project / "requirements.txt").write_text(REQUIREMENTS)
         results.append(build(project, f"rootfs:{debian_rootfs}", env={"AIRBUILD_CACHE_DIR": str(tmp_path / name)}))
-    layers = [next(l for l in r["layers"] if l["rule"] == "python-requirements") for r in results]
-    assert layers[0]["diff_id"] == layers[1]["diff_id"] and layers[0]["digest"] == layers[1]["digest"]
+    layers = [[(l["diff_id"], l["digest"]) for l in rule_layers(r, "python-requirements")] for r in results]
+    assert layers[0] and layers[0] == layers[1]
 
     project = tmp_path / "one" / "p"
     (project / "dags" / "etl.py").write_text("# a DAG edit\n")
     env = {"AIRBUILD_CACHE_DIR": str(tmp_path / "one"), **DEAD_PROXY}
     offline = build(project, f"rootfs:{debian_rootfs}", "--locked", env=env)
-    assert next(l for l in offline["layers"] if l["rule"] == "python-requirements")["cached"]
+    assert all(l["cached"] for l in rule_layers(offline, "python-requirements"))
 
     (project / "requirements.txt").write_text(REQUIREMENTS + "six==1.16.0\n")
     moved = build(project, f"rootfs:{debian_rootfs}", "--locked", env=env, check=False)
@@ -272,3 +274,29 @@ def test_python_rule_sees_what_a_debian_rule_below_installed(project, debian_roo
     build(project, f"rootfs:{debian_rootfs}", "--no-validate", env=env)
     lock = json.loads((project / "astro.lock").read_text())
     assert sorted(e["name"].lower() for e in lock["python"]["entries"]) == ["six", "tabulate"]
+
+
+def test_adding_a_package_rebuilds_one_python_layer_and_the_digest_is_the_locks_alone(tmp_path, debian_rootfs):
+    """The requirements are split into layers by a stable hash of each name: adding one package rebuilds only
+    its own layer, and the image is the one a fresh store builds from the same requirements directly."""
+    base = f"rootfs:{debian_rootfs}"
+    project = make_project(tmp_path / "grown" / "p")
+    (project / "requirements.txt").write_text(REQUIREMENTS)
+    env = {"AIRBUILD_CACHE_DIR": str(tmp_path / "grown" / "store")}
+    first = build(project, base, "--no-validate", env=env)
+    assert len(rule_layers(first, "python-requirements")) > 1, "several distributions: several layers"
+    (project / "requirements.txt").write_text(REQUIREMENTS + "toolz==1.0.0\n")
+    grown = build(project, base, "--no-validate", env=env)
+    rebuilt = [l["rule"] for l in rule_layers(grown, "python-requirements") if not l["cached"]]
+    assert len(rebuilt) == 1, rebuilt
+    assert len(rule_layers(grown, "python-requirements")) in (len(rule_layers(first, "python-requirements")),
+                                                                len(rule_layers(first, "python-requirements")) + 1)
+    site = "usr/local/lib/python3.11/dist-packages"
+    assert f"{site}/toolz/__init__.py" in layer_names(grown, "python-requirements")
+
+    direct = make_project(tmp_path / "direct" / "p")
+    (direct / "requirements.txt").write_text(REQUIREMENTS + "toolz==1.0.0\n")
+    fresh = build(direct, base, "--no-validate", env={"AIRBUILD_CACHE_DIR": str(tmp_path / "direct" / "store")})
+    assert [l["digest"] for l in rule_layers(fresh, "python-requirements")] == \
+        [l["digest"] for l in rule_layers(grown, "python-requirements")]
+    assert fresh["manifest_digest"] == grown["manifest_digest"]

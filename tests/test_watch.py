@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, rule_layers
 from tests.projects import make_project
 from tests.test_validate import AIRFLOW_3, SAMPLES, TEST_STORE, harness_processes, project_with
 
@@ -133,9 +133,9 @@ def test_broken_dag_keeps_the_last_good_image_and_requirements_rebuild(tmp_path,
     fixed = watcher.next_build()
     assert fixed["event"] == "build" and fixed["errors"] == [] and fixed["rebuilt_layers"] == ["dags"]
 
-    def python_layer() -> str:
+    def python_layer() -> list[str]:
         record = json.loads((project / ".airbuild" / "build.json").read_text())
-        return next(l["digest"] for l in record["layers"] if l["rule"] == "python-requirements")
+        return [l["digest"] for l in rule_layers(record, "python-requirements")]
 
     before = python_layer()
     (project / "requirements.txt").write_text(AIRFLOW_3 + "tabulate==0.9.0\n")

@@ -294,9 +294,7 @@ class RemoteCache:
         try:
             if not self.store.has_blob(EMPTY_DIGEST):
                 self.store.put_blob(EMPTY)
-            pusher.push_blob(EMPTY_DIGEST, len(EMPTY))
-            for blob in blobs:
-                pusher.push_blob(blob["digest"], blob["size"])
+            pusher.push_blobs([(EMPTY_DIGEST, len(EMPTY)), *((blob["digest"], blob["size"]) for blob in blobs)])
             manifest = _artifact(artifact_type, blobs, annotations)
             pusher.put_manifest(tag, manifest, "sha256:" + hashlib.sha256(manifest).hexdigest(), MANIFEST_MEDIA_TYPE)
         except (AirbuildError, OSError) as exc:

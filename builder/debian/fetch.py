@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from builder.common.errors import BuildError
+from builder.common.progress import Meter, transfers
 from builder.store.store import Store
 
 READ = 1 << 20
@@ -32,7 +33,7 @@ def get(url: str) -> bytes:
     return _with_retries(url, read)
 
 
-def fetch_verified(store: Store, url: str, sha256: str, size: int | None = None) -> Path:
+def fetch_verified(store: Store, url: str, sha256: str, size: int | None = None, meter: Meter | None = None) -> Path:
     """The store's blob for `sha256`, downloading it from `url` only when missing."""
     digest = "sha256:" + sha256
     if store.has_blob(digest, size):
@@ -42,6 +43,8 @@ def fetch_verified(store: Store, url: str, sha256: str, size: int | None = None)
         with store.blob_writer() as blob:
             while chunk := response.read(READ):
                 blob.write(chunk)
+                if meter is not None:
+                    meter.advance(len(chunk))
             if blob.digest != digest or (size is not None and blob.size != size):
                 raise BuildError(f"{url}: got {blob.size} bytes with sha256 {blob.digest.split(':')[1]}, "
                                  f"expected {size} bytes with sha256 {sha256} (a mirror out of sync, "
@@ -75,11 +78,13 @@ def _with_retries(url: str, consume):
 
 
 def fetch_all(store: Store, wanted: list[tuple[str, str, int | None]], workers: int = 4) -> list[Path]:
-    """fetch_verified for many (url, sha256, size) at once; results in the same order."""
-    if all(store.has_blob("sha256:" + sha, size) for _, sha, size in wanted):
+    """fetch_verified for many (url, sha256, size) at once, with progress on a terminal; results in the same order."""
+    missing = [(url, sha, size) for url, sha, size in wanted if not store.has_blob("sha256:" + sha, size)]
+    if not missing:
         return [store.blob_path("sha256:" + sha) for _, sha, _ in wanted]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda w: fetch_verified(store, *w), wanted))
+    with transfers(f"downloading {len(missing)} files", sum(size or 0 for _, _, size in missing)) as meter, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda w: fetch_verified(store, *w, meter=meter), wanted))
 
 
 def _request(url: str) -> urllib.request.Request:

@@ -78,6 +78,7 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
     layers: list[PlannedLayer] = []
     history: list[dict] = []
     unknown_below: str | None = None  # the first rule whose key could not be known, in a read-only plan
+    group: tuple[str, str | None] = ("", None)  # the current LayerStep.group and the key below it
     for rule in rules:
         try:
             result = ACTIONS[rule.action](rule, ctx, config, Lower(ctx.base, tuple(layers), materialise))
@@ -97,10 +98,13 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
                 layers.append(PlannedLayer(step, None, None, None,
                                            f"key not known: the `{unknown_below}` layer below it has none"))
                 continue
-            key = layer_key(step, parent_key, ctx)
+            if not step.group or step.group != group[0]:
+                group = (step.group, parent_key)
+            keyed_on = group[1] if step.group else parent_key
+            key = layer_key(step, keyed_on, ctx)
             stored = ctx.store.get_layer(key)
             record = ctx.store.get_compressed(stored.diff_id, ctx.codec.cache_id) if stored else None
-            planned = PlannedLayer(step, key, parent_key, record, "", cached=record is not None,
+            planned = PlannedLayer(step, key, keyed_on, record, "", cached=record is not None,
                                    source="local" if record is not None else None)
             planned.reason = "unchanged" if record else explain(planned, previous.steps.get(step.step), stored)
             planned.files_read = sum(1 for e in step.entries if e.relpath in hashed_paths)

@@ -8,11 +8,13 @@ needs one. File bodies are copied in 1 MiB reads straight into the stream.
 from __future__ import annotations
 
 import hashlib
+import time
 import posixpath
 import tarfile
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from builder.common import phases
 from builder.layers.compress import Codec
 from builder.store.store import LayerRecord, Store
 
@@ -128,13 +130,21 @@ def store_layer(store: Store, codec: Codec, items: list[LayerItem], mtime: int) 
     """Tar, hash and compress `items` in one pass into a blob; record diff_id -> blob for the codec."""
     diff_hash = hashlib.sha256()
     compressor = codec.compressor()
+    spent = [0.0]  # in the compressor: the rest of the pass is reading, tarring and hashing
+    started = time.perf_counter()
     with store.blob_writer() as blob:
         def sink(data: bytes) -> None:
             diff_hash.update(data)
+            before = time.perf_counter()
             blob.write(compressor.compress(data))
+            spent[0] += time.perf_counter() - before
 
         write_tar(items, sink, mtime)
+        before = time.perf_counter()
         blob.write(compressor.flush())
+        spent[0] += time.perf_counter() - before
+        phases.add("compress", spent[0])
+        phases.add("tar", time.perf_counter() - started - spent[0])
         digest = blob.commit()
         record = LayerRecord(diff_id="sha256:" + diff_hash.hexdigest(), digest=digest,
                              size=blob.size, media_type=codec.media_type)

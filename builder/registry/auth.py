@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Protocol
@@ -65,13 +66,15 @@ class Authenticator:
         self.challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
         self.token_requests = 0
+        self._lock = threading.RLock()  # concurrent transfers: one credential lookup, one token per scope
 
     @property
     def credential(self) -> Credential | None:
         """Looked up on first use: a pull the store can answer runs no credential helper."""
-        if callable(self._credential):
-            self._credential = self._credential()
-        return self._credential
+        with self._lock:
+            if callable(self._credential):
+                self._credential = self._credential()
+            return self._credential
 
     def learn(self, header: str | None) -> bool:
         """Remember a 401's challenge; False when there is none to answer."""
@@ -99,12 +102,13 @@ class Authenticator:
 
     def _token(self, scopes: tuple[str, ...]) -> str:
         key = tuple(sorted(scopes))
-        cached = self._tokens.get(key)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        token, lifetime = self.fetch_token(key)
-        self._tokens[key] = (token, time.monotonic() + lifetime * 0.9)
-        return token
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is not None and cached[1] > time.monotonic():
+                return cached[0]
+            token, lifetime = self.fetch_token(key)
+            self._tokens[key] = (token, time.monotonic() + lifetime * 0.9)
+            return token
 
     def fetch_token(self, scopes: tuple[str, ...]) -> tuple[str, float]:
         """(token, lifetime in seconds) from the challenge's realm."""

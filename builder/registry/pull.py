@@ -2,7 +2,8 @@
 
 Every manifest and blob is checked against its digest before it is kept. A manifest is
 itself a store blob, so a digest-pinned reference whose blobs are all in the store needs
-no network; a tag costs one HEAD request when the store already has what it points at.
+no network; a tag costs one HEAD request when the store already has what it points at. Blobs
+download `AIRBUILD_TRANSFERS` at a time (builder/registry/concurrency.py), with progress on a terminal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from builder.oci.descriptors import DOCKER_LIST_MEDIA_TYPE, DOCKER_MANIFEST_MEDI
 from builder.oci.index import INDEX_TYPES, platform_entry
 from builder.registry.auth import repository_scope
 from builder.registry.blob_sources import BlobSources
+from builder.common.progress import Meter, transfers
 from builder.registry.client import RegistryClient, RegistryError, Transient
+from builder.registry.concurrency import each
 from builder.registry.reference import Reference
 from builder.store.store import Store
 
@@ -89,10 +92,12 @@ class Puller:
                                   scopes)
         manifest = json.loads(data)
         config = manifest["config"]
+        if not self.store.has_blob(config["digest"], config["size"]):
+            self._download(ref, config["digest"], config["size"], scopes)
+        if layers:
+            self._download_all(ref, [(blob["digest"], blob["size"]) for blob in manifest["layers"]], scopes)
         sources = BlobSources(self.store, ref.registry)
         for blob in [config, *manifest["layers"]]:
-            if not self.store.has_blob(blob["digest"], blob["size"]) and (layers or blob is config):
-                self._download(ref, blob["digest"], blob["size"], scopes)
             sources.add(blob["digest"], ref.repository)
         sources.save()
         return PulledImage(top, manifest, self.store.read_blob(config["digest"]), sha256(data))
@@ -100,9 +105,15 @@ class Puller:
     def fetch_layers(self, ref: Reference, layers) -> None:
         """Download those of `layers` (LayerRecords of `ref`'s image) the store lacks."""
         scopes = (repository_scope(ref.repository, "pull"),)
-        for layer in layers:
-            if not self.store.has_blob(layer.digest, layer.size):
-                self._download(ref, layer.digest, layer.size, scopes)
+        self._download_all(ref, [(layer.digest, layer.size) for layer in layers], scopes)
+
+    def _download_all(self, ref: Reference, blobs: list[tuple[str, int]], scopes) -> None:
+        missing = [blob for blob in dict.fromkeys(blobs) if not self.store.has_blob(*blob)]
+        if not missing:
+            return
+        self.client.base_url  # one probe (and scheme) before the blobs go in parallel
+        with transfers(f"pulling {ref}", sum(size for _, size in missing)) as meter:
+            each(lambda blob: self._download(ref, blob[0], blob[1], scopes, meter), missing)
 
     def current_digest(self, ref: Reference) -> str | None:
         """What `ref` points at in the registry now, None when it has no such tag (or repository): the
@@ -144,7 +155,7 @@ class Puller:
         self.store.put_blob(data)
         return data
 
-    def _download(self, ref: Reference, digest: str, size: int, scopes) -> None:
+    def _download(self, ref: Reference, digest: str, size: int, scopes, meter: Meter | None = None) -> None:
         what = f"downloading blob {digest} of {ref}"
 
         def attempt() -> None:
@@ -153,6 +164,8 @@ class Puller:
                 with self.store.blob_writer() as blob:
                     for chunk in response.iter_bytes(READ):
                         blob.write(chunk)
+                        if meter is not None:
+                            meter.advance(len(chunk))
                     if blob.digest != digest or blob.size != size:
                         raise RegistryError(f"{what}: the bytes do not match the digest and size "
                                             f"({blob.digest}, {blob.size} bytes)")

@@ -1,6 +1,7 @@
 """Push an image from the store: each blob the registry lacks, then the manifest by digest and by tag.
 
-Per blob: HEAD (present: skipped); a cross-repository mount when the blob is known in
+Blobs go `AIRBUILD_TRANSFERS` at a time (builder/registry/concurrency.py), with progress on a
+terminal. Per blob: HEAD (present: skipped); a cross-repository mount when the blob is known in
 another repository of the registry (a 202 answer opens an upload instead); then a
 monolithic PUT for a blob up to the chunk size, else PATCH chunks with Content-Range,
 streamed from disk. An interrupted upload asks the registry how far it got (GET on the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +24,9 @@ import httpx
 from builder.common.errors import InputError
 from builder.registry.auth import repository_scope
 from builder.registry.blob_sources import BlobSources
+from builder.common.progress import Meter, transfers
 from builder.registry.client import RegistryClient, RegistryError, Transient
+from builder.registry.concurrency import each
 from builder.registry.manifests import RawManifest, Repository
 from builder.store.store import Store
 
@@ -38,6 +42,11 @@ class PushStats:
     blobs_mounted: int = 0
     bytes_uploaded: int = 0          # body bytes sent, retries included
     uploaded: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, what: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, what, getattr(self, what) + n)
 
 
 def chunk_size() -> int:
@@ -49,7 +58,7 @@ def chunk_size() -> int:
     return int(raw)
 
 
-def _file_body(path: Path, start: int, length: int, stats: PushStats) -> Iterator[bytes]:
+def _file_body(path: Path, start: int, length: int, stats: PushStats, meter: Meter | None) -> Iterator[bytes]:
     with open(path, "rb") as handle:
         handle.seek(start)
         left = length
@@ -58,7 +67,9 @@ def _file_body(path: Path, start: int, length: int, stats: PushStats) -> Iterato
             if not data:
                 raise RegistryError(f"blob {path.name} in the store is shorter than expected")
             left -= len(data)
-            stats.bytes_uploaded += len(data)
+            stats.count("bytes_uploaded", len(data))
+            if meter is not None:
+                meter.advance(len(data))
             yield data
 
 
@@ -71,6 +82,8 @@ class Pusher:
         self.sources = BlobSources(store, client.registry)
         self.stats = PushStats()
         self.chunk = chunk_size()
+        self.meter: Meter | None = None
+        self._sources_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -79,21 +92,27 @@ class Pusher:
     def push(self, manifest_digest: str, tags: list[str]) -> PushStats:
         manifest_bytes = self.store.read_blob(manifest_digest)
         manifest = json.loads(manifest_bytes)
-        blobs = [manifest["config"], *manifest["layers"]]
-        seen = set()
-        try:
-            for blob in blobs:
-                if blob["digest"] not in seen:
-                    seen.add(blob["digest"])
-                    self.push_blob(blob["digest"], blob["size"])
-        finally:
-            self.sources.save()
+        self.push_blobs([(blob["digest"], blob["size"]) for blob in [manifest["config"], *manifest["layers"]]])
+        # Only now, with every blob in: a manifest never points at a blob the registry lacks.
         media_type = manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json")
         for ref in tags or [manifest_digest]:  # a PUT by tag also makes the manifest reachable by its digest
             self.put_manifest(ref, manifest_bytes, manifest_digest, media_type)
         return self.stats
 
     # -- blobs -------------------------------------------------------------------------------------
+
+    def push_blobs(self, blobs: list[tuple[str, int]]) -> None:
+        """Each (digest, size) the registry lacks, several at a time; `uploaded` then lists them in this order."""
+        unique = list(dict.fromkeys(blobs))
+        self.client.base_url  # one probe (and scheme) before the blobs go in parallel
+        try:
+            with transfers(f"pushing to {self.name}", sum(size for _, size in unique)) as self.meter:
+                each(lambda blob: self.push_blob(*blob), unique)
+        finally:
+            self.meter = None
+            self.sources.save()
+            order = {digest: n for n, (digest, _) in enumerate(unique)}
+            self.stats.uploaded.sort(key=lambda digest: order.get(digest, len(order)))
 
     def blob_exists(self, digest: str, size: int) -> bool:
         response = self.client.request("HEAD", f"/v2/{self.repository}/blobs/{digest}", scopes=self.scopes,
@@ -105,21 +124,32 @@ class Pusher:
         if not self.store.has_blob(digest, size):
             raise RegistryError(f"blob {digest} is missing from the store {self.store.root}; build again")
         if self.blob_exists(digest, size):
-            self.stats.blobs_skipped += 1
-            self.sources.add(digest, self.repository)
+            self.stats.count("blobs_skipped")
+            self._known(digest, size)
             return
         location = None
-        for source in self.sources.repositories(digest, self.repository):
+        with self._sources_lock:
+            sources = self.sources.repositories(digest, self.repository)
+        for source in sources:
             location = self._mount(digest, source)
             if location is None:
-                self.stats.blobs_mounted += 1
-                self.sources.add(digest, self.repository)
+                self.stats.count("blobs_mounted")
+                self._known(digest, size)
                 return
             break
         self._upload(path, digest, size, location)
-        self.stats.blobs_uploaded += 1
-        self.stats.uploaded.append(digest)
-        self.sources.add(digest, self.repository)
+        self.stats.count("blobs_uploaded")
+        with self.stats.lock:
+            self.stats.uploaded.append(digest)
+        with self._sources_lock:
+            self.sources.add(digest, self.repository)
+
+    def _known(self, digest: str, size: int) -> None:
+        """The registry has the blob without an upload: remembered, and its bytes no longer left to send."""
+        with self._sources_lock:
+            self.sources.add(digest, self.repository)
+        if self.meter is not None:
+            self.meter.shrink(size)
 
     def _mount(self, digest: str, source: str) -> str | None:
         """None when mounted; else the upload URL the registry opened instead."""
@@ -175,7 +205,7 @@ class Pusher:
             "PATCH", location, scopes=self.scopes, ok=(202,), what=what,
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(end - start),
                      "Content-Range": f"{start}-{end - 1}"},
-            content=lambda: _file_body(path, start, end - start, self.stats))
+            content=lambda: _file_body(path, start, end - start, self.stats, self.meter))
         received = _range_end(response)
         return self._location(response), (received if received is not None else end)
 
@@ -185,7 +215,7 @@ class Pusher:
         response = self.client.send(
             "PUT", str(url), scopes=self.scopes, ok=(201, 204), what=f"completing the upload of blob {digest}",
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)},
-            content=lambda: _file_body(path, start, length, self.stats))
+            content=lambda: _file_body(path, start, length, self.stats, self.meter))
         got = response.headers.get("Docker-Content-Digest")
         if got and got != digest:
             raise RegistryError(f"the registry {self.client.registry} stored blob {digest} as {got}")
@@ -202,7 +232,7 @@ class Pusher:
     # -- manifests -----------------------------------------------------------------------------------
 
     def put_manifest(self, ref: str, data: bytes, digest: str, media_type: str) -> None:
-        self.stats.bytes_uploaded += len(data)
+        self.stats.count("bytes_uploaded", len(data))
         Repository(self.client, self.repository, writable=True).put_manifest(ref, RawManifest(digest, media_type, data))
 
 

@@ -9,6 +9,7 @@ host-specific timestamps).
 
 from __future__ import annotations
 
+import contextlib
 import netrc
 import os
 import posixpath
@@ -18,6 +19,7 @@ import tempfile
 import urllib.request
 import warnings
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from base64 import b64encode
 from pathlib import Path
@@ -32,17 +34,20 @@ from packaging.utils import parse_wheel_filename
 
 from builder.common import masking
 from builder.common import tools
+from builder.common.progress import Meter, transfers
 from builder.common.errors import BuildError
 from builder.actions.python.install_order import Distribution, install_order
 from builder.layers.tar import LayerItem, with_parents
 from builder.actions.python.resolve import PinnedWheel, redact
 from builder.actions.python.target import PythonTarget, normalise
+from builder.actions.python.wheel_files import scheme_for
 from builder.store.store import Store
 
 READ = 1 << 20
+FETCH_WORKERS = 6  # downloads at once: enough to fill a link with many small wheels, polite to an index
 
 
-def fetch(store: Store, pin: PinnedWheel, index_hosts: set[str]) -> Path:
+def fetch(store: Store, pin: PinnedWheel, index_hosts: set[str], meter: Meter | None = None) -> Path:
     """The wheel's file in the store, downloaded once and checked against its pinned sha256."""
     digest = "sha256:" + pin.sha256
     if store.has_blob(digest):
@@ -52,6 +57,8 @@ def fetch(store: Store, pin: PinnedWheel, index_hosts: set[str]) -> Path:
         with urllib.request.urlopen(request, timeout=120) as response, store.blob_writer() as blob:
             while chunk := response.read(READ):
                 blob.write(chunk)
+                if meter is not None:
+                    meter.advance(len(chunk))
             if blob.digest != digest:
                 raise BuildError(f"{pin.filename}: downloaded file has {blob.digest}, the lock pins {digest}")
             blob.commit()
@@ -60,6 +67,17 @@ def fetch(store: Store, pin: PinnedWheel, index_hosts: set[str]) -> Path:
             return store.blob_path(digest)
         raise BuildError(f"cannot download {pin.filename} from {redact(pin.url)}: {redact(str(exc))}") from None
     return store.blob_path(digest)
+
+
+def fetch_all(store: Store, pins: list[PinnedWheel], index_hosts: set[str]) -> list[Path]:
+    """`fetch` for each pin, FETCH_WORKERS at a time, with progress on a terminal; paths in the pins' order."""
+    missing = [pin for pin in pins if not store.has_blob("sha256:" + pin.sha256)]
+    if missing:
+        with transfers(f"downloading {len(missing)} wheels", sum(p.size for p in missing)) as meter, \
+                ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
+            for future in [pool.submit(fetch, store, pin, index_hosts, meter) for pin in missing]:
+                future.result()
+    return [fetch(store, pin, index_hosts) for pin in pins]
 
 
 def _auth_headers(url: str, index_hosts: set[str]) -> dict[str, str]:
@@ -119,52 +137,47 @@ class InstallSet:
     environment: dict[str, str] = field(default_factory=dict)  # marker variables of the image's Python
 
 
-def install(store: Store, wheels: list[tuple[PinnedWheel, Path]], target: PythonTarget, staging: Path,
-            install_set: InstallSet) -> list[str]:
-    """Install the wheels into `staging` as pip would: in pip's order, a file several wheels ship taken from the
-    one installed last (each RECORD keeps what its wheel wrote, as pip leaves it), REQUESTED for the roots.
-    Returns the distributions' names in the order they were installed."""
-    built = {}
-    for pin, path in wheels:
-        filename, path = built_wheel(store, pin, path, target) if pin.kind == "sdist" else (pin.filename, path)
-        with zipfile.ZipFile(path) as archive:
-            built[normalise(pin.name)] = (pin, filename, path, _wheel_metadata(archive, filename))
-    dists = {dist.name: dist for dist in install_set.base}
-    dists.update((name, meta) for name, (_, _, _, meta) in built.items())
-    order = install_order(list(install_set.roots), dists, install_set.environment)
-    # A pin no root leads to (the roots could not be read, e.g. a URL without a name): after the rest, by name.
-    order += sorted(set(built) - set(order))
-    requested = {normalise(Requirement(text).name) for text in install_set.roots}
-    for name in order:
-        pin, filename, path, _ = built[name]
-        scheme = {
-            "purelib": target.site_packages,
-            "platlib": target.site_packages,
-            "scripts": target.scripts_dir,
-            "data": target.prefix,
-            "headers": f"{target.include}/{pin.name}",
-        }
-        destination = SchemeDictionaryDestination(scheme, interpreter=target.interpreter, script_kind="posix",
-                                                  bytecode_optimization_levels=(), destdir=str(staging),
-                                                  overwrite_existing=True)
-        metadata = {"INSTALLER": b"airbuild\n", **({"REQUESTED": b""} if name in requested else {})}
+def local_wheel(store: Store, pin: PinnedWheel, path: Path, target: PythonTarget) -> tuple[str, Path]:
+    """(file name, path) of the wheel to install for a fetched pin: itself, or the wheel built from its sdist."""
+    return built_wheel(store, pin, path, target) if pin.kind == "sdist" else (pin.filename, path)
+
+
+def pip_order(roots: tuple[str, ...], dists: dict[str, Distribution], install_set: InstallSet) -> list[str]:
+    """The order pip installs `dists` (name -> metadata) in; a pin no root leads to (the roots could not be
+    read, e.g. a URL without a name) after the rest, by name."""
+    known = {dist.name: dist for dist in install_set.base}
+    known.update(dists)
+    order = install_order(list(roots), known, install_set.environment)
+    return order + sorted(set(dists) - set(order))
+
+
+def requested_names(roots: tuple[str, ...]) -> set[str]:
+    return {normalise(Requirement(text).name) for text in roots}
+
+
+def install(wheels: list[tuple[PinnedWheel, str, Path]], target: PythonTarget, staging: Path,
+            requested: set[str]) -> None:
+    """Install (pin, wheel file name, path) into `staging` in the order given (pip's: a file several wheels ship is
+    taken from the one installed last, each RECORD keeps what its wheel wrote, as pip leaves it), REQUESTED for
+    the distributions `requested` names."""
+    for pin, filename, path in wheels:
+        destination = SchemeDictionaryDestination(scheme_for(target, pin.name), interpreter=target.interpreter,
+                                                  script_kind="posix", bytecode_optimization_levels=(),
+                                                  destdir=str(staging), overwrite_existing=True)
+        metadata = {"INSTALLER": b"airbuild\n", **({"REQUESTED": b""} if normalise(pin.name) in requested else {})}
         with zipfile.ZipFile(path) as archive:
             archive.filename = filename  # the store names blobs by digest; installer reads the wheel's name here
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # installer skips __pycache__ shipped in wheels
                 install_wheel(WheelFile(archive), destination, additional_metadata=metadata)
-    return order
 
 
-def _wheel_metadata(archive: zipfile.ZipFile, filename: str) -> Distribution:
-    found = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-    if len(found) != 1:
-        raise BuildError(f"{filename} is not a valid wheel: it has {len(found)} .dist-info/METADATA files")
-    return Distribution.from_metadata(archive.read(found[0]).decode("utf-8", "replace"))
-
-
-def staged_items(staging: Path) -> list[LayerItem]:
-    """Layer items for everything under `staging`, owned by root, modes normalised."""
+def staged_items(staging: Path, drop: tuple[str, ...] = ()) -> list[LayerItem]:
+    """Layer items for everything under `staging`, owned by root, modes normalised; the image paths `drop` names
+    are left out (another layer holds them)."""
+    for path in drop:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging / path)
     items = []
     for dirpath, dirnames, filenames in os.walk(staging):
         dirnames.sort()

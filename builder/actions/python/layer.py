@@ -5,22 +5,28 @@ Loaded only for a requirements file that lists something (builder.actions.python
 
 from __future__ import annotations
 
-import os
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from builder.actions.python.install import InstallSet, fetch, install, staged_items
+from builder.actions.python.buckets import BUCKETS, Bucket, buckets
+from builder.actions.python.install import (InstallSet, fetch_all, install, local_wheel, pip_order,
+                                            requested_names, staged_items)
 from builder.actions.python.install_order import Distribution
 from builder.actions.python.resolve import Indexes, PinnedWheel, requirement_lines, resolve, strip_credentials
 from builder.actions.python.target import (detect_python, installed_distributions, installed_metadata,
-                                           marker_environment)
+                                           marker_environment, normalise)
+from builder.actions.python.wheel_files import wheel_files
 from builder.actions.steps import ActionResult, BuildContext, LayerStep, Lower
+from builder.common import phases
+from builder.common.errors import NotLocal
 from builder.common.hashing import json_sha256
 from builder.oci.config import ContainerConfig
 from builder.project.lock import LockSection, section_for
 from builder.project.manifest import RuleSpec
 
-INSTALL_FORMAT = 2  # 2: pip's order, later wheels win shared files, REQUESTED (1: by name, shared files refused)
+INSTALL_FORMAT = 3  # 3: split into buckets; 2: pip's order, later wheels win shared files, REQUESTED (1: by name)
+BUCKETS_KIND = "python-buckets"
 
 
 def requirements_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, lower: Lower, path: Path,
@@ -43,43 +49,89 @@ def requirements_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfi
         ctx.resolving(rule.file)
         pinned = ctx.state.lock.pinned.sections.get(section_for(rule.name)) if ctx.state.lock.pinned else None
         previous = tuple(PinnedWheel.from_json(e) for e in pinned.entries) if pinned else ()
-        pins = resolve(path, target, installed, indexes, ctx.state.lock.upgrade, previous)
+        with phases.timed("resolve"):
+            pins = resolve(path, target, installed, indexes, ctx.state.lock.upgrade, previous)
         section = LockSection(inputs, tuple(p.to_json() for p in sorted(pins, key=lambda p: p.name.lower())))
     ctx.state.lock.record(section_for(rule.name), section)
     pins = [PinnedWheel.from_json(e) for e in section.entries]
     if not pins:  # the base has everything already
         return ActionResult([], config)
 
-    held: list = []  # the staging directory (a WorkDir), made when the layer is built
     index_hosts = {h for h in (_host(u) for u in filter(None, [indexes.index_url, *indexes.extra_index_urls])) if h}
     # pip's roots: they shape its install order (which wheel's copy of a shared file wins) and get REQUESTED.
     roots = tuple(str(requirement) for _, _, requirement in requirement_lines(path))
+    requested = requested_names(roots)
+    by_name = {normalise(pin.name): pin for pin in pins}
+    groups = _buckets(ctx, image, target, section, pins, roots, index_hosts)
+    common = {"rule": rule.name, "version": rule.version, "python": target.describe(), "interpreter": target.interpreter,
+              "site": target.site_packages, "scripts": target.scripts_dir, "platform": target.uv_platform,
+              "base": ctx.base.digest, "install": INSTALL_FORMAT, "buckets": BUCKETS}
+    entries = [e for e in (ctx.tree.entries.get(rule.file),) if e is not None]
+    steps = [_bucket_step(rule, ctx, target, common, entries, bucket, [by_name[n] for n in bucket.names], requested,
+                          index_hosts, len(pins)) for bucket in groups]
+    return ActionResult(steps, config)
+
+
+def _bucket_step(rule: RuleSpec, ctx: BuildContext, target, common: dict, entries, bucket: Bucket,
+                 pins: list[PinnedWheel], requested: set[str], index_hosts: set[str], total: int) -> LayerStep:
+    held: list = []  # the staging directory (a WorkDir, locked while held), made when the layer is built
 
     def make_items():
         release()
-        held.append(ctx.store.work_dir("python-staging"))
+        held.append(ctx.store.work_dir(f"python-staging-{bucket.index:02d}"))
         staging = held[-1].path
-        wheels = [(pin, fetch(ctx.store, pin, index_hosts)) for pin in pins]
-        install(ctx.store, wheels, target, staging, _install_set(ctx, image, target, roots))
-        return staged_items(staging)
+        with phases.timed("fetch"):
+            fetched = fetch_all(ctx.store, pins, index_hosts)
+        with phases.timed("install"):
+            install([(pin, *local_wheel(ctx.store, pin, path, target)) for pin, path in zip(pins, fetched)],
+                    target, staging, requested)
+            return staged_items(staging, drop=bucket.drop)
 
     def release():
         while held:
             held.pop().release()
 
-    step = LayerStep(
+    return LayerStep(
         rule=rule.name,
-        step=rule.name,
-        config={"rule": rule.name, "version": rule.version, "python": target.describe(),
-                "interpreter": target.interpreter, "site": target.site_packages, "scripts": target.scripts_dir,
-                "platform": target.uv_platform, "base": ctx.base.digest, "install": INSTALL_FORMAT, "roots": roots},
-        entries=[e for e in (ctx.tree.entries.get(rule.file),) if e is not None],
-        input_hash=_hash(list(section.entries)),
+        step=f"{rule.name}/{bucket.index:02d}",
+        group=rule.name,
+        config={**common, "bucket": bucket.index, "requested": sorted(set(bucket.names) & requested),
+                "shared": [list(s) for s in bucket.shared]},
+        entries=entries,
+        input_hash=_hash(sorted((p.to_json() for p in pins), key=lambda e: e["name"].lower())),
         make_items=make_items,
-        created_by=f"airbuild {rule.name}: {len(pins)} distributions for {target.describe()}",
+        created_by=f"airbuild {rule.name}: {len(pins)} of {total} distributions for {target.describe()} "
+                   f"(bucket {bucket.index} of {BUCKETS})",
         cleanup=release,
     )
-    return ActionResult([step], config)
+
+
+def _buckets(ctx: BuildContext, image, target, section: LockSection, pins: list[PinnedWheel],
+             roots: tuple[str, ...], index_hosts: set[str]) -> list[Bucket]:
+    """The pins spread over buckets, with the shared files' winners: a record per lock, else read from the wheels
+    (fetched when the store lacks them: which files they ship decides what each bucket keeps)."""
+    record = _hash({"format": INSTALL_FORMAT, "buckets": BUCKETS, "inputs": section.inputs,
+                    "entries": list(section.entries), "roots": list(roots), "site": target.site_packages,
+                    "scripts": target.scripts_dir, "include": target.include, "prefix": target.prefix})
+    known = ctx.store.get_record(BUCKETS_KIND, record)
+    if known is not None:
+        return [Bucket.from_json(b) for b in known["buckets"]]
+    if ctx.read_only and not all(ctx.store.has_blob("sha256:" + pin.sha256) for pin in pins):
+        raise NotLocal("splitting the requirements into layers reads their wheels, and the store lacks some")
+    with phases.timed("fetch"):
+        fetched = fetch_all(ctx.store, pins, index_hosts)
+    started = time.perf_counter()
+    files = {}
+    for pin, path in zip(pins, fetched):
+        filename, wheel = local_wheel(ctx.store, pin, path, target)
+        # store blobs are named by their hex digest
+        files[normalise(pin.name)] = wheel_files(ctx.store, "sha256:" + wheel.name, wheel, filename, pin.name, target)
+    order = pip_order(roots, {name: found.dist for name, found in files.items()}, _install_set(ctx, image, target, roots))
+    groups = buckets(order, files)
+    phases.add("split", time.perf_counter() - started)
+    (ctx.store.root / BUCKETS_KIND).mkdir(exist_ok=True)
+    ctx.store.put_record(BUCKETS_KIND, record, {"buckets": [b.to_json() for b in groups]})
+    return groups
 
 
 def _added_below(lower: Lower, ctx: BuildContext, target, installed: dict[str, str]) -> dict[str, str]:

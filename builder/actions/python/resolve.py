@@ -115,14 +115,36 @@ def resolve(requirements: Path, target: PythonTarget, base_dists: dict[str, str]
                                        if not (upgrade and normalise(p.name) in upgrade)}
     if kept:
         try:
+            return _incremental(requirements, target, {**kept, **constraints}, base_dists, indexes)
+        except InputError:
+            pass
+        try:
             return _compile(requirements, target, {**kept, **constraints}, base_dists, indexes)
         except InputError:
             pass  # a new requirement needs to move an earlier pin: resolve afresh
     return _compile(requirements, target, constraints, base_dists, indexes)
 
 
+def _incremental(requirements: Path, target: PythonTarget, constraints: dict[str, str], base_dists: dict[str, str],
+                 indexes: Indexes) -> list[PinnedWheel]:
+    """The resolution `_compile` would give with these constraints, without asking the index about every pin again.
+
+    The requirements the earlier pins do not name are resolved first (online: that fills uv's cache with
+    what they need, the earlier pins holding), then the whole file offline, from uv's cache: the same
+    inputs, so the same answer, in a fraction of the time (an Airflow-sized file revalidates ~150
+    index pages online). Raises InputError when either step cannot (then the caller resolves online).
+    """
+    new = [str(r) for _, _, r in requirement_lines(requirements) if normalise(r.name) not in constraints]
+    if new:
+        with tempfile.TemporaryDirectory(prefix="airbuild-resolve-new-") as tmp:
+            added = Path(tmp) / "requirements.txt"
+            added.write_text("".join(f"{line}\n" for line in new))
+            _compile(added, target, constraints, base_dists, indexes)
+    return _compile(requirements, target, constraints, base_dists, indexes, offline=True)
+
+
 def _compile(requirements: Path, target: PythonTarget, constraints: dict[str, str], base_dists: dict[str, str],
-             indexes: Indexes) -> list[PinnedWheel]:
+             indexes: Indexes, offline: bool = False) -> list[PinnedWheel]:
     with tempfile.TemporaryDirectory(prefix="airbuild-resolve-") as tmp:
         constraints_file = Path(tmp) / "constraints.txt"
         constraints_file.write_text("".join(f"{name}=={version}\n" for name, version in sorted(constraints.items())))
@@ -130,7 +152,7 @@ def _compile(requirements: Path, target: PythonTarget, constraints: dict[str, st
         command = [tools.uv(), "pip", "compile", str(requirements), "--constraint", str(constraints_file),
                    "--python-version", target.version_text, "--python-platform", target.uv_platform,
                    "--format", "pylock.toml", "--no-header", "--quiet", "--output-file", str(output),
-                   *indexes.uv_args()]
+                   *indexes.uv_args(), *(["--offline"] if offline else [])]
         proc = subprocess.run(command, capture_output=True, text=True, env=_uv_env(), timeout=900)
         if proc.returncode != 0:
             raise InputError(f"cannot resolve requirements for {target.describe()}:\n{redact(proc.stderr.strip())}",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from builder.cli.parser import build_args, validation_skipped
-from builder.common.progress import Progress
+from builder.common.progress import Progress, configure
 from builder.engine.build import BuildOptions
 from builder.project.manifest import BaseSource
 
@@ -12,6 +12,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def build_options(args) -> BuildOptions:
+    configure(json_output=bool(getattr(args, "json", False)))
     skipped = validation_skipped(args)
     return BuildOptions(
         project=args.project,
