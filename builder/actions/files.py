@@ -37,7 +37,7 @@ def files_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, low
     steps = [_step(rule.name, part_step(rule.name, n, parts), {**config_, "part": [n, parts]}, group, base, dest,
                    owner, f"{created_by} (part {n + 1} of {parts})", ctx)
              for n, group in enumerate(split_entries(entries, base, parts)) if group]
-    return ActionResult(steps, config)
+    return ActionResult(steps, config, siblings=True)
 
 
 def _step(rule: str, step: str, config: dict, entries: list[Entry], base: str, dest: str, owner: Ownership,

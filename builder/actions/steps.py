@@ -128,3 +128,4 @@ Step = LayerStep | ConfigStep
 class ActionResult:
     steps: list[Step]
     config: ContainerConfig
+    siblings: bool = False  # the steps' layers do not read each other (a split files rule): keyed side by side

@@ -1,7 +1,9 @@
 """The rule engine: rules -> steps -> layers keyed by content, chained to their parents.
 
 key = sha256(rule config incl. name and version, input Merkle root, parent key, platform,
-layer mtime). A key found in the store is reused without reading or writing layer bytes.
+layer mtime). A key found in the store is reused without reading or writing layer bytes. The parts of a
+rule that splits its files into several layers (`split`) are siblings: each is keyed on the layer below
+the rule, so an edit in one part leaves the others' keys alone; a layer above is keyed on them all.
 
 Each rule's action sees the filesystem below it (`Lower`): the base and the layers planned
 under the rule. A build materialises those layers when an action reads them; a read-only plan
@@ -88,6 +90,7 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
             parent_key, unknown_below = None, unknown_below or rule.name
             continue
         config = result.config
+        below_rule, sibling_keys = parent_key, []
         for step in result.steps:
             if isinstance(step, ConfigStep):
                 history.append({"created_by": step.created_by, "empty_layer": True})
@@ -97,7 +100,10 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
                 layers.append(PlannedLayer(step, None, None, None,
                                            f"key not known: the `{unknown_below}` layer below it has none"))
                 continue
+            if result.siblings:  # each part of a split rule keyed on what is below the rule, not on each other
+                parent_key = below_rule
             key = layer_key(step, parent_key, ctx)
+            sibling_keys.append(key)
             stored = ctx.store.get_layer(key)
             record = ctx.store.get_compressed(stored.diff_id, ctx.codec.cache_id) if stored else None
             planned = PlannedLayer(step, key, parent_key, record, "", cached=record is not None,
@@ -107,6 +113,8 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
             layers.append(planned)
             history.append({"created_by": step.created_by})
             parent_key = key
+        if result.siblings and len(sibling_keys) > 1 and parent_key is not None:
+            parent_key = json_sha256({"siblings": sibling_keys})  # what a layer above the parts is keyed on
     return Plan(layers=layers, history=history, config=config, base_key=base_key)
 
 
