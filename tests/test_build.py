@@ -233,8 +233,11 @@ def test_crash_or_interrupt_mid_build_leaves_the_store_usable(project, debian_ro
     big.write_bytes(rng.randbytes(120 * 1024 * 1024))
     set_age(project, 3600)
     for signal_name in ("SIGKILL", "SIGINT"):
+        # The writer itself is killed (its temp files are named by its pid): a build in this process, not
+        # one forked by the build server (tests/test_build_server.py covers a killed client).
         proc = subprocess.Popen([sys.executable, "-m", "builder", "build", project, "--base",
-                                 f"rootfs:{debian_rootfs}", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 f"rootfs:{debian_rootfs}", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "AIRBUILD_SERVER": "0"})
         tmp_dir = airbuild_cache / "tmp"
         _wait_for(lambda: _layer_in_progress(airbuild_cache, proc.pid), proc)
         os.kill(proc.pid, getattr(__import__("signal"), signal_name))

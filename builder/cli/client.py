@@ -70,12 +70,21 @@ def runtime_dir() -> str | None:
     return path
 
 
+def import_path() -> list[str]:
+    """sys.path without the working directory `python -m` puts first (the server serves every directory), with
+    the directory airbuild itself came from."""
+    path = sys.path[1:] if sys.path and sys.path[0] in ("", os.getcwd()) else list(sys.path)
+    home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return path if home in path else [home, *path]
+
+
 def version_key() -> str:
     """What the server's code and environment are: changed source, interpreter, path or flags, new key."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = import_path()
     parts = [str(PROTOCOL), sys.executable, sys.version, repr(sys.flags), repr(sys.warnoptions), package,
-             json.dumps(sys.path), str(os.getuid())]
-    for entry in sys.path:
+             json.dumps(path), str(os.getuid())]
+    for entry in path:
         try:
             st = os.stat(entry or ".")
             parts.append(f"{entry}\0{st.st_mtime_ns}\0{st.st_ino}")
@@ -209,7 +218,7 @@ def _start_server(sock_path: str, lock_path: str) -> None:
     code = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
             "from builder.cli.server import serve; serve(sys.argv[2], sys.argv[3], sys.argv[4])")
     try:
-        os.posix_spawn(sys.executable, [sys.executable, "-c", code, json.dumps(sys.path), sock_path, lock_path,
+        os.posix_spawn(sys.executable, [sys.executable, "-c", code, json.dumps(import_path()), sock_path, lock_path,
                                         os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],
                        dict(os.environ),
                        file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),

@@ -86,6 +86,9 @@ def warm() -> None:
     from builder.project.manifest import Manifest  # the same; its validator built once
     Manifest.model_validate({})
     load_rule("dags")
+    threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
+    if threads != 1 or "dockerfile" in sys.modules:  # forking a process with other threads (a Go runtime) is unsafe
+        raise RuntimeError(f"the server would fork with {threads} threads: it must not serve")
 
 
 _done = threading.Event()  # the child's command has ended: the client going away is no interruption
@@ -100,7 +103,12 @@ def _child(conn: socket.socket) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         request = _take_request(conn)
         conn.sendall(b"P" + os.getpid().to_bytes(8, "big"))
+        # Signals must reach the main thread (a blocking call there is interrupted only if it gets them): the
+        # watcher starts with them blocked, and keeps them so.
+        every = signal.valid_signals()
+        signal.pthread_sigmask(signal.SIG_BLOCK, every)
         threading.Thread(target=_interrupt_when_gone, args=(conn,), daemon=True).start()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, every)
         code = _run(request)
     except BaseException:  # noqa: BLE001 (the child must always report and exit, never return to the loop)
         traceback.print_exc()
