@@ -466,6 +466,7 @@ def main() -> int:
     # Bytecode for airbuild's own modules, as `pip install` writes it: without it every timed command
     # compiles them again (PYTHONDONTWRITEBYTECODE is set on some machines).
     compileall.compile_dir(REPO / "builder", quiet=1)
+    started_python = python_start_s()
     with tempfile.TemporaryDirectory(prefix="airbuild-bench-") as tmp:
         (Path(tmp) / "main").mkdir()
         report = measure(Path(tmp) / "main", base, args.dags, args.include_mb, args.repeat)
@@ -479,13 +480,20 @@ def main() -> int:
         large["targets"] = {"noop_under_120ms": large["airbuild"]["noop_s"]["median"] < 0.120,
                             "dag_edit_under_250ms": large["airbuild"]["dag_edit_s"]["median"] < 0.250}
         report["large"] = large
+    report["python_start_before_s"] = started_python
     emit(report, args.out)
     return 0
 
 
+def python_start_s(repeat: int = 5) -> dict[str, float]:
+    """`python -c pass`: the interpreter's own start on this machine now, the floor under every CLI figure."""
+    return spread([timed([sys.executable, "-c", "pass"])[0] for _ in range(repeat)])
+
+
 def emit(report: dict, out: Path | None) -> None:
     """Print the report (with the machine's description) as JSON, and write it to `out` too."""
-    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                         "python_start_s": python_start_s(), "load_average": os.getloadavg()}
     text = json.dumps(report, indent=2)
     if out:
         out.write_text(text + "\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import gc
 import io
 import json
 import os
@@ -36,6 +37,10 @@ def serve(sock_path: str, lock_path: str, package: str) -> None:
     if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) != package:
         return  # the path found another airbuild than the client's: serve nothing
     warm()
+    # What warm() made is never freed: out of the collector's sight, a child's collections do not walk (and so
+    # copy, page by page) the server's whole heap.
+    gc.collect()
+    gc.freeze()
     try:
         os.unlink(sock_path)  # a crashed server's
     except FileNotFoundError:
