@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,16 +23,17 @@ from tests.test_bases import tiny_rootfs
 
 
 @pytest.fixture
-def runtime(tmp_path: Path):
-    """A runtime directory of this test's own (so its own server), and that server stopped at the end."""
-    directory = tmp_path / "run"
-    directory.mkdir(mode=0o700)
+def runtime():
+    """A runtime directory of this test's own (so its own server; short, as a socket's path must be), and that
+    server stopped at the end."""
+    directory = Path(tempfile.mkdtemp(prefix="ab-run-", dir="/tmp"))
     yield directory
     for pid in server_pids(directory):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def server_pids(runtime: Path) -> list[int]:

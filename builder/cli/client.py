@@ -113,7 +113,10 @@ def paths() -> tuple[str, str] | None:
     if directory is None:
         return None
     key = version_key()
-    return os.path.join(directory, f"server-{key}.sock"), os.path.join(directory, f"server-{key}.lock")
+    sock_path = os.path.join(directory, f"server-{key}.sock")
+    if len(os.fsencode(sock_path)) > 100:  # a Unix socket's path has 107 bytes at most
+        return None
+    return sock_path, os.path.join(directory, f"server-{key}.lock")
 
 
 # -- talking to it ---------------------------------------------------------------------------------
