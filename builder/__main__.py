@@ -1,3 +1,3 @@
-from builder.cli.main import main
+from builder.cli.client import main
 
 raise SystemExit(main())

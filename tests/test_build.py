@@ -233,10 +233,13 @@ def test_crash_or_interrupt_mid_build_leaves_the_store_usable(project, debian_ro
     big.write_bytes(rng.randbytes(120 * 1024 * 1024))
     set_age(project, 3600)
     for signal_name in ("SIGKILL", "SIGINT"):
+        # The writer itself is killed: a build in this process, not one forked by the build server
+        # (tests/test_build_server.py covers a killed client).
         tmp_dir = airbuild_cache / "tmp"
         earlier = {p.name for p in tmp_dir.iterdir()} if tmp_dir.exists() else set()  # the killed build's
         proc = subprocess.Popen([sys.executable, "-m", "builder", "build", project, "--base",
-                                 f"rootfs:{debian_rootfs}", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 f"rootfs:{debian_rootfs}", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "AIRBUILD_SERVER": "0"})
         _wait_for(lambda: _layer_in_progress(airbuild_cache, earlier), proc)
         os.kill(proc.pid, getattr(__import__("signal"), signal_name))
         proc.wait(timeout=60)

@@ -11,6 +11,7 @@ from builder.project.ignore import IgnoreRules
 from builder.layers.tar import LayerItem, with_parents
 from builder.project.manifest import RuleSpec
 from builder.bases.accounts import Ownership
+from builder.actions.split import part_count, part_step, split_entries
 from builder.actions.steps import ActionResult, BuildContext, LayerStep, Lower
 from builder.project.tree import Entry, merkle_root
 
@@ -26,18 +27,31 @@ def files_action(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, low
         return ActionResult([], config)
     base = "" if source == "." else source
     owner = ctx.project_owner()
-    step = LayerStep(
-        rule=rule.name,
-        step=rule.name,
-        config={"rule": rule.name, "version": rule.version, "source": source, "dest": dest,
-                "exclude": rule.exclude, "owner": [owner.uid, owner.gid], "workdir": ctx.manifest.workdir},
+    config_ = {"rule": rule.name, "version": rule.version, "source": source, "dest": dest,
+               "exclude": rule.exclude, "owner": [owner.uid, owner.gid], "workdir": ctx.manifest.workdir}
+    created_by = f"airbuild {rule.name}: {source} -> {dest}"
+    parts = part_count(entries, rule.split)
+    if parts == 1:
+        return ActionResult([_step(rule.name, rule.name, config_, entries, base, dest, owner, created_by, ctx)],
+                            config)
+    steps = [_step(rule.name, part_step(rule.name, n, parts), {**config_, "part": [n, parts]}, group, base, dest,
+                   owner, f"{created_by} (part {n + 1} of {parts})", ctx)
+             for n, group in enumerate(split_entries(entries, base, parts)) if group]
+    return ActionResult(steps, config, siblings=True)
+
+
+def _step(rule: str, step: str, config: dict, entries: list[Entry], base: str, dest: str, owner: Ownership,
+          created_by: str, ctx: BuildContext) -> LayerStep:
+    return LayerStep(
+        rule=rule,
+        step=step,
+        config=config,
         entries=entries,
         input_hash=merkle_root(entries, base),
         make_items=lambda: complete_parents(layer_items(entries, base, dest, owner), owner, ctx.manifest.workdir),
-        created_by=f"airbuild {rule.name}: {source} -> {dest}",
+        created_by=created_by,
         project_content=True,
     )
-    return ActionResult([step], config)
 
 
 def raise_dest(rule: RuleSpec, dest: str) -> None:

@@ -110,9 +110,6 @@ class LayerStep:
     cleanup: Callable[[], None] | None = None  # removes what make_items staged, once the layer is stored
     project_content: bool = False  # the project's own files (not part of the environment DAGs import against)
     below: tuple[Any, ...] = ()     # the planned layers under this one (builder.plan.PlannedLayer), set by the plan
-    # Consecutive steps of one group (a rule's layers whose contents do not depend on each other, e.g. the Python
-    # buckets) are all keyed on the layer below the group, so a change to one does not rebuild its siblings.
-    group: str = ""
 
     @property
     def config_hash(self) -> str:
@@ -132,3 +129,4 @@ Step = LayerStep | ConfigStep
 class ActionResult:
     steps: list[Step]
     config: ContainerConfig
+    siblings: bool = False  # the steps' layers do not read each other (split files, Python buckets): keyed side by side

@@ -1,4 +1,4 @@
-"""A DAG-only deploy's one new layer: the `dags` rule's layer built alone, its DAGs imported against the
+"""A DAG-only deploy's new layers: the `dags` rule's layers (one, or several when it splits the DAGs) built alone, its DAGs imported against the
 environment of the image they will run in (the deployed image's layers below the project's and its
 config's `Env`, not this checkout's), refused unless --force when they fail.
 """
@@ -26,26 +26,26 @@ def dag_layers(prepared: Prepared) -> list[PlannedLayer]:
     return [layer for layer in prepared.plan.layers if layer.step.rule == DAGS_RULE]
 
 
-def build_checked(options: BuildOptions, prepared: Prepared, layer: PlannedLayer | None,
-                  environment: ValidationInputs | None) -> LayerRecord | None:
-    """`layer` built (or found in the store) once its DAGs import against `environment` (None: this checkout's)."""
-    if layer is not None and layer.record is None:
-        layer.record = _build_layer(prepared.ctx, layer, options.progress)
+def build_checked(options: BuildOptions, prepared: Prepared, layers: list[PlannedLayer],
+                  environment: ValidationInputs | None) -> list[LayerRecord]:
+    """`layers` built (or found in the store) once their DAGs import against `environment` (None: this checkout's)."""
+    for layer in layers:
+        if layer.record is None:
+            layer.record = _build_layer(prepared.ctx, layer, options.progress)
     if options.validate:
         options.progress.step("importing DAGs in the sandbox")
         report = check_dags(prepared.ctx, prepared.plan, environment, astro_tests=options.astro_tests)
         if report.failed and not options.force:
             raise ValidationFailed(report)
     prepared.statcache.save()
-    return layer.record if layer is not None else None
+    return [layer.record for layer in layers]
 
 
-def one_dag_layer(prepared: Prepared) -> PlannedLayer:
+def some_dag_layers(prepared: Prepared) -> list[PlannedLayer]:
     planned = dag_layers(prepared)
-    if len(planned) != 1:
-        raise InputError(f"--dags needs exactly one layer from the `{DAGS_RULE}` rule; this project's rules make "
-                         f"{len(planned)}")
-    return planned[0]
+    if not planned:
+        raise InputError(f"--dags needs a layer from the `{DAGS_RULE}` rule; this project's rules make none")
+    return planned
 
 
 def remote_environment(prepared: Prepared, puller: Puller, current: Reference, remote: PulledImage) -> ValidationInputs:

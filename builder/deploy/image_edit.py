@@ -1,6 +1,7 @@
-"""Edit a built image at one rule's layer: put a new layer in its place, or take it out.
+"""Edit a built image at one rule's layers: put new layers in their place, or take them out.
 
-A layer airbuild made is found by its history entry (`created_by` = "airbuild RULE: ..."). The
+A layer airbuild made is found by its history entry (`created_by` = "airbuild RULE: ...", one
+entry per layer when the rule splits its files into several). A rule's layers are consecutive. The
 config's `diff_ids` and `history` follow the manifest's `layers`; the new config and manifest go
 into the store, and the new manifest's digest is returned. Nothing else of the image changes, so
 the result is as reproducible as the image it came from.
@@ -24,13 +25,14 @@ def _layer_history(config: dict) -> list[dict]:
     return [h for h in config.get("history", []) if not h.get("empty_layer")]
 
 
-def rule_layer_index(manifest: dict, config: dict, rule: str) -> int | None:
-    """Where the layer `rule` made is in the image, or None when it has none (or its history is unusable)."""
+def rule_layer_indices(manifest: dict, config: dict, rule: str) -> list[int] | None:
+    """Where the layers `rule` made are in the image (consecutive), or None when it has none (or its history is
+    unusable)."""
     history = _layer_history(config)
     if len(history) != len(manifest["layers"]):
         return None
-    return next((i for i, h in enumerate(history) if h.get("created_by", "").startswith(f"airbuild {rule}:")),
-                None)
+    found = [i for i, h in enumerate(history) if h.get("created_by", "").startswith(f"airbuild {rule}:")]
+    return found or None
 
 
 def _store_image(store: Store, manifest: dict, config: dict) -> str:
@@ -41,34 +43,49 @@ def _store_image(store: Store, manifest: dict, config: dict) -> str:
     return store.put_blob(canonical_json(manifest))
 
 
-def splice_layer(store: Store, manifest: dict, config: dict, record: LayerRecord, created_by: str,
-                 where: Reference, rule: str) -> str:
-    """Put `record` in place of the image's `rule` layer; returns the new manifest's digest (in the store)."""
+def splice_layers(store: Store, manifest: dict, config: dict, layers: list[tuple[LayerRecord, str]],
+                  where: Reference, rule: str) -> str:
+    """Put `layers` (records with their `created_by`) in place of the image's `rule` layers, however many it had;
+    returns the new manifest's digest (in the store)."""
     config, manifest = copy.deepcopy(config), copy.deepcopy(manifest)
-    index = rule_layer_index(manifest, config, rule)
-    if index is None:
+    indices = rule_layer_indices(manifest, config, rule)
+    if indices is None:
         raise InputError(f"--dags: {where} has no {rule} layer made by airbuild; run a full deploy first")
-    config["rootfs"]["diff_ids"][index] = record.diff_id
-    _layer_history(config)[index]["created_by"] = created_by
-    media_type = record.media_type
-    if manifest.get("mediaType") == DOCKER_MANIFEST_MEDIA_TYPE:
-        if not media_type.endswith("+gzip"):
-            raise BuildError(f"--dags: {where} is a Docker image, which cannot carry a {media_type} layer")
-        media_type = DOCKER_GZIP_LAYER
-    manifest["layers"][index] = descriptor(media_type, record.digest, record.size)
+    first, end = indices[0], indices[-1] + 1
+    docker = manifest.get("mediaType") == DOCKER_MANIFEST_MEDIA_TYPE
+    descriptors = []
+    for record, _ in layers:
+        media_type = record.media_type
+        if docker:
+            if not media_type.endswith("+gzip"):
+                raise BuildError(f"--dags: {where} is a Docker image, which cannot carry a {media_type} layer")
+            media_type = DOCKER_GZIP_LAYER
+        descriptors.append(descriptor(media_type, record.digest, record.size))
+    history = _layer_history(config)
+    entries = [{**history[first], "created_by": created_by} for _, created_by in layers]
+    position = config["history"].index(history[first])
+    config["history"] = [h for h in config["history"] if not any(h is history[i] for i in indices)]
+    config["history"][position:position] = entries
+    config["rootfs"]["diff_ids"][first:end] = [record.diff_id for record, _ in layers]
+    manifest["layers"][first:end] = descriptors
     return _store_image(store, manifest, config)
 
 
-def drop_layer(store: Store, manifest_digest: str, rule: str) -> tuple[str, LayerRecord | None]:
-    """The image in the store without its `rule` layer, and that layer; the image as it is when it has none."""
+def drop_layers(store: Store, manifest_digest: str, rule: str) -> tuple[str, list[LayerRecord]]:
+    """The image in the store without its `rule` layers, and those layers; the image as it is when it has none."""
     manifest = json.loads(store.read_blob(manifest_digest))
     config = json.loads(store.read_blob(manifest["config"]["digest"]))
-    index = rule_layer_index(manifest, config, rule)
-    if index is None:
-        return manifest_digest, None
-    taken = manifest["layers"].pop(index)
-    diff_id = config["rootfs"]["diff_ids"].pop(index)
-    entry = _layer_history(config)[index]
-    config["history"] = [h for h in config["history"] if h is not entry]
-    return _store_image(store, manifest, config), LayerRecord(diff_id, taken["digest"], taken["size"],
-                                                              taken["mediaType"])
+    indices = rule_layer_indices(manifest, config, rule)
+    if indices is None:
+        return manifest_digest, []
+    history = _layer_history(config)
+    taken = []
+    for index in indices:
+        layer = manifest["layers"][index]
+        taken.append(LayerRecord(config["rootfs"]["diff_ids"][index], layer["digest"], layer["size"],
+                                 layer["mediaType"]))
+    keep = [i for i in range(len(manifest["layers"])) if i not in indices]
+    manifest["layers"] = [manifest["layers"][i] for i in keep]
+    config["rootfs"]["diff_ids"] = [config["rootfs"]["diff_ids"][i] for i in keep]
+    config["history"] = [h for h in config["history"] if not any(h is history[i] for i in indices)]
+    return _store_image(store, manifest, config), taken

@@ -19,7 +19,7 @@ from builder.common.paths import default_store_dir
 from builder.attest.dsse import load_signing_key
 from builder.deploy import dag_layer, gates
 from builder.deploy import records as deploy_record
-from builder.deploy.image_edit import splice_layer
+from builder.deploy.image_edit import splice_layers
 from builder.deploy.options import DeployOptions, DeployResult
 from builder.engine.build import BuildOptions, build, prepare
 from builder.oci.image import BuiltImage
@@ -119,8 +119,9 @@ def _dags_only_image(options: BuildOptions, store: Store, client, repo: Referenc
     options.progress.step(f"--dags: reusing {current}")
     puller = Puller(client, store)
     remote = puller.pull(current, prepared.ctx.platform, layers=False)
-    layer = dag_layer.one_dag_layer(prepared)
+    layers = dag_layer.some_dag_layers(prepared)
     environment = dag_layer.remote_environment(prepared, puller, current, remote) if options.validate else None
-    record = dag_layer.build_checked(options, prepared, layer, environment)
-    return splice_layer(store, remote.manifest, json.loads(remote.config_bytes), record, layer.step.created_by,
-                        current, dag_layer.DAGS_RULE)
+    records = dag_layer.build_checked(options, prepared, layers, environment)
+    return splice_layers(store, remote.manifest, json.loads(remote.config_bytes),
+                         [(record, layer.step.created_by) for record, layer in zip(records, layers)], current,
+                         dag_layer.DAGS_RULE)

@@ -42,10 +42,12 @@ def check_dags(ctx: BuildContext, plan: Plan, inputs: ValidationInputs | None = 
     the target image's); with `astro_tests`, Astro's own parse test too (parse, deploy). `memory`: what the
     caller's earlier validations left (watch), else a fresh one; `shared`: the team's cache of results."""
     memory = memory or ValidationMemory()
-    inputs = dataclasses.replace(inputs or validation_inputs(ctx, plan), astro_tests=astro_tests, shared=shared)
-    missing = _without_airflow(ctx, inputs.env_layers, memory)
+    # Asked before the inputs are gathered (they hash every DAG and support file): an image without Airflow
+    # costs a large project nothing more.
+    missing = _without_airflow(ctx, inputs.env_layers if inputs else environment_layers(ctx, plan), memory)
     if missing:
         return Report("skipped", missing)
+    inputs = dataclasses.replace(inputs or validation_inputs(ctx, plan), astro_tests=astro_tests, shared=shared)
     return validate(inputs, memory)
 
 
@@ -68,10 +70,15 @@ def _check_environment(ctx: BuildContext, env_layers: list) -> str | None:
     return None
 
 
+def environment_layers(ctx: BuildContext, plan: Plan) -> list:
+    """The base's layers and the plan's environment layers (all but the project's files), bottom first."""
+    return list(ctx.base.layers) + [layer.record for layer in plan.layers if not layer.step.project_content]
+
+
 def validation_inputs(ctx: BuildContext, plan: Plan) -> ValidationInputs:
     """What the sandbox needs from a planned build whose environment layers are in the store."""
     settings = ctx.manifest.validation
-    env_layers = list(ctx.base.layers) + [layer.record for layer in plan.layers if not layer.step.project_content]
+    env_layers = environment_layers(ctx, plan)
     dag_hashes = {path[len("dags/"):]: entry.digest for path, entry in ctx.tree.entries.items()
                   if path.startswith("dags/") and entry.kind == "file"}
     # From the walk the build already made (content hashes), not a second walk of those directories.

@@ -1,7 +1,9 @@
 """The rule engine: rules -> steps -> layers keyed by content, chained to their parents.
 
 key = sha256(rule config incl. name and version, input Merkle root, parent key, platform,
-layer mtime). A key found in the store is reused without reading or writing layer bytes.
+layer mtime). A key found in the store is reused without reading or writing layer bytes. The parts of a
+rule that splits its files into several layers (`split`) are siblings: each is keyed on the layer below
+the rule, so an edit in one part leaves the others' keys alone; a layer above is keyed on them all.
 
 Each rule's action sees the filesystem below it (`Lower`): the base and the layers planned
 under the rule. A build materialises those layers when an action reads them; a read-only plan
@@ -78,7 +80,6 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
     layers: list[PlannedLayer] = []
     history: list[dict] = []
     unknown_below: str | None = None  # the first rule whose key could not be known, in a read-only plan
-    group: tuple[str, str | None] = ("", None)  # the current LayerStep.group and the key below it
     for rule in rules:
         try:
             result = ACTIONS[rule.action](rule, ctx, config, Lower(ctx.base, tuple(layers), materialise))
@@ -89,6 +90,7 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
             parent_key, unknown_below = None, unknown_below or rule.name
             continue
         config = result.config
+        below_rule, sibling_keys = parent_key, []
         for step in result.steps:
             if isinstance(step, ConfigStep):
                 history.append({"created_by": step.created_by, "empty_layer": True})
@@ -98,19 +100,21 @@ def make_plan(ctx: BuildContext, rules: list[RuleSpec], initial: ContainerConfig
                 layers.append(PlannedLayer(step, None, None, None,
                                            f"key not known: the `{unknown_below}` layer below it has none"))
                 continue
-            if not step.group or step.group != group[0]:
-                group = (step.group, parent_key)
-            keyed_on = group[1] if step.group else parent_key
-            key = layer_key(step, keyed_on, ctx)
+            if result.siblings:  # each part of a split rule keyed on what is below the rule, not on each other
+                parent_key = below_rule
+            key = layer_key(step, parent_key, ctx)
+            sibling_keys.append(key)
             stored = ctx.store.get_layer(key)
             record = ctx.store.get_compressed(stored.diff_id, ctx.codec.cache_id) if stored else None
-            planned = PlannedLayer(step, key, keyed_on, record, "", cached=record is not None,
+            planned = PlannedLayer(step, key, parent_key, record, "", cached=record is not None,
                                    source="local" if record is not None else None)
             planned.reason = "unchanged" if record else explain(planned, previous.steps.get(step.step), stored)
             planned.files_read = sum(1 for e in step.entries if e.relpath in hashed_paths)
             layers.append(planned)
             history.append({"created_by": step.created_by})
             parent_key = key
+        if result.siblings and len(sibling_keys) > 1 and parent_key is not None:
+            parent_key = json_sha256({"siblings": sibling_keys})  # what a layer above the parts is keyed on
     return Plan(layers=layers, history=history, config=config, base_key=base_key)
 
 

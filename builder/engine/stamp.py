@@ -24,7 +24,7 @@ from builder.project.statcache import RACY_MARGIN_NS
 from builder.project.tree import Scanned, scan_project
 
 STAMP = "stamp.json"
-FORMAT = 1
+FORMAT = 2
 
 
 def settings(project: Path, base: str | None, oci: Path | None, archive: Path | None, locked: bool,
@@ -59,10 +59,24 @@ def _path_signature(path: str) -> str:
     return f"{path}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
 
 
-def fingerprint(scanned: list[Scanned], extra_paths: list[str], build_settings: dict[str, Any]) -> str:
-    h = hashlib.sha256(json.dumps(build_settings, sort_keys=True).encode())
+_last_scan: tuple[list[Scanned] | None, str] = (None, "")  # the walk a no-op check hashed, for the build's stamp
+
+
+def _scan_digest(scanned: list[Scanned]) -> str:
+    """The walk's stat signatures hashed; once per walk (the no-op check and the stamp a build writes share it)."""
+    global _last_scan
+    if _last_scan[0] is scanned:
+        return _last_scan[1]
+    h = hashlib.sha256()
     for item in scanned:
         h.update(item.signature().encode() + b"\n")
+    _last_scan = (scanned, h.hexdigest())
+    return _last_scan[1]
+
+
+def fingerprint(scanned: list[Scanned], extra_paths: list[str], build_settings: dict[str, Any]) -> str:
+    h = hashlib.sha256(json.dumps(build_settings, sort_keys=True).encode())
+    h.update(_scan_digest(scanned).encode() + b"\n")
     for path in extra_paths:
         h.update(_path_signature(path).encode() + b"\n")
     return h.hexdigest()

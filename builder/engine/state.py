@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.common.atomic import atomic_write_bytes
@@ -34,5 +34,6 @@ class PreviousBuild:
             return cls()
 
     def save(self, path: Path) -> None:
-        payload = {"format": FORMAT, "steps": {name: asdict(s) for name, s in self.steps.items()}}
+        # vars(), not asdict(): asdict deep-copies every step's leaves (one per file) only to serialise them
+        payload = {"format": FORMAT, "steps": {name: vars(s) for name, s in self.steps.items()}}
         atomic_write_bytes(path, json.dumps(payload, separators=(",", ":")).encode(), fsync=False)

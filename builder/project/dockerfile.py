@@ -7,8 +7,6 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-import dockerfile
-
 from builder.common.errors import InputError
 from builder.common.text import read_utf8
 
@@ -60,6 +58,9 @@ def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> Do
     build_args = build_args or {}
     if not path.exists():  # the dockerfile package reports a missing file as a GoIOError, not FileNotFoundError
         return Dockerfile(path=path, base_ref=None, base_line=None, instructions=())
+    # A Go runtime (threads of its own): loaded by the process that parses, never by the build server, which forks.
+    import dockerfile
+
     read_utf8(path, "Dockerfile")  # the parser would raise UnicodeDecodeError: say which line instead
     try:
         commands = dockerfile.parse_file(str(path))
@@ -111,6 +112,8 @@ def parse_dockerfile(path: Path, build_args: dict[str, str] | None = None) -> Do
 
 def parse_trigger(text: str, index: int, from_line: int | None) -> Instruction:
     """A base image's ONBUILD trigger (config `OnBuild`, e.g. "RUN touch /x") as the instruction it runs."""
+    import dockerfile  # a Go runtime: never in the build server, which forks (see parse_dockerfile)
+
     try:
         commands = dockerfile.parse_string(text)
     except (dockerfile.GoParseError, UnicodeDecodeError) as exc:

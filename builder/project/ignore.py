@@ -55,6 +55,10 @@ class IgnoreRules:
             except BadPattern as exc:
                 raise InputError(f"not a valid pattern: {exc}", line=None) from None
         self.has_exceptions = any(p.exception for p in self.patterns)
+        # Without exceptions a path is ignored when any pattern matches: one regex for them all (a walk asks
+        # for every path of the project).
+        self._any = None if self.has_exceptions or not self.patterns else \
+            re.compile("|".join(f"(?:{p.regex.pattern})" for p in self.patterns), re.DOTALL)
 
     @classmethod
     def for_project(cls, project: Path, extra: tuple[str, ...] = ()) -> "IgnoreRules":
@@ -74,6 +78,8 @@ class IgnoreRules:
 
     def ignored(self, relpath: str) -> bool:
         """Whether `relpath` (slash-separated, relative to the project) is excluded."""
+        if self._any is not None:
+            return self._any.match(relpath) is not None
         for pattern in reversed(self.patterns):  # the last matching pattern decides
             if pattern.regex.match(relpath):
                 return not pattern.exception

@@ -117,6 +117,8 @@ class RuleSpec(Strict):
     exclude: list[str] = Field(default_factory=list, description="files: .dockerignore-style patterns, relative to the project")
     dest: str | None = Field(None, description="files: absolute destination in the image (Jinja2: {{ workdir }})")
     file: str | None = Field(None, description="system-packages / python-requirements: the input file")
+    split: int = Field(1, ge=1, le=64, description="files: up to this many layers, one per 256 files, each path's "
+                                                   "chosen by a hash of its name (an edit re-tars one)")
 
     @field_validator("name")
     @classmethod

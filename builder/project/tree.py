@@ -8,6 +8,7 @@ import posixpath
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from builder.common.errors import InputError
 from builder.project.ignore import IgnoreRules
@@ -51,8 +52,7 @@ class ProjectTree:
         return chosen
 
 
-@dataclass(frozen=True)
-class Scanned:
+class Scanned(NamedTuple):  # a tuple, not a frozen dataclass: a walk makes one per file, and tuples are cheap
     """One path the ignore rules allow, with its stat: what a walk sees before reading any content."""
 
     relpath: str
@@ -111,10 +111,10 @@ def walk_project(root: Path, ignore: IgnoreRules, cache: StatCache,
                                  inode=inode, abspath=item.abspath)
     # Directories re-included under an ignored parent still need their parents in a layer.
     for rel in list(entries):
-        parent = posixpath.dirname(rel)
+        parent = rel.rpartition("/")[0]
         while parent and parent not in entries:
             entries[parent] = Entry(parent, "dir", 0o755)
-            parent = posixpath.dirname(parent)
+            parent = parent.rpartition("/")[0]
     cache.retain({p for p, e in entries.items() if e.kind == "file"})
     return ProjectTree(root=root, entries=entries)
 

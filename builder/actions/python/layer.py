@@ -69,7 +69,7 @@ def requirements_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfi
     entries = [e for e in (ctx.tree.entries.get(rule.file),) if e is not None]
     steps = [_bucket_step(rule, ctx, target, common, entries, bucket, [by_name[n] for n in bucket.names], requested,
                           index_hosts, len(pins)) for bucket in groups]
-    return ActionResult(steps, config)
+    return ActionResult(steps, config, siblings=True)  # each bucket keyed on the layer below the rule
 
 
 def _bucket_step(rule: RuleSpec, ctx: BuildContext, target, common: dict, entries, bucket: Bucket,
@@ -94,7 +94,6 @@ def _bucket_step(rule: RuleSpec, ctx: BuildContext, target, common: dict, entrie
     return LayerStep(
         rule=rule.name,
         step=f"{rule.name}/{bucket.index:02d}",
-        group=rule.name,
         config={**common, "bucket": bucket.index, "requested": sorted(set(bucket.names) & requested),
                 "shared": [list(s) for s in bucket.shared]},
         entries=entries,

@@ -7,7 +7,7 @@ sorted, every mtime `SOURCE_DATE_EPOCH`, uid and gid 0 and no owner names, modes
 hard links stored as files, gzip through the pinned ISA-L with a fixed header (`layers.tar`,
 `layers.compress`): the same DAGs give the same bytes on every machine.
 
-It is made from the image's DAG layer, the one the `dags` rule builds from the files the project's
+It is made from the image's DAG layers, those the `dags` rule builds (one, or several when it splits them), from the files the project's
 ignore rules allow (`.dockerignore` and Astro's defaults), so the bundle holds exactly what an image
 deploy would put under the workdir's `dags/`, and what was validated. `.airflowignore` files travel
 in it: Astro's DAG processor reads them there, as the validation did; the files they name are
@@ -39,9 +39,9 @@ class Bundle:
         return self.digest.removeprefix("sha256:")
 
 
-def write_bundle(store: Store, layer: LayerRecord | None, workdir: str, epoch: int) -> Bundle:
-    """The bundle of `layer`'s files (None: no DAG files, an empty bundle), stored as a blob."""
-    items = _items(store, layer, workdir) if layer is not None else []
+def write_bundle(store: Store, layers: list[LayerRecord], workdir: str, epoch: int) -> Bundle:
+    """The bundle of `layers`' files (none: no DAG files, an empty bundle), stored as a blob."""
+    items = sorted((item for layer in layers for item in _items(store, layer, workdir)), key=lambda item: item.path)
     compressor = CODEC.compressor()
     with store.blob_writer() as blob:
         write_tar(items, lambda data: blob.write(compressor.compress(data)), epoch)

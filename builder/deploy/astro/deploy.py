@@ -32,7 +32,7 @@ from builder.deploy.astro import images
 from builder.deploy.astro.api import AstroAPI, Deploy, Deployment
 from builder.deploy.astro.bundle import Bundle, write_bundle
 from builder.deploy.astro.settings import AstroSettings, settings_for
-from builder.deploy.image_edit import drop_layer
+from builder.deploy.image_edit import drop_layers
 from builder.deploy.options import DeployOptions, DeployResult
 from builder.engine.build import BuildOptions, Prepared, build, epoch_from_env, prepare
 from builder.engine.rules import rule_list
@@ -181,25 +181,22 @@ def _prepare(options: BuildOptions, store: Store, settings: AstroSettings, deplo
         warnings.append("DAG validation failed (deployed with --force)")
     if kind == IMAGE_ONLY:
         return Shipment(result.manifest_digest, None)
-    image, layer = drop_layer(store, result.manifest_digest, dag_layer.DAGS_RULE)
-    return Shipment(image, _bundle(store, layer, manifest.workdir, epoch_from_env(), warnings))
+    image, layers = drop_layers(store, result.manifest_digest, dag_layer.DAGS_RULE)
+    return Shipment(image, _bundle(store, layers, manifest.workdir, epoch_from_env(), warnings))
 
 
 def _dags_only(options: BuildOptions, store: Store, settings: AstroSettings, deployment: Deployment,
                warnings: list[str], ca_bundle: Path | None) -> Shipment:
     prepared = prepare(options, store)
     planned = dag_layer.dag_layers(prepared)
-    if len(planned) > 1:
-        raise InputError(f"--dags needs at most one layer from the `{dag_layer.DAGS_RULE}` rule; this project's "
-                         f"rules make {len(planned)}")
     environment = _current_environment(prepared, store, settings, deployment, warnings, ca_bundle) \
         if options.validate else None
-    record = dag_layer.build_checked(options, prepared, planned[0] if planned else None, environment)
-    return Shipment(None, _bundle(store, record, prepared.ctx.manifest.workdir, prepared.ctx.epoch, warnings))
+    records = dag_layer.build_checked(options, prepared, planned, environment)
+    return Shipment(None, _bundle(store, records, prepared.ctx.manifest.workdir, prepared.ctx.epoch, warnings))
 
 
-def _bundle(store: Store, layer, workdir: str, epoch: int, warnings: list[str]) -> Bundle:
-    bundle = write_bundle(store, layer, workdir, epoch)
+def _bundle(store: Store, layers: list, workdir: str, epoch: int, warnings: list[str]) -> Bundle:
+    bundle = write_bundle(store, layers, workdir, epoch)
     if bundle.files == 0:
         warnings.append("dags/ has no files: the DAG bundle is empty, and the Deployment will run no DAGs")
     return bundle
