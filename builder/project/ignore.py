@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -55,10 +56,10 @@ class IgnoreRules:
             except BadPattern as exc:
                 raise InputError(f"not a valid pattern: {exc}", line=None) from None
         self.has_exceptions = any(p.exception for p in self.patterns)
-        # Without exceptions a path is ignored when any pattern matches: one regex for them all (a walk asks
-        # for every path of the project).
-        self._any = None if self.has_exceptions or not self.patterns else \
-            re.compile("|".join(f"(?:{p.regex.pattern})" for p in self.patterns), re.DOTALL)
+        # Without exceptions a path is ignored when any pattern matches: one regex for them all where each has
+        # one (a walk asks for every path of the project).
+        self._any = None if self.has_exceptions or not self.patterns or any(p.regex.regex is None for p in self.patterns) \
+            else re.compile("|".join(f"(?:{p.regex.regex.pattern})" for p in self.patterns), re.DOTALL)
 
     @classmethod
     def for_project(cls, project: Path, extra: tuple[str, ...] = ()) -> "IgnoreRules":
@@ -79,7 +80,7 @@ class IgnoreRules:
     def ignored(self, relpath: str) -> bool:
         """Whether `relpath` (slash-separated, relative to the project) is excluded."""
         if self._any is not None:
-            return self._any.match(relpath) is not None
+            return self._any.fullmatch(relpath) is not None
         for pattern in reversed(self.patterns):  # the last matching pattern decides
             if pattern.regex.match(relpath):
                 return not pattern.exception

@@ -4,16 +4,20 @@
 `[...]` a class (`!` or `^` negates it, `a-z` ranges, `\\` escapes); `\\x` the character x.
 A backtracking regex for such patterns can take exponential time (`*a*a*a*a*b` against a long
 name): as Docker matches with Go's linear-time regexps, this runs the pattern as a set of states
-advanced one character at a time.
+advanced one character at a time. A pattern with at most two unbounded runs cannot blow up a
+backtracking regex (the work is at most quadratic in the path), so those, nearly every pattern a
+project has, run as a compiled regex instead: a project walk asks every path.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from builder.common.errors import InputError
 
 LIT, ONE, CLASS, STAR, ANY, DIRS = range(6)
+REGEX_MAX_RUNS = 2  # unbounded runs (`*`, `**`, `**/`) a pattern may have to be run as a regex
 
 
 class BadPattern(InputError):
@@ -38,8 +42,11 @@ class Glob:
         self.text = text
         self.or_below = or_below
         self.tokens = _tokens(text)
+        self.regex = _regex(self.tokens, or_below)  # None: matched by the state machine below
 
     def match(self, path: str) -> bool:
+        if self.regex is not None:
+            return self.regex.fullmatch(path) is not None
         end = len(self.tokens)
         states = self._closure({(0, False)})
         for ch in path:
@@ -83,6 +90,29 @@ class Glob:
                     seen.add(state)
                     todo.append(state)
         return seen
+
+
+def _regex(tokens: list[tuple[int, object]], or_below: bool) -> re.Pattern[str] | None:
+    """The same pattern as a regex (for `fullmatch`), or None where backtracking could blow up."""
+    if sum(kind in (STAR, ANY, DIRS) for kind, _ in tokens) > REGEX_MAX_RUNS:
+        return None
+    parts = []
+    for kind, value in tokens:
+        if kind == LIT:
+            parts.append(re.escape(value))
+        elif kind == ONE:
+            parts.append("[^/]")
+        elif kind == STAR:
+            parts.append("[^/]*")
+        elif kind == ANY:
+            parts.append(".*")
+        elif kind == DIRS:
+            parts.append("(?:.*/)?")
+        else:
+            ranges = "".join(f"{re.escape(low)}-{re.escape(high)}" for low, high in value.ranges)
+            chars = "".join(re.escape(ch) for ch in sorted(value.chars))
+            parts.append(f"[{'^' if value.negate else ''}{chars}{ranges}]")
+    return re.compile("".join(parts) + ("(?:/.*)?" if or_below else ""), re.DOTALL)
 
 
 def _tokens(text: str) -> list[tuple[int, object]]:
