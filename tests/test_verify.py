@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tests.helpers import run, run_cli, tool
 from tests.test_deploy import deploy, git, make_deploy_project, repo_name
+from tests.test_release import write_keys
 
 
 def committed_project(tmp_path: Path, registry: str, tags: str = "[latest]") -> tuple[Path, str]:
@@ -68,6 +69,25 @@ def test_verify_matches_the_deployed_commit_then_names_the_layer_and_files_an_ed
     [path] = report["first_difference"]["paths"]
     assert path == {"path": "usr/local/airflow/dags/reports/daily.py",
                     "changes": [{"what": "mode", "rebuilt": "0755", "reference": "0644"}]}
+
+
+def test_verify_key_checks_the_signed_provenance_deploy_attached(tmp_path, airbuild_cache, registry):
+    project, target = committed_project(tmp_path, registry)
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "other").mkdir()
+    private, public = write_keys(tmp_path / "keys")
+    _, stranger = write_keys(tmp_path / "other")
+    shipped = deploy(project, "--sign-key", str(private))
+    pinned = f"{target}@{shipped['manifest_digest']}"
+
+    signed = verify(project, pinned, "--key", str(public))
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    assert f"provenance signed by {public} checks out" in signed.stdout
+    code, report = verify_json(project, pinned, "--key", str(stranger))
+    assert code == 1 and not report["verified"] and not report["provenance"]["checked"]
+    assert report["provenance"]["referrer_count"] == 1 and report["rebuilt_digest"] == shipped["manifest_digest"]
+    assert verify(project, str(project / ".airbuild" / "image"), "--key", str(public)).returncode == 2, \
+        "a layout carries no referrers here: a clear error"
 
 
 def skopeo_diff_ids(ref: str) -> list[str]:

@@ -13,8 +13,6 @@ layer, so the same lock gives the same base everywhere.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from pathlib import Path
 
 from builder.bases.image import BaseImage, scratch
@@ -122,12 +120,12 @@ def _layer(store: Store, codec: Codec, entries, source: AptSource, users: list[U
         stored = store.get_layer(key)
         record = store.get_compressed(stored.diff_id, codec.cache_id) if stored else None
         if record is None:
-            spool = store.root / "tmp" / f"{os.getpid()}.debian-base.{os.urandom(4).hex()}"  # the files' bodies
+            spool = store.work_dir("debian-base")  # the files' bodies; locked, so no other process's sweep takes it
             try:
-                items = bootstrap_items(store, entries, source, users, arch, spool)
+                items = bootstrap_items(store, entries, source, users, arch, spool.path)
                 record = store_layer(store, codec, items, epoch)
             finally:
-                shutil.rmtree(spool, ignore_errors=True)
+                spool.release()
             store.put_layer(key, record)
     return record
 

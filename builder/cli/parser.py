@@ -395,6 +395,9 @@ def _verify_parser(commands) -> None:
                              "layout directory (oci:DIR[:TAG|@DIGEST]) or an image tarball (archive:FILE)")
     verify.add_argument("--force", action="store_true",
                         help="verify a dirty git tree as it is (uncommitted and untracked files included)")
+    verify.add_argument("--key", metavar="PUB.pem", type=Path,
+                        help="also check REF's signed provenance (a DSSE envelope attached by `deploy --sign-key`) "
+                             "against this ECDSA P-256 public key: exit 1 unless one checks out and names REF's digest")
     verify.add_argument("--base", metavar="KIND:LOCATION", help=BASE_HELP + "; as the image was built with")
     verify.add_argument("--oci", metavar="DIR", type=Path, help="keep the rebuilt image here (an OCI layout)")
     verify.add_argument("--insecure", action="store_true",

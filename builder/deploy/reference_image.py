@@ -19,8 +19,10 @@ from builder.common.errors import InputError
 from builder.oci.descriptors import Platform
 from builder.oci.files import tarball
 from builder.registry.connect import open_client
+from builder.registry.manifests import Repository
 from builder.registry.pull import Puller
 from builder.registry.reference import parse_reference
+from builder.registry.referrers import Referrers
 from builder.store.store import LayerRecord, Store
 
 
@@ -32,6 +34,8 @@ class ReferenceImage:
     config: dict
     layers: tuple[LayerRecord, ...]
     fetch: Callable[[LayerRecord], None]   # brings one of its layer blobs into the store
+    # the documents of its referrers of one artifact type (a registry's; None: a layout or tarball has none here)
+    referrer_documents: Callable[[str], list[bytes]] | None = None
 
 
 @contextlib.contextmanager
@@ -59,8 +63,13 @@ def open_reference(text: str, store: Store, platform: Platform, insecure: bool =
         puller = Puller(client, store, what="image")
         pulled = puller.pull(ref, platform, layers=False)
         image = from_config(str(ref), pulled.manifest_digest, pulled.config_bytes, pulled.manifest["layers"], store)
+        referrers = Referrers(Repository(client, ref.repository))
+
+        def documents(artifact_type: str) -> list[bytes]:
+            return [referrers.document(entry)[1] for entry in referrers.list(pulled.manifest_digest, artifact_type)]
+
         yield ReferenceImage(text, pulled.manifest_digest, "manifest", image.config, image.layers,
-                             lambda layer: puller.fetch_layers(ref, [layer]))
+                             lambda layer: puller.fetch_layers(ref, [layer]), documents)
 
 
 def _kind(text: str) -> tuple[str, str]:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.attest import IN_TOTO_MEDIA_TYPE
+from builder.attest.dsse import SignatureError, load_public_key
+from builder.attest.provenance import verify_provenance
 from builder.common.errors import InputError
 from builder.common.paths import default_store_dir
 from builder.deploy.checkout import checkout, outside_locations
@@ -45,6 +46,7 @@ class VerifyOptions:
     force: bool = False        # verify a dirty working tree as it is
     insecure: bool = False
     ca_bundle: Path | None = None
+    key: Path | None = None    # check REF's signed provenance against this public key
 
 
 @dataclass
@@ -85,6 +87,7 @@ class VerifyResult:
     warnings: list[str] = field(default_factory=list)
     seeded: int = 0                      # pinned blobs taken from the machine's store, checked
     duration_s: float = 0.0
+    provenance: dict | None = None       # with --key: {key, checked, referrer_count, error}
 
     def to_json(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -106,7 +109,8 @@ def verify(options: VerifyOptions) -> VerifyResult:
     manifest, _ = load_manifest(project)
 
     machine = Store(default_store_dir())
-    work = machine.root / "tmp" / f"{os.getpid()}.verify.{os.urandom(4).hex()}"  # swept if we die
+    held = machine.work_dir("verify")  # locked while verify runs; swept if it dies
+    work = held.path
     try:
         commit = git.commit if not git.dirty else None
         progress.step(f"checking out {'the working tree' if commit is None else 'commit ' + commit[:12]}")
@@ -124,15 +128,35 @@ def verify(options: VerifyOptions) -> VerifyResult:
                     oci_dir=options.build.oci_dir or work / "image", archive=None, store_dir=store.root,
                     shared_cache=False, scanned=None))
                 outcome = _compare(store, result, ref, progress)
+                if options.key is not None:
+                    outcome.provenance = _check_provenance(ref, options.key)
+                    outcome.verified = outcome.verified and outcome.provenance["checked"]
         finally:
             store.close()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        held.release()
         machine.close()
     outcome.source, outcome.git_commit, outcome.seeded = tree.source, git.commit, seeded
     outcome.warnings = warnings + outcome.warnings
     outcome.duration_s = round(time.monotonic() - started, 4)
     return outcome
+
+
+def _check_provenance(ref: ReferenceImage, key: Path) -> dict:
+    """Whether one of REF's signed provenance referrers checks out against `key` and is about REF's digest."""
+    load_public_key(key)  # an unreadable key is the user's error (exit 2), whatever is attached
+    if ref.referrer_documents is None:
+        raise InputError(f"--key checks the provenance attached to an image in a registry; {ref.name} is a file")
+    envelopes = ref.referrer_documents(IN_TOTO_MEDIA_TYPE)
+    errors = []
+    for envelope in envelopes:
+        try:
+            verify_provenance(envelope, key, ref.digest)
+            return {"key": str(key), "checked": True, "referrer_count": len(envelopes), "error": None}
+        except (SignatureError, InputError) as exc:  # InputError: not an envelope (provenance deployed unsigned)
+            errors.append(exc.message)
+    error = "; ".join(errors) if errors else f"{ref.name} has no provenance attached (deploy attaches it)"
+    return {"key": str(key), "checked": False, "referrer_count": len(envelopes), "error": error}
 
 
 def _platform_and_lock(project: Path, source: str, original: Path) -> tuple[Platform, Lock]:

@@ -10,8 +10,6 @@ that names packages (builder.actions.debian.action).
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from builder.actions.debian.package_list import Listed
@@ -87,10 +85,19 @@ def packages_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, l
         make_items=list,
         created_by=f"airbuild {rule.name}: {len(section.entries)} Debian packages from {rule.file}",
     )
-    scratch = ctx.store.root / "tmp" / f"{os.getpid()}.debian.{os.urandom(4).hex()}"
-    step.make_items = lambda: _make_items(ctx, image, section.entries, arch, notes_key, notes is None, why_not,
-                                          scratch)
-    step.cleanup = lambda: shutil.rmtree(scratch, ignore_errors=True)
+    held: list = []  # the scratch directory (a WorkDir: locked, so no other process's sweep takes it)
+
+    def make_items():
+        release()
+        held.append(ctx.store.work_dir("debian"))
+        return _make_items(ctx, image, section.entries, arch, notes_key, notes is None, why_not, held[-1].path)
+
+    def release():
+        while held:
+            held.pop().release()
+
+    step.make_items = make_items
+    step.cleanup = release
     ctx.state.cleanups.append(step.cleanup)
     return ActionResult([step], config)
 

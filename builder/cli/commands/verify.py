@@ -15,7 +15,7 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 def cmd_verify(args) -> int:
     result = verify(VerifyOptions(build=build_options(args), reference=args.reference, force=args.force,
-                                  insecure=args.insecure, ca_bundle=args.ca_bundle))
+                                  insecure=args.insecure, ca_bundle=args.ca_bundle, key=args.key))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -26,6 +26,11 @@ def cmd_verify(args) -> int:
 def print_verify(result: VerifyResult) -> None:
     for warning in result.warnings:
         print(f"warning: {warning}")
+    if result.provenance is not None:
+        if result.provenance["checked"]:
+            print(f"provenance signed by {result.provenance['key']} checks out for {result.reference_digest}")
+        else:
+            print(f"PROVENANCE NOT VERIFIED with {result.provenance['key']}: {result.provenance['error']}")
     if result.verified:
         print(f"verified {result.reference} {result.reference_digest}: {result.source} builds it bit for bit "
               f"({result.layers} layers, in {result.duration_s:.2f}s)")
