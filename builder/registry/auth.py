@@ -97,8 +97,14 @@ class Authenticator:
             return {"Authorization": _basic(credential.username or "", credential.password)}
         return {"Authorization": f"Bearer {self._token(scopes)}"}
 
-    def forget(self, scopes: tuple[str, ...]) -> None:
-        self._tokens.pop(tuple(sorted(scopes)), None)
+    def forget(self, scopes: tuple[str, ...], rejected: str | None = None) -> None:
+        """Drop the token the registry rejected (`rejected`: the Authorization sent), unless another transfer
+        already replaced it: concurrent requests that met one expiry fetch one new token, not one each."""
+        key = tuple(sorted(scopes))
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is not None and (rejected is None or rejected == f"Bearer {cached[0]}"):
+                del self._tokens[key]
 
     def _token(self, scopes: tuple[str, ...]) -> str:
         key = tuple(sorted(scopes))

@@ -193,7 +193,7 @@ class RegistryClient:
             if response.status_code == 401 and auth_round == 0:
                 header = response.headers.get("WWW-Authenticate")
                 response.close()
-                self.auth.forget(scopes)
+                self.auth.forget(scopes, request.headers.get("Authorization"))
                 if self.auth.learn(header):
                     continue
             if response.status_code in ok:
