@@ -106,7 +106,8 @@ class Counters:
     body_bytes: int = 0                  # request body bytes received from the client
     upload_bytes: int = 0                # ... of blob uploads only
     faults: list[str] = field(default_factory=list)
-    tokens_expired: int = 0
+    tokens_expired: int = 0    # requests refused for a used-up token (several in flight may carry one token)
+    expired_tokens: set = field(default_factory=set)  # the distinct tokens used up
 
 
 class FaultProxy:
@@ -220,6 +221,7 @@ class FaultProxy:
             if uses <= self.token_uses:
                 return False
             self.counters.tokens_expired += 1
+            self.counters.expired_tokens.add(authorization)
             self.log.append(("", "", "token expired"))
             self.counters.faults.append("token-expired")
             return True
