@@ -37,7 +37,8 @@ DAG = ('from datetime import datetime\nfrom airflow import DAG\n\n'
 
 
 def airbuild(args: list[str], store: Path, check: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AIRBUILD_CACHE_DIR": str(store)}
+    # AIRBUILD_SERVER=0: the writer itself is killed, not a client whose build server would stop the build cleanly
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AIRBUILD_CACHE_DIR": str(store), "AIRBUILD_SERVER": "0"}
     env.pop("AIRBUILD_CACHE_MAX_SIZE", None)
     return subprocess.run([sys.executable, "-m", "builder", *args], env=env, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, check=check)
@@ -100,7 +101,8 @@ def build(project: Path, store: Path) -> tuple[str, float]:
 def killed_build(project: Path, store: Path, delay: float) -> tuple[float, int] | None:
     """Start a build, SIGKILL its process group after `delay`; None if it was still running then (killed
     inside), else how long it took and its exit code."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AIRBUILD_CACHE_DIR": str(store)}
+    # AIRBUILD_SERVER=0: the writer itself is killed, not a client whose build server would stop the build cleanly
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AIRBUILD_CACHE_DIR": str(store), "AIRBUILD_SERVER": "0"}
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "builder", "build", str(project), "--no-validate", "--json"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
@@ -243,7 +245,8 @@ def concurrent_phase(project: Path, work: Path, references: dict[int, str], log,
     set_variant(project, 0)
     expected = {project: references[0], other: build(other, work / "other-clean")[0]}
     shutil.rmtree(other / ".airbuild")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AIRBUILD_CACHE_DIR": str(store)}
+    # AIRBUILD_SERVER=0: the writer itself is killed, not a client whose build server would stop the build cleanly
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AIRBUILD_CACHE_DIR": str(store), "AIRBUILD_SERVER": "0"}
     builds_ok, builds, gcs, verifies, corrupt = 0, 0, 0, 0, 0
     for _ in range(rounds):
         for p in expected:
