@@ -251,11 +251,21 @@ def test_an_interrupted_layout_write_never_names_missing_blobs(tmp_path, airbuil
     project = new_project(tmp_path, "p", os.urandom(1 << 20))
     first = build(project)
     layout = project / ".airbuild" / "image"
-    (project / "include" / "payload.bin").write_bytes(os.urandom(1 << 20))
-    set_age(project, 3600)
+
+    def new_payload():
+        (project / "include" / "payload.bin").write_bytes(os.urandom(8 << 20))
+        set_age(project, 3600)
+        (project / ".airbuild" / "stamp.json").unlink(missing_ok=True)
+
+    # Kill points as fractions of how long a whole build of new bytes takes on this machine, so some kills
+    # land inside the build however fast it runs.
+    new_payload()
+    whole = store_campaign.killed_build(project, airbuild_cache, 600)
+    assert whole is not None and whole[1] == 0
     stopped = 0
-    for delay in (0.5, 1.0, 1.5, 2.0, 3.0):
-        if store_campaign.killed_build(project, airbuild_cache, delay) is None:
+    for fraction in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+        new_payload()
+        if store_campaign.killed_build(project, airbuild_cache, whole[0] * fraction) is None:
             stopped += 1
         index = json.loads((layout / "index.json").read_text())
         manifest_digest = index["manifests"][0]["digest"]
