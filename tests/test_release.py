@@ -226,6 +226,30 @@ def test_signed_provenance_verifies_and_a_tampered_one_does_not(release, tmp_pat
         verify_provenance(document, release.public_key, "sha256:" + "0" * 64)
 
 
+def test_deploying_the_same_image_again_keeps_its_one_provenance(release, tmp_path):
+    registry, repo = release.registry, f"release-test/{uuid.uuid4().hex[:12]}"
+    private = release.public_key.parent / "key.pem"
+
+    def deploy(key: Path) -> tuple[dict, list[dict]]:
+        done = json.loads(run_cli(["deploy", release.project, "--base", release.base, "--to", f"{registry}/{repo}",
+                                   "--no-validate", "--sign-key", key, "--json"], env=release.env).stdout)
+        index = skopeo_raw(f"{registry}/{repo}:{fallback_tag(release.digest)}")
+        return done, [e for e in index["manifests"] if e["artifactType"] == "application/vnd.in-toto+json"]
+
+    first, provenances = deploy(private)
+    assert len(provenances) == 1
+    again, provenances = deploy(private)
+    assert again["manifest_digest"] == release.digest
+    assert sorted(a["digest"] for a in again["attestations"]) == sorted(a["digest"] for a in first["attestations"])
+    assert len(provenances) == 1, "a second deploy of the same build adds no second provenance"
+
+    other_private, _ = write_keys(tmp_path)
+    signed_otherwise, provenances = deploy(other_private)
+    new = next(a for a in signed_otherwise["attestations"] if a["artifactType"] == "application/vnd.in-toto+json")
+    assert len(provenances) == 2 and new["digest"] in {e["digest"] for e in provenances}, \
+        "a provenance signed by another key is another attestation"
+
+
 def test_promote_across_registries_carries_the_referrers(release, start_registry, tmp_path):
     source = f"{release.registry}/{release.repo}"
     second = start_registry()

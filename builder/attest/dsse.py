@@ -78,6 +78,11 @@ def load_public_key(data: bytes | Path) -> ec.EllipticCurvePublicKey:
     return key
 
 
+def public_key_pem(private_key: ec.EllipticCurvePrivateKey) -> bytes:
+    return private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def keyid(public_key: ec.EllipticCurvePublicKey) -> str:
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()

@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.attest import CYCLONEDX_MEDIA_TYPE, DSSE_MEDIA_TYPE, IN_TOTO_MEDIA_TYPE, SPDX_MEDIA_TYPE
-from builder.attest.dsse import envelope_json, load_signing_key, sign_envelope
+from builder.attest.dsse import envelope_json, load_signing_key, public_key_pem, sign_envelope, verify_envelope
 from builder.attest.facts import ImageFacts, image_facts
-from builder.attest.provenance import BuildRun, provenance_json
+from builder.attest.provenance import BuildRun, provenance_json, provenance_statement
 from builder.attest.sbom_cyclonedx import cyclonedx_json
 from builder.attest.sbom_spdx import spdx_json
-from builder.common.errors import InputError
+from builder.common.errors import BuildError, InputError
 from builder.engine.build import BuildOptions, epoch_from_env, image_name
 from builder.oci.descriptors import MANIFEST_MEDIA_TYPE
 from builder.project.lock import Lock
 from builder.project.manifest import load_manifest
-from builder.registry.client import RegistryClient
+from builder.registry.client import RegistryClient, RegistryError
 from builder.registry.manifests import Repository
 from builder.registry.referrers import Artifact, Referrers
 from builder.store.store import Store
@@ -103,12 +103,50 @@ def attach_all(client: RegistryClient, store: Store, repository: str, options: B
                commit: str | None, dirty: bool, started: datetime.datetime, finished: datetime.datetime,
                sign_key: Path | None) -> tuple[list[dict], int]:
     """A deploy's attachments: every document made for the pushed image and attached to it; their descriptors
-    and the bytes it took."""
+    and the bytes it took. A provenance already attached for the same build (the same statement but for when it
+    ran, signed by the same key) is kept rather than joined by another: deploying an image again adds nothing."""
     project = options.project.resolve()
     image = ImageId(image_name(project, load_manifest(project)[0].name), manifest_digest)
     run = build_run(options, image, commit, dirty, started, finished)
     repo = Repository(client, repository, writable=True)
-    return attach(repo, store, manifest_digest, documents(options, image, run, sign_key)), repo.bytes_sent
+    artifacts = documents(options, image, run, sign_key)
+    sboms = artifacts[:-1]
+    existing = _same_provenance(Referrers(repo), manifest_digest, provenance_statement(run), sign_key)
+    if existing is None:
+        return attach(repo, store, manifest_digest, artifacts), repo.bytes_sent
+    return attach(repo, store, manifest_digest, sboms) + [existing], repo.bytes_sent
+
+
+def _without_run_times(statement: dict) -> dict:
+    """A provenance statement less its run's metadata (when it started and finished), the one part in which two
+    deploys of one image from the same inputs differ."""
+    details = {k: v for k, v in statement.get("predicate", {}).get("runDetails", {}).items() if k != "metadata"}
+    return {**statement, "predicate": {**statement.get("predicate", {}), "runDetails": details}}
+
+
+def _same_provenance(referrers: Referrers, digest: str, ours: dict, sign_key: Path | None) -> dict | None:
+    """The descriptor of a provenance referrer of `digest` that says what `ours` says (signed by `sign_key`'s
+    key when one is given, unsigned otherwise); None when there is none or the registry cannot tell."""
+    public_pem = None
+    if sign_key is not None:
+        public_pem = public_key_pem(load_signing_key(sign_key))
+    wanted = _without_run_times(ours)
+    try:
+        entries = referrers.list(digest, IN_TOTO_MEDIA_TYPE)
+    except RegistryError:
+        return None
+    for entry in entries:
+        try:
+            media_type, document = referrers.document(entry)
+            if public_pem is None:
+                statement = json.loads(document) if media_type == IN_TOTO_MEDIA_TYPE else None
+            else:
+                statement = verify_envelope(document, public_pem).statement() if media_type == DSSE_MEDIA_TYPE else None
+        except (BuildError, RegistryError, ValueError):
+            continue
+        if isinstance(statement, dict) and _without_run_times(statement) == wanted:
+            return entry
+    return None
 
 
 def attach(repo: Repository, store: Store, manifest_digest: str, artifacts: list[Artifact]) -> list[dict]:
