@@ -6,6 +6,7 @@ namespace), a real tmpfs filled up, real SIGKILLs (the quick variant of benchmar
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -245,6 +246,33 @@ def test_oci_dir_keeps_the_other_images_of_a_layout(tmp_path, airbuild_cache):
     (tmp_path / "junk" / "index.json").write_text("not json")
     bad = build(two_project, "--oci", tmp_path / "junk", check=False)
     assert bad.returncode == 2 and "index.json" in bad.stderr
+
+
+def test_two_projects_writing_one_oci_dir_take_turns(tmp_path, airbuild_cache):
+    layout = tmp_path / "layout"
+    one = build(new_project(tmp_path, "one"), "--oci", layout)
+    two_project = new_project(tmp_path, "two", b"other bytes")
+    (two_project / ".airbuild" / "stamp.json").unlink(missing_ok=True)
+    fd = os.open(layout, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another airbuild writing this layout holds it
+        second = subprocess.Popen([sys.executable, "-m", "builder", "build", str(two_project), "--no-validate",
+                                   "--json", "--oci", str(layout)], env={**os.environ, "PYTHONPATH": str(REPO)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waited = ""
+        deadline = time.monotonic() + 120
+        while "waiting for it" not in waited and second.poll() is None and time.monotonic() < deadline:
+            waited += os.read(second.stderr.fileno(), 4096).decode()
+        assert "another airbuild is writing the OCI layout" in waited, waited
+        index = json.loads((layout / "index.json").read_text())
+        assert [m["digest"] for m in index["manifests"]] == [one["manifest_digest"]], "nothing written while held"
+    finally:
+        os.close(fd)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    two = json.loads(out)
+    index = json.loads((layout / "index.json").read_text())
+    assert {m["digest"] for m in index["manifests"]} == {one["manifest_digest"], two["manifest_digest"]}
 
 
 def test_an_interrupted_layout_write_never_names_missing_blobs(tmp_path, airbuild_cache):

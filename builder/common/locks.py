@@ -69,7 +69,21 @@ def unheld(path: Path) -> Iterator[bool]:
 def hold(path: Path, exclusive: bool = True, on_wait: Callable[[], None] | None = None) -> Iterator[int]:
     """Hold `path`'s lock for the block; `on_wait` is called once if someone else holds it first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with _held(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), exclusive, on_wait) as fd:
+        yield fd
+
+
+@contextlib.contextmanager
+def hold_directory(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[int]:
+    """Hold an exclusive lock on the directory itself (made if missing): no lock file joins what it holds, as
+    an OCI layout's directory should hold only the layout."""
+    path.mkdir(parents=True, exist_ok=True)
+    with _held(os.open(path, os.O_RDONLY | os.O_DIRECTORY), True, on_wait) as fd:
+        yield fd
+
+
+@contextlib.contextmanager
+def _held(fd: int, exclusive: bool, on_wait: Callable[[], None] | None) -> Iterator[int]:
     try:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         try:

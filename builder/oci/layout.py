@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from builder.common.atomic import atomic_write_bytes, atomic_writer
 from builder.common.errors import InputError
+from builder.common.locks import hold_directory
 from builder.oci.image import BuiltImage
 from builder.layers.tar import LayerItem, write_tar
 from builder.oci.descriptors import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, REF_NAME, canonical_json, descriptor
@@ -46,8 +48,19 @@ def write_layout(store: Store, image: BuiltImage, directory: Path, merge: bool =
     """Make `directory` an OCI image layout holding exactly `image` (blobs hard-linked from the store); with
     `merge`, add `image` to the layout's index and keep its other images and their blobs.
 
-    The index is written last: a crash at any moment leaves an index naming only blobs that are there.
+    The index is written last: a crash at any moment leaves an index naming only blobs that are there. Two
+    writers of one directory (builds of two projects given the same `--oci DIR`) take turns, so neither drops
+    the other's image from the index.
     """
+    def waiting() -> None:
+        print(f"airbuild: another airbuild is writing the OCI layout {directory}; waiting for it", file=sys.stderr,
+              flush=True)
+
+    with hold_directory(directory, on_wait=waiting):
+        _write_layout(store, image, directory, merge)
+
+
+def _write_layout(store: Store, image: BuiltImage, directory: Path, merge: bool) -> None:
     others = _other_images(directory, image) if merge else []
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
