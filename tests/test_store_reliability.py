@@ -103,6 +103,56 @@ def test_du_tells_kinds_apart_and_verify_quarantines_corrupt_entries(tmp_path, a
     assert json.loads(cache("du", "--json").stdout)["kinds"]["quarantined"]["count"] == 2
 
 
+def unpack_image(project: Path, store_dir: Path) -> Path:
+    """The project's built image unpacked into the store, as validation unpacks its environment."""
+    from builder.layers.unpack import unpacked
+    from builder.store.store import LayerRecord, Store
+
+    layout = project / ".airbuild" / "image"
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    config = json.loads((layout / "blobs" / "sha256" / manifest["config"]["digest"][7:]).read_text())
+    records = [LayerRecord(diff_id, layer["digest"], layer["size"], layer["mediaType"])
+               for diff_id, layer in zip(config["rootfs"]["diff_ids"], manifest["layers"])]
+    store = Store(store_dir)
+    try:
+        return unpacked(store, records)
+    finally:
+        store.close()
+
+
+def test_verify_compares_unpacked_environments_with_their_layers(tmp_path, airbuild_cache):
+    project = new_project(tmp_path, "p", os.urandom(1 << 16))
+    build(project)
+    environment = unpack_image(project, airbuild_cache)
+    payload = next(environment.rglob("payload.bin"))
+    (payload.parent / "__pycache__").mkdir()
+    (payload.parent / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"bytecode airbuild compiled")
+    (environment / "mnt" / "mountpoint").mkdir(parents=True)
+    clean = json.loads(cache("verify", "--json").stdout)
+    assert clean["checked"]["unpacked environments"] == 1 and clean["corrupt"] == [], "bytecode and directories: ours"
+
+    with open(payload, "r+b") as handle:  # same size, one byte changed
+        byte = handle.read(1)
+        handle.seek(0)
+        handle.write(bytes([byte[0] ^ 1]))
+    bad = cache("verify", "--json", check=False)
+    assert bad.returncode == 1
+    [corrupt] = json.loads(bad.stdout)["corrupt"]
+    assert corrupt["kind"] == "unpacked environments" and corrupt["path"] == f"rootfs/{environment.name}"
+    assert "payload.bin" in corrupt["reason"] and "content differs" in corrupt["reason"]
+    assert not environment.exists(), "removed: it is unpacked again when needed"
+
+    environment = unpack_image(project, airbuild_cache)
+    (environment / "etc" / "planted").write_text("not from any layer")
+    human = cache("verify", check=False)
+    assert human.returncode == 1 and "/etc/planted: not in its layers" in human.stdout
+    assert "unpacked again when next needed" in human.stdout
+    environment = unpack_image(project, airbuild_cache)
+    next(environment.rglob("payload.bin")).unlink()
+    assert "payload.bin: missing" in cache("verify", check=False).stdout
+
+
 def test_gc_evicts_least_recently_used_first_and_dry_run_removes_nothing(tmp_path, airbuild_cache):
     old = new_project(tmp_path, "old", os.urandom(300_000))
     build(old)

@@ -121,6 +121,19 @@ def test_broken_dag_keeps_the_last_good_image_and_requirements_rebuild(tmp_path,
     good = watcher.next_build(timeout=600)
     assert good["event"] == "build" and good["validation"] == "ok", good
 
+    # Its served harness runs from an unpacked environment in the store: a gc waits until watch ends rather
+    # than evict it between two saves. (--keep-days 100000: a gc that would evict nothing, but holds the store.)
+    gc = subprocess.Popen([sys.executable, "-m", "builder", "cache", "gc", "--keep-days", "100000"],
+                          env={**os.environ, **env, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        assert "waiting for the builds using the store" in gc.stderr.readline()
+        time.sleep(1)
+        assert gc.poll() is None, "gc went ahead while watch's harness used the store"
+    finally:
+        gc.kill()
+        gc.wait()
+
     (project / "dags" / "half.py").write_text(BROKEN_DAG)
     broken = watcher.next_build()
     assert broken["event"] == "error" and broken["errors"][0]["file"] == "dags/half.py"

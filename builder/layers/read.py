@@ -94,7 +94,7 @@ def _scan(store: Store, layers: Sequence[LayerRecord], wanted: Callable[[str], b
     /etc/passwd of 10 GB, sparse) before any of it is read."""
     listing: dict[str, str] = {}
     contents: dict[str, bytes] = {}
-    for path, member, open_member in _merged(store, layers):
+    for path, member, open_member in merged_entries(store, layers):
         kind = "dir" if member.isdir() else f"symlink:{member.linkname}" if member.issym() else "file"
         listing[path] = kind
         if kind == "file" and member.size > MAX_READ and wanted(path):
@@ -128,8 +128,9 @@ def _from_memo(layers: Sequence[LayerRecord], wanted: Callable[[str], bool]) -> 
     return {path: memo.contents[path] for path in paths}
 
 
-def _merged(store: Store, layers: Sequence[LayerRecord]):
-    """(path, tar member, open its content) for every entry the merged image shows, top layer first."""
+def merged_entries(store: Store, layers: Sequence[LayerRecord]):
+    """(path, tar member, open its content) for every entry the merged image shows, top layer first; a
+    member's content is readable only until the next entry is asked for (the layers are streamed)."""
     hidden: set[str] = set()        # paths whited out by an upper layer
     opaque: set[str] = set()        # directories made opaque by an upper layer
     seen: set[str] = set()          # paths an upper layer has

@@ -25,7 +25,7 @@ class Corrupt:
     path: str        # relative to the store
     kind: str
     reason: str
-    quarantined: str  # where it is now, relative to the store
+    quarantined: str | None  # where it is now, relative to the store; None: removed (an unpacked environment)
 
     def to_json(self) -> dict:
         return self.__dict__.copy()

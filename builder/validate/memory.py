@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.store.store import WorkDir
+from builder.store.limits import Limits
+from builder.store.store import Store, WorkDir
 from builder.validate.sandbox import Session
 
 
@@ -20,10 +21,12 @@ class ServedHarness:
     session: Session
     work: WorkDir    # its harness directory, removed with it
     place: Any       # builder.validate.run.Placement: where it sees the project
+    store: Store     # held (shared) while it runs from the store's unpacked environment: no gc evicts that
 
     def close(self) -> None:
         self.session.close()
         self.work.release()
+        self.store.close(Limits())  # no gc of its own: the build that ends next collects
 
 
 @dataclass

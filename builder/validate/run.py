@@ -28,6 +28,7 @@ from builder.validate import harness
 from builder.validate.memory import ServedHarness, ValidationMemory
 from builder.layers.unpack import chain_id, in_root, unpacked
 from builder.validate.sandbox import CONFINED, Mount, SandboxRun, Session, choose, run, run_all
+from builder.store.limits import Limits
 from builder.store.store import LayerRecord, Store, WorkDir
 from builder.common.hashing import json_sha256
 
@@ -443,8 +444,14 @@ def _warm_session(inputs: ValidationInputs, memory: ValidationMemory) -> tuple[S
     job = project_job(inputs, place, ["python3", posixpath.join(place.harness_dir, "harness.py"), "--serve"],
                       PROJECT_DIRS, work.path, timeout_s=0)
     job.as_init = True
-    session = Session(job)
-    memory.harnesses[key] = ServedHarness(session, work, place)
+    held = Store(inputs.store.root)
+    try:
+        session = Session(job)
+    except BaseException:
+        held.close(Limits())
+        work.release()
+        raise
+    memory.harnesses[key] = ServedHarness(session, work, place, held)
     return session, place
 
 

@@ -9,8 +9,10 @@ from builder.cli.commands.options import EXIT_FAILED, EXIT_OK
 from builder.cli.output import human_size
 from builder.common.errors import InputError
 from builder.common.paths import default_store_dir
+from builder.layers.env_check import check_environments
+from builder.layers.unpack import chain_id
 from builder.store import gc, verify
-from builder.store.entries import usage
+from builder.store.entries import ENVIRONMENTS, usage
 from builder.store.limits import Limits, configured
 from builder.store.store import Store
 from builder.store.sweep import sweep_all
@@ -82,6 +84,11 @@ def _verify(args) -> int:
         temps = sweep_all(store.root)
         report = verify.verify(store.root, progress)
         report.temps_removed = temps
+        shown["last"] = -1
+        checked, damaged = check_environments(store, chain_id, progress)
+        if checked:
+            report.checked[ENVIRONMENTS] = checked
+        report.corrupt += [verify.Corrupt(d.path, ENVIRONMENTS, d.reason, None) for d in damaged]
     finally:
         store.close(NO_GC)
     if shown["last"] >= 0:
@@ -92,7 +99,8 @@ def _verify(args) -> int:
         checked = ", ".join(f"{n} {kind}" for kind, n in report.checked.items()) or "nothing"
         print(f"store {store.root}: checked {checked} ({human_size(report.bytes_hashed)} hashed)")
         for bad in report.corrupt:
-            print(f"  CORRUPT {bad.path}: {bad.reason}; moved to {bad.quarantined}")
+            where = f"moved to {bad.quarantined}" if bad.quarantined else "removed (unpacked again when next needed)"
+            print(f"  CORRUPT {bad.path}: {bad.reason}; {where}")
         if not report.corrupt:
             print("  all entries are intact")
     return EXIT_FAILED if report.corrupt else EXIT_OK
