@@ -222,9 +222,15 @@ def test_configured_limit_runs_gc_after_a_build_keeping_what_it_used(tmp_path, a
     second = new_project(tmp_path, "second", os.urandom(300_000))
     built = build(second, env=env)
     assert json.loads(cache("du", "--json").stdout)["total_bytes"] <= 350_000
+    assert built["gc"]["max_size"] == 350_000 and built["gc"]["after_bytes"] <= 350_000 < built["gc"]["before_bytes"]
+    assert built["gc"]["evicted"]["layer blobs"]["count"] >= 1, "the build says what its gc evicted"
+    (second / "include" / "payload.bin").write_bytes(os.urandom(300_000))
+    set_age(second, 3600)
+    human = run_cli(["build", second, "--no-validate"], env=env).stdout
+    assert "store     over its limit:" in human and "evicted" in human
     again = build(second, env=env)
     assert all(layer["cached"] for layer in again["layers"][1:]), "the last build's layers were kept"
-    assert again["manifest_digest"] == built["manifest_digest"]
+    assert again["gc"] is None, "under its limit: no gc ran"
     over = build(second, env={**env, "AIRBUILD_CACHE_MAX_SIZE": "lots"}, check=False)
     assert over.returncode == 2 and "AIRBUILD_CACHE_MAX_SIZE" in over.stderr
     (config / "airbuild" / "config.toml").write_text("[cache\n")

@@ -75,6 +75,11 @@ def print_build(result: dict[str, Any]) -> None:
     if engine:
         print(f"engine    {engine['description'] or 'BuildKit (not reached)'}: {engine['builds']} build(s), "
               f"{engine['instructions']} Dockerfile instruction(s)")
+    gc = result.get("gc")
+    if gc:
+        evicted = sum(kind["count"] for kind in gc["evicted"].values())
+        print(f"store     over its limit: {evicted} least recently used entr{'y' if evicted == 1 else 'ies'} "
+              f"evicted, {human_size(gc['before_bytes'])} -> {human_size(gc['after_bytes'])}")
     for note in result.get("notes", []):
         print(f"note: {note}")
 

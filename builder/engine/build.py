@@ -111,6 +111,7 @@ class BuildResult:
     onbuild: list[dict] = field(default_factory=list)  # the base's ONBUILD triggers: replaced, or how each ran
     engine: dict | None = None  # the container engine RUN layers were built with; None when none was used
     cache: dict | None = None   # the shared cache: hits, misses, bytes down and up, warnings; None without one
+    gc: dict | None = None      # what the store's gc after this build evicted (cache gc's report); None: none ran
 
     def to_json(self) -> dict:
         # Shallow (the validation report is already plain data): asdict would deep-copy it on every call.
@@ -318,9 +319,11 @@ def _build(options: BuildOptions) -> BuildResult:
         result.validation = report.to_json() if report else None
         result.validation_skipped = options.skip_reason
         _record(prepared, result, options, image, oci_dir)
-        return result
     finally:
         _end(prepared, store)
+    if store.collected is not None:  # the store was over its configured limits: this build's end collected it
+        result.gc = store.collected.to_json()
+    return result
 
 
 def _publish(remote: RemoteCache, plan: Plan, lock: Lock, progress: Progress) -> None:
