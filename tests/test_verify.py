@@ -95,6 +95,41 @@ def skopeo_diff_ids(ref: str) -> list[str]:
     return config["rootfs"]["diff_ids"]
 
 
+def test_verify_rebuilds_the_tree_a_clone_checks_out_submodules_and_export_attributes_included(
+        tmp_path, airbuild_cache, registry):
+    library = tmp_path / "shared-lib"
+    library.mkdir()
+    (library / "helpers.py").write_text("VALUE = 1\n")
+    git(library, "init", "-q")
+    git(library, "add", "-A")
+    git(library, "commit", "-qm", "lib")
+    target = f"{registry}/verify-{repo_name()}"
+    project = make_deploy_project(tmp_path, f"targets:\n  prod:\n    registry: {target}\n    tags: [latest]\n")
+    # What `git archive` would drop or rewrite, which a clone (and so a CI build) has as committed.
+    (project / ".gitattributes").write_text("dags/local_only.py export-ignore\ninclude/version.txt export-subst\n")
+    (project / "dags" / "local_only.py").write_text("# shipped, though git archive leaves it out\n")
+    (project / "include" / "version.txt").write_text("$Format:%H$\n")
+    run_cli(["lock", project])
+    git(project, "init", "-q")
+    git(project, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "include/shared")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "with a submodule")
+    pinned = f"{target}@{deploy(project)['manifest_digest']}"
+
+    code, report = verify_json(project, pinned)
+    assert code == 0 and report["verified"], report.get("first_difference")
+
+    (project / "include" / "shared" / "helpers.py").write_text("VALUE = 2\n")
+    git(project / "include" / "shared", "commit", "-qam", "lib moves on")
+    git(project, "commit", "-qam", "pin the new lib")
+    code, report = verify_json(project, pinned)
+    assert code == 1 and report["first_difference"]["paths"][0]["path"].endswith("include/shared/helpers.py")
+
+    git(project, "submodule", "deinit", "-q", "-f", "include/shared")
+    missing = verify(project, pinned)
+    assert missing.returncode == 2 and "git submodule update --init include/shared" in missing.stderr
+
+
 def test_a_dirty_tree_is_refused_unless_forced_and_then_the_working_tree_is_verified(
         tmp_path, airbuild_cache, registry):
     project, target = committed_project(tmp_path, registry)

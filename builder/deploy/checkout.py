@@ -1,7 +1,7 @@
 """The project as its commit has it, in a directory of its own: what `airbuild verify` rebuilds.
 
-From git (`git archive` of HEAD's tree under the project), so nothing local takes part: no
-ignored or untracked file, no `.airbuild/` (stat cache, earlier builds). A project outside git,
+From git (HEAD's tree under the project, checked out as a fresh clone would: submodules too), so
+nothing local takes part: no ignored or untracked file, no `.airbuild/` (stat cache, earlier builds). A project outside git,
 or a dirty tree verified with --force, is copied as the working tree has it (without `.airbuild/`
 and `.git/`). A base file the manifest names outside the project (`rootfs: ../base.tar.gz`) is
 linked at the same relative place, so the location the lock pins still names it; the lock's
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,19 +67,49 @@ def _ups(location: str) -> int:
 
 
 def _export(project: Path, commit: str, dest: Path) -> None:
+    """The project's tree at `commit` as a fresh clone checks it out: every tracked file (`export-ignore` and
+    `export-subst` are `git archive`'s, not a checkout's, so neither applies), checkout filters applied (LFS,
+    line endings), and each submodule at the commit the tree pins, from its local clone."""
     prefix = _git(project, "rev-parse", "--show-prefix").strip().rstrip("/")
     tree = f"{commit}:{prefix}" if prefix else commit
-    command = ["git", "-C", str(project), "archive", "--format=tar", tree]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-                archive.extractall(dest, filter="tar")  # no absolute paths, no `..`: the tree is git's
-        except tarfile.TarError as exc:
-            proc.kill()
-            raise InputError(f"cannot export {tree} with git archive: {exc}") from None
-        error = proc.stderr.read().decode(errors="replace").strip()
-    if proc.returncode != 0:
-        raise InputError(f"cannot export the project at {commit[:12]} (git archive {tree}): {error}")
+    _checkout_tree(project, tree, dest)
+
+
+def _checkout_tree(repository: Path, tree: str, dest: Path) -> None:
+    index = dest.parent / f".{dest.name}.index"
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+    try:
+        for args in (["read-tree", tree], ["checkout-index", "--all", f"--prefix={dest}{os.sep}"]):
+            proc = subprocess.run(["git", "-C", str(repository), *args], capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise InputError(f"cannot check out {tree} (git {args[0]}): {proc.stderr.strip()}")
+    finally:
+        index.unlink(missing_ok=True)
+    for path, pinned in _submodules(repository, tree):
+        clone = repository / path
+        if not (clone / ".git").exists():
+            raise InputError(f"the submodule {path} is not checked out here, so the commit it pins ({pinned[:12]}) "
+                             f"cannot be verified: run `git submodule update --init {path}` first")
+        if subprocess.run(["git", "-C", str(clone), "cat-file", "-e", f"{pinned}^{{tree}}"],
+                          capture_output=True).returncode != 0:
+            raise InputError(f"the submodule {path}'s clone lacks the commit its parent pins ({pinned[:12]}): "
+                             f"run `git submodule update {path}` first")
+        (dest / path).mkdir(parents=True, exist_ok=True)
+        _checkout_tree(clone, pinned, dest / path)
+        if (clone / ".git").is_file():  # `gitdir: ...`, as every clone of this layout has it: a build copies it
+            shutil.copyfile(clone / ".git", dest / path / ".git")
+
+
+def _submodules(repository: Path, tree: str) -> list[tuple[str, str]]:
+    """(path, pinned commit) of each submodule (gitlink) in `tree`."""
+    listing = _git(repository, "ls-tree", "-r", "-z", tree)
+    found = []
+    for entry in filter(None, listing.split("\0")):
+        meta, _, path = entry.partition("\t")
+        mode, kind, sha = meta.split()
+        if kind == "commit":
+            found.append((path, sha))
+    return found
 
 
 def _git(project: Path, *args: str) -> str:
