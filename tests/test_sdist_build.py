@@ -13,15 +13,20 @@ shared with the suite's kept store, so a warm machine does not fetch them again.
 
 from __future__ import annotations
 
+import hashlib
+import http.server
+import io
 import json
 import os
 import shutil
+import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import rule_layers, run, run_cli, tool
-from tests.projects import make_project
+from tests.projects import make_project, set_age
 
 PACKAGES = ["build-essential", "libpq-dev", "python3-dev"]
 SDIST_ONLY = "psycopg2==2.9.10"  # psycopg2 publishes wheels for Windows and macOS only
@@ -113,3 +118,80 @@ def test_without_a_compiler_the_error_says_what_to_add(builds, debian_rootfs):
     assert "Traceback" not in proc.stderr
     message = next(line for line in proc.stderr.splitlines() if "error:" in line)
     assert "psycopg2 2.9.10" in message and "no C compiler" in message and "build-essential" in message, message
+
+
+# An sdist whose backend asks for a requirement only when run (setuptools' setup_requires): the build
+# environment lacks it at first; the build resolves it, fetches it and runs again.
+ASKING_SETUP = """\
+import sys
+from setuptools import setup
+if "bdist_wheel" in sys.argv:
+    import six  # there only when the build installed what setup_requires asks for
+setup(name="asks-at-build", version="1.0", py_modules=["asks_at_build"], setup_requires=["six==1.16.0"])
+"""
+
+
+def sdist_bytes(name: str, version: str, files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    top = f"{name}-{version}"
+    files = {"PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", **files}
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path, text in sorted(files.items()):
+            data = text.encode()
+            info = tarfile.TarInfo(f"{top}/{path}")
+            info.size, info.mtime, info.mode = len(data), 1700000000, 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def sdist_index():
+    """A simple index on loopback holding one sdist (asks-at-build 1.0): its URL."""
+    filename = "asks_at_build-1.0.tar.gz"
+    data = sdist_bytes("asks_at_build", "1.0", {"setup.py": ASKING_SETUP, "asks_at_build.py": "ANSWER = 42\n"})
+    digest = hashlib.sha256(data).hexdigest()
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.rstrip("/") == "/simple/asks-at-build":
+                body, ctype = f'<a href="/files/{filename}#sha256={digest}">{filename}</a>'.encode(), "text/html"
+            elif self.path == f"/files/{filename}":
+                body, ctype = data, "application/octet-stream"
+            else:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    server.shutdown()
+
+
+def test_what_the_backend_asks_for_when_run_is_fetched_and_the_build_runs_again(tmp_path, debian_rootfs,
+                                                                                 shared_store, sdist_index):
+    store = tmp_path / "store"
+    link_blobs(shared_store, store)
+    first = project(tmp_path / "first", [], ["asks-at-build==1.0"])
+    (first / "astro.yaml").write_text(f"extra_index_urls: [{sdist_index}]\n")
+    set_age(first, 3600)
+    result = build(first, store, debian_rootfs)
+    assert any("built asks_at_build-1.0-py3-none-any.whl from its sdist" in n for n in result["notes"]), \
+        result["notes"]
+    bundle = tmp_path / "bundle"
+    run([tool("umoci"), "unpack", "--rootless", "--image", f"{result['oci_layout']}:{result['tag']}", bundle])
+    assert (bundle / "rootfs/usr/local/lib/python3.11/dist-packages/asks_at_build.py").read_text() == "ANSWER = 42\n"
+
+    other = project(tmp_path / "other", [], ["asks-at-build==1.0", "six==1.16.0"])
+    (other / "astro.yaml").write_text(f"extra_index_urls: [{sdist_index}]\n")
+    set_age(other, 3600)
+    again = build(other, store, debian_rootfs)  # what it asked for is now part of its build environment up front
+    assert not built_notes(again) and any("built from its sdist before" in n for n in again["notes"]), again["notes"]

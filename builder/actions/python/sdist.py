@@ -73,6 +73,7 @@ def norm(name):
 have = {norm(d.metadata["Name"]) for d in distributions(path=[config["env"]])}
 missing = [r for r in asked if norm(re.match(r"\s*([A-Za-z0-9._-]*)", r).group(1)) not in have]
 if missing:
+    json.dump(missing, open(os.path.join(config["out"], "asked.json"), "w"))
     print("the build backend asks for " + ", ".join(missing) + ", which the build environment lacks")
     sys.exit(3)
 name = backend.build_wheel(config["out"])
@@ -103,6 +104,23 @@ class BuildBackend:
     backend_path: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class BuildRequirements:
+    """The build environment's wheels, and what the backend asked for besides its static list (learnt by a
+    first build that lacked it, then resolved with the rest up front)."""
+
+    pins: tuple[PinnedWheel, ...]
+    asked: tuple[str, ...] = ()
+
+
+class AskedForMore(Exception):
+    """The backend's get_requires_for_build_wheel named requirements the build environment lacks."""
+
+    def __init__(self, asked: list[str]):
+        super().__init__(", ".join(asked))
+        self.asked = tuple(asked)
+
+
 def local_wheel(site: BuildSite, pin: PinnedWheel, path: Path) -> tuple[str, Path]:
     """(file name, path) of the wheel to install for a fetched pin: itself, or the wheel built from its sdist."""
     return wheel_from_sdist(site, pin, path) if pin.kind == "sdist" else (pin.filename, path)
@@ -115,35 +133,55 @@ def wheel_from_sdist(site: BuildSite, pin: PinnedWheel, sdist: Path) -> tuple[st
         return _pure_wheel_on_host(site, pin, sdist, why_not)
     backend = build_backend(sdist, pin)
     requirements = _build_requirements(site, pin, backend)
-    key = json_sha256({"format": FORMAT, "sdist": pin.sha256, "lower": [r.diff_id for r in site.image.layers],
-                       "python": site.target.describe(), "backend": [list(backend.requires), backend.backend,
-                                                                     list(backend.backend_path)],
-                       "build": [p.to_json() for p in requirements], "epoch": SOURCE_DATE_EPOCH})
-    stored = _stored(site, pin, key)
+    stored = _stored(site, pin, _wheel_key(site, pin, backend, requirements))
     if stored is not None:
         return stored
     if site.read_only:
         raise NotLocal(f"{pin.name} {pin.version} is built from its sdist, which the store has not done yet")
-    wheels = fetch_all(site.store, requirements, set(site.index_hosts))
-    with site.store.building(f"sdist-{key}"):  # one build compiles it; one waiting finds it stored
-        stored = _stored(site, pin, key)
+    lower = [r.diff_id for r in site.image.layers]
+    with site.store.building(json_sha256({"sdist": pin.sha256, "lower": lower})):  # one build compiles it
+        requirements = _build_requirements(site, pin, backend)
+        stored = _stored(site, pin, _wheel_key(site, pin, backend, requirements))
         if stored is not None:
             return stored
         progress.announce(f"building {pin.name} {pin.version} from its sdist in the image's sandbox")
         started = time.monotonic()
-        work = site.store.work_dir("sdist-build")
         try:
-            filename, data = _build(site, pin, sdist, backend, list(zip(requirements, wheels)), work.path)
-        finally:
-            work.release()
+            filename, data = _build_in_work_dir(site, pin, sdist, backend, requirements)
+        except AskedForMore as more:  # resolved with the rest, and remembered: next time up front
+            requirements = _build_requirements(site, pin, backend, more.asked)
+            try:
+                filename, data = _build_in_work_dir(site, pin, sdist, backend, requirements)
+            except AskedForMore as again:
+                raise InputError(f"{pin.name} {pin.version}: building its sdist, the build backend still asks for "
+                                 f"{again} once its earlier requests are installed") from None
         spent = time.monotonic() - started
         digest = site.store.put_blob(data)
-        site.store.put_record(WHEELS_KIND, key, {"filename": filename, "digest": digest, "seconds": round(spent, 2)})
+        site.store.put_record(WHEELS_KIND, _wheel_key(site, pin, backend, requirements),
+                              {"filename": filename, "digest": digest, "seconds": round(spent, 2)})
     progress.announce(f"built {filename} in {spent:.1f} s")
     site.noted.add(pin.sha256)
     site.notes.append(f"{pin.name} {pin.version}: built {filename} from its sdist in the image's sandbox "
                       f"in {spent:.1f} s")
     return filename, site.store.blob_path(digest)
+
+
+def _wheel_key(site: BuildSite, pin: PinnedWheel, backend: BuildBackend, requirements: BuildRequirements) -> str:
+    """What decides the wheel: the sdist, the filesystem it is built on, the Python, the build environment."""
+    return json_sha256({"format": FORMAT, "sdist": pin.sha256, "lower": [r.diff_id for r in site.image.layers],
+                        "python": site.target.describe(), "backend": [list(backend.requires), backend.backend,
+                                                                      list(backend.backend_path)],
+                        "build": [p.to_json() for p in requirements.pins], "epoch": SOURCE_DATE_EPOCH})
+
+
+def _build_in_work_dir(site: BuildSite, pin: PinnedWheel, sdist: Path, backend: BuildBackend,
+                       requirements: BuildRequirements) -> tuple[str, bytes]:
+    wheels = fetch_all(site.store, list(requirements.pins), set(site.index_hosts))
+    work = site.store.work_dir("sdist-build")
+    try:
+        return _build(site, pin, sdist, backend, list(zip(requirements.pins, wheels)), work.path)
+    finally:
+        work.release()
 
 
 def _stored(site: BuildSite, pin: PinnedWheel, key: str) -> tuple[str, Path] | None:
@@ -188,23 +226,26 @@ def _top_level_file(sdist: Path, name: str) -> bytes | None:
     return None
 
 
-def _build_requirements(site: BuildSite, pin: PinnedWheel, backend: BuildBackend) -> list[PinnedWheel]:
-    """Wheels for the build environment, resolved once per store for these requirements and this Python."""
-    key = json_sha256({"requires": list(backend.requires), "python": site.target.describe(),
+def _build_requirements(site: BuildSite, pin: PinnedWheel, backend: BuildBackend,
+                        asked: tuple[str, ...] = ()) -> BuildRequirements:
+    """Wheels for the sdist's build environment, resolved once per store for this Python (again with `asked`,
+    what its backend asked for besides its static list, which the record then keeps)."""
+    key = json_sha256({"sdist": pin.sha256, "requires": list(backend.requires), "python": site.target.describe(),
                        "platform": site.target.uv_platform, "indexes": [site.indexes.index_url,
                                                                         *site.indexes.extra_index_urls]})
     known = site.store.get_record(REQUIRES_KIND, key)
-    if known is not None:
-        return [PinnedWheel.from_json(entry) for entry in known["pins"]]
+    if known is not None and not asked:
+        return BuildRequirements(tuple(PinnedWheel.from_json(e) for e in known["pins"]), tuple(known["asked"]))
     if site.read_only:
         raise NotLocal(f"{pin.name} {pin.version} is built from its sdist; its build requirements are not resolved")
-    pins = resolve_isolated(list(backend.requires), site.target, site.indexes, f"{pin.name} {pin.version}")
+    wanted = list(backend.requires) + list(asked)
+    pins = resolve_isolated(wanted, site.target, site.indexes, f"{pin.name} {pin.version}")
     for found in pins:
         if found.kind != "wheel":
             raise InputError(f"{pin.name} {pin.version} is built from its sdist, and its build requirement "
                              f"{found.name} {found.version} has no wheel for {site.target.describe()}")
-    site.store.put_record(REQUIRES_KIND, key, {"pins": [p.to_json() for p in pins]})
-    return pins
+    site.store.put_record(REQUIRES_KIND, key, {"pins": [p.to_json() for p in pins], "asked": list(asked)})
+    return BuildRequirements(tuple(pins), tuple(asked))
 
 
 def _build(site: BuildSite, pin: PinnedWheel, sdist: Path, backend: BuildBackend,
@@ -237,6 +278,8 @@ def _build(site: BuildSite, pin: PinnedWheel, sdist: Path, backend: BuildBackend
         raise BuildError(f"the sandbox to build {pin.name} {pin.version} from its sdist did not start "
                          f"(exit {proc.returncode}): {redact(log.strip())[-1500:]}")
     log = log.replace(maintscripts.READY + "\n", "", 1)
+    if proc.returncode == MISSING_EXIT and (shared / "out" / "asked.json").is_file():
+        raise AskedForMore(json.loads((shared / "out" / "asked.json").read_text()))
     built = sorted((shared / "out").glob("*.whl"))
     if proc.returncode or len(built) != 1:
         raise InputError(_failure(site, pin, rootfs, proc.returncode, log))
@@ -250,8 +293,6 @@ def _build(site: BuildSite, pin: PinnedWheel, sdist: Path, backend: BuildBackend
 def _failure(site: BuildSite, pin: PinnedWheel, rootfs: Path, code: int, log: str) -> str:
     what = f"{pin.name} {pin.version} has no wheel for {site.target.describe()}, and building its sdist in the image"
     tail = redact(log.strip())[-2500:]
-    if code == MISSING_EXIT:
-        return f"{what} failed: {tail.splitlines()[-1] if tail else ''}"
     if not any(in_root(rootfs, path).exists() for path in COMPILERS):
         return (f"{what} failed, and the image has no C compiler (no /usr/bin/cc): add build-essential, and the "
                 f"-dev packages of the libraries it builds against (libpq-dev for psycopg2), to packages.txt. "
