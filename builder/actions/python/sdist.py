@@ -6,8 +6,9 @@ machine) under a throw-away overlay, so the sdist is compiled by the image's own
 image's compilers and headers (`build-essential`, `libpq-dev` from packages.txt), as root, with no network.
 The build backend's requirements (the sdist's `build-system.requires`, else setuptools and wheel) are
 resolved for the image's Python and fetched as wheels on the host beforehand, then installed into a
-build environment the sandbox sees (pip's build isolation, without pip). `SOURCE_DATE_EPOCH` is fixed,
-so the wheel's entries carry the same times in every build.
+build environment the sandbox sees (pip's build isolation, without pip); what the backend asks for only
+when run (get_requires_for_build_wheel) is fetched after a first attempt, and asked for up front from then
+on. `SOURCE_DATE_EPOCH` is fixed, so the wheel's entries carry the same times in every build.
 
 The wheel is kept in the store, keyed by what decides it: the sdist's sha256, the lower filesystem's layers
 (diff_ids), the Python target and the build requirements' pins, so the next build, or another project with
@@ -295,7 +296,7 @@ def _failure(site: BuildSite, pin: PinnedWheel, rootfs: Path, code: int, log: st
     tail = redact(log.strip())[-2500:]
     if not any(in_root(rootfs, path).exists() for path in COMPILERS):
         return (f"{what} failed, and the image has no C compiler (no /usr/bin/cc): add build-essential, and the "
-                f"-dev packages of the libraries it builds against (libpq-dev for psycopg2), to packages.txt. "
+                f"-dev packages of the libraries it builds against (e.g. libpq-dev for psycopg2), to packages.txt. "
                 f"The build said:\n{tail}")
     header = f"{site.target.include}/Python.h"
     if not in_root(rootfs, header).exists():
