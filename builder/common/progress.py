@@ -53,6 +53,12 @@ def transfer_mode() -> str:
     return forced if forced in ("bar", "lines", "off") else _mode
 
 
+def announce(message: str) -> None:
+    """A line on stderr about long work inside a build (an sdist compiling), unless output is --json or off."""
+    if transfer_mode() != "off":
+        print(message, file=sys.stderr, flush=True)
+
+
 def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":

@@ -123,24 +123,33 @@ def driver(packages: list[Package], upgrades: dict[str, str], triggers: list[str
     return "\n".join(lines)
 
 
-def run_scripts(lower: Path, upper: Path, scratch: Path, script: str, env: dict[str, str]) -> str:
-    """Run `script` as root in the sandbox over lower+upper; what it printed. BuildError when it fails."""
+def sandbox_command(lower: Path, upper: Path, scratch: Path, binds: tuple[tuple[Path, str], ...] = ()) -> list[str]:
+    """The command prefix that runs a program as root (Docker's default capabilities, no network) with the
+    overlay of `lower` and `upper` as its root, `binds` (host directory, path inside) mounted read-write."""
     work, merged = scratch / "work", scratch / "merged"
     work.mkdir(parents=True, exist_ok=True)
     merged.mkdir(parents=True, exist_ok=True)
-    driver_file = scratch / "configure.sh"
-    driver_file.write_text(script)
-    bwrap = ["bwrap", "--bind", str(merged), "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-             "--ro-bind", str(driver_file), "/tmp/airbuild-configure.sh", *UNSHARE, "--hostname", "airbuild",
-             "--die-with-parent", "--new-session", "--chdir", "/"]
+    bwrap = ["bwrap", "--bind", str(merged), "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for source, inside in binds:
+        bwrap += ["--bind", str(source), inside]
+    bwrap += [*UNSHARE, "--hostname", "airbuild", "--die-with-parent", "--new-session", "--chdir", "/"]
     for cap in CAPABILITIES:
         bwrap += ["--cap-add", cap]
+    return _wrapper(lower, upper, work, merged) + bwrap
+
+
+def run_scripts(lower: Path, upper: Path, scratch: Path, script: str, env: dict[str, str]) -> str:
+    """Run `script` as root in the sandbox over lower+upper; what it printed. BuildError when it fails."""
+    scripts = scratch / "scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+    (scripts / "configure.sh").write_text(script)
     environment = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", **env,
                    "DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
     log = scratch / "log"
     with open(log, "wb") as out:
         try:
-            command = _wrapper(lower, upper, work, merged) + bwrap + ["/bin/sh", "/tmp/airbuild-configure.sh"]
+            command = sandbox_command(lower, upper, scratch, ((scripts, "/tmp/airbuild-scripts"),)) + \
+                ["/bin/sh", "/tmp/airbuild-scripts/configure.sh"]
             proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                   env=environment, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:

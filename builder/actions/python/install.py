@@ -13,9 +13,6 @@ import contextlib
 import netrc
 import os
 import posixpath
-import shutil
-import subprocess
-import tempfile
 import urllib.request
 import warnings
 import zipfile
@@ -30,10 +27,8 @@ from installer import install as install_wheel
 from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
 from packaging.requirements import Requirement
-from packaging.utils import parse_wheel_filename
 
 from builder.common import masking
-from builder.common import tools
 from builder.common.progress import Meter, transfers
 from builder.common.errors import BuildError
 from builder.actions.python.install_order import Distribution, install_order
@@ -98,36 +93,6 @@ def _auth_headers(url: str, index_hosts: set[str]) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def built_wheel(store: Store, pin: PinnedWheel, sdist: Path, target: PythonTarget) -> tuple[str, Path]:
-    """(file name, path) of a pure-Python wheel built from an sdist, once per sdist and Python version.
-
-    Only a wheel that runs anywhere (py3-none-any) can be built on this host for the image;
-    an sdist that compiles code for the host is an error naming the package.
-    """
-    record_name = f"{pin.sha256}-{target.abi}"
-    known = store.get_record("built-wheels", record_name)
-    if known is not None and store.has_blob(known["digest"]):
-        return known["filename"], store.blob_path(known["digest"])
-    with tempfile.TemporaryDirectory(prefix="airbuild-sdist-") as tmp:
-        source = Path(tmp) / pin.filename
-        shutil.copyfile(sdist, source)
-        proc = subprocess.run([tools.uv(), "build", "--wheel", "--no-config", "--python", target.version_text,
-                               "--out-dir", str(Path(tmp) / "out"), str(source)],
-                              capture_output=True, text=True, timeout=1800,
-                              env={**os.environ, "UV_NO_PROGRESS": "1", "SOURCE_DATE_EPOCH": "315532800"})
-        wheels = sorted((Path(tmp) / "out").glob("*.whl")) if proc.returncode == 0 else []
-        if not wheels:
-            raise BuildError(f"{pin.name} {pin.version} has no wheel for {target.describe()} and its sdist does not "
-                             f"build:\n{redact(proc.stderr.strip())[-2000:]}")
-        tags = parse_wheel_filename(wheels[0].name)[3]
-        if not all(tag.abi == "none" and tag.platform == "any" for tag in tags):
-            raise BuildError(f"{pin.name} {pin.version} has no wheel for {target.describe()}, and its sdist builds "
-                             f"code for this host ({wheels[0].name}), not for the image; pin a version with a wheel")
-        digest = store.put_blob(wheels[0].read_bytes())
-    store.put_record("built-wheels", record_name, {"filename": wheels[0].name, "digest": digest})
-    return wheels[0].name, store.blob_path(digest)
-
-
 @dataclass(frozen=True)
 class InstallSet:
     """What besides the wheels decides the installed tree, as pip would install them."""
@@ -135,11 +100,6 @@ class InstallSet:
     roots: tuple[str, ...]                       # requirements.txt's requirements: pip's roots, marked REQUESTED
     base: tuple[Distribution, ...] = ()          # what the image has already (nodes of pip's dependency graph)
     environment: dict[str, str] = field(default_factory=dict)  # marker variables of the image's Python
-
-
-def local_wheel(store: Store, pin: PinnedWheel, path: Path, target: PythonTarget) -> tuple[str, Path]:
-    """(file name, path) of the wheel to install for a fetched pin: itself, or the wheel built from its sdist."""
-    return built_wheel(store, pin, path, target) if pin.kind == "sdist" else (pin.filename, path)
 
 
 def pip_order(roots: tuple[str, ...], dists: dict[str, Distribution], install_set: InstallSet) -> list[str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from builder.actions.python.buckets import BUCKETS, Bucket, buckets
-from builder.actions.python.install import (InstallSet, fetch_all, install, local_wheel, pip_order,
-                                            requested_names, staged_items)
+from builder.actions.python.install import InstallSet, fetch_all, install, pip_order, requested_names, staged_items
+from builder.actions.python.sdist import BuildSite, local_wheel
 from builder.actions.python.install_order import Distribution
 from builder.actions.python.resolve import Indexes, PinnedWheel, requirement_lines, resolve, strip_credentials
 from builder.actions.python.target import (detect_python, installed_distributions, installed_metadata,
@@ -62,18 +62,20 @@ def requirements_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfi
     roots = tuple(str(requirement) for _, _, requirement in requirement_lines(path))
     requested = requested_names(roots)
     by_name = {normalise(pin.name): pin for pin in pins}
-    groups = _buckets(ctx, image, target, section, pins, roots, index_hosts)
+    site = BuildSite(ctx.store, target, image, indexes, frozenset(index_hosts), ctx.read_only, ctx.state.notes)
+    groups = _buckets(ctx, image, site, section, pins, roots, index_hosts)
     common = {"rule": rule.name, "version": rule.version, "python": target.describe(), "interpreter": target.interpreter,
               "site": target.site_packages, "scripts": target.scripts_dir, "platform": target.uv_platform,
               "base": ctx.base.digest, "install": INSTALL_FORMAT, "buckets": BUCKETS}
     entries = [e for e in (ctx.tree.entries.get(rule.file),) if e is not None]
-    steps = [_bucket_step(rule, ctx, target, common, entries, bucket, [by_name[n] for n in bucket.names], requested,
-                          index_hosts, len(pins)) for bucket in groups]
+    steps = [_bucket_step(rule, ctx, site, common, entries, bucket, [by_name[n] for n in bucket.names], requested,
+                          len(pins)) for bucket in groups]
     return ActionResult(steps, config, siblings=True)  # each bucket keyed on the layer below the rule
 
 
-def _bucket_step(rule: RuleSpec, ctx: BuildContext, target, common: dict, entries, bucket: Bucket,
-                 pins: list[PinnedWheel], requested: set[str], index_hosts: set[str], total: int) -> LayerStep:
+def _bucket_step(rule: RuleSpec, ctx: BuildContext, site: BuildSite, common: dict, entries, bucket: Bucket,
+                 pins: list[PinnedWheel], requested: set[str], total: int) -> LayerStep:
+    target = site.target
     held: list = []  # the staging directory (a WorkDir, locked while held), made when the layer is built
 
     def make_items():
@@ -81,9 +83,9 @@ def _bucket_step(rule: RuleSpec, ctx: BuildContext, target, common: dict, entrie
         held.append(ctx.store.work_dir(f"python-staging-{bucket.index:02d}"))
         staging = held[-1].path
         with phases.timed("fetch"):
-            fetched = fetch_all(ctx.store, pins, index_hosts)
+            fetched = fetch_all(ctx.store, pins, set(site.index_hosts))
         with phases.timed("install"):
-            install([(pin, *local_wheel(ctx.store, pin, path, target)) for pin, path in zip(pins, fetched)],
+            install([(pin, *local_wheel(site, pin, path)) for pin, path in zip(pins, fetched)],
                     target, staging, requested)
             return staged_items(staging, drop=bucket.drop)
 
@@ -105,10 +107,11 @@ def _bucket_step(rule: RuleSpec, ctx: BuildContext, target, common: dict, entrie
     )
 
 
-def _buckets(ctx: BuildContext, image, target, section: LockSection, pins: list[PinnedWheel],
+def _buckets(ctx: BuildContext, image, site: BuildSite, section: LockSection, pins: list[PinnedWheel],
              roots: tuple[str, ...], index_hosts: set[str]) -> list[Bucket]:
     """The pins spread over buckets, with the shared files' winners: a record per lock, else read from the wheels
     (fetched when the store lacks them: which files they ship decides what each bucket keeps)."""
+    target = site.target
     record = _hash({"format": INSTALL_FORMAT, "buckets": BUCKETS, "inputs": section.inputs,
                     "entries": list(section.entries), "roots": list(roots), "site": target.site_packages,
                     "scripts": target.scripts_dir, "include": target.include, "prefix": target.prefix})
@@ -122,7 +125,7 @@ def _buckets(ctx: BuildContext, image, target, section: LockSection, pins: list[
     started = time.perf_counter()
     files = {}
     for pin, path in zip(pins, fetched):
-        filename, wheel = local_wheel(ctx.store, pin, path, target)
+        filename, wheel = local_wheel(site, pin, path)
         # store blobs are named by their hex digest
         files[normalise(pin.name)] = wheel_files(ctx.store, "sha256:" + wheel.name, wheel, filename, pin.name, target)
     order = pip_order(roots, {name: found.dist for name, found in files.items()}, _install_set(ctx, image, target, roots))

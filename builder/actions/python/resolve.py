@@ -36,7 +36,7 @@ class PinnedWheel:
     url: str        # never with credentials
     sha256: str
     size: int
-    kind: str = "wheel"  # or "sdist": no wheel fits the target; built into a pure-Python wheel at install
+    kind: str = "wheel"  # or "sdist": no wheel fits the target; built into a wheel at install (actions.python.sdist)
 
     def to_json(self) -> dict:
         data = {"name": self.name, "version": self.version, "filename": self.filename, "url": self.url,
@@ -123,6 +123,18 @@ def resolve(requirements: Path, target: PythonTarget, base_dists: dict[str, str]
         except InputError:
             pass  # a new requirement needs to move an earlier pin: resolve afresh
     return _compile(requirements, target, constraints, base_dists, indexes)
+
+
+def resolve_isolated(requirements: list[str], target: PythonTarget, indexes: Indexes, what: str) -> list[PinnedWheel]:
+    """Pins for a build environment of their own (an sdist's build requirements, as pip's build isolation
+    installs them): for the target's Python, nothing of the image's as constraints."""
+    with tempfile.TemporaryDirectory(prefix="airbuild-resolve-build-") as tmp:
+        listed = Path(tmp) / "requirements.txt"
+        listed.write_text("".join(f"{line}\n" for line in requirements))
+        try:
+            return _compile(listed, target, {}, {}, indexes)
+        except InputError as exc:
+            raise InputError(f"the build requirements of {what} ({', '.join(requirements)}): {exc.message}") from None
 
 
 def _incremental(requirements: Path, target: PythonTarget, constraints: dict[str, str], base_dists: dict[str, str],
