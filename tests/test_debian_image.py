@@ -28,11 +28,11 @@ PACKAGES = ["build-essential", "libpq-dev", "git", "curl", "unixodbc-dev", "libs
             "openjdk-17-jre-headless", "pkg-config"]
 
 
-def build(project: Path, store: Path, base: Path, *extra: str) -> dict:
+def build(project: Path, store: Path, base: Path, *extra: str, env: dict | None = None) -> dict:
     proc = run_cli(["build", project, "--base", f"rootfs:{base}", "--no-validate", "--json", *extra],
-                   env={"AIRBUILD_CACHE_DIR": str(store)}, check=False)
+                   env={"AIRBUILD_CACHE_DIR": str(store), **(env or {})}, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+    return {**json.loads(proc.stdout), "stderr": proc.stderr}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def image(tmp_path_factory, debian_rootfs, docker_client):
     blobs.mkdir(parents=True)
     for entry in entries:
         os.link(work / "store-1" / "blobs" / "sha256" / entry["sha256"], blobs / entry["sha256"])
-    second = build(project, work / "store-2", debian_rootfs, "--locked")
+    second = build(project, work / "store-2", debian_rootfs, "--locked", env={"AIRBUILD_PROGRESS": "lines"})
     loaded = docker_client("load", "-i", work / "image.tar").stdout
     tag = re.search(r"Loaded image: (\S+)", loaded).group(1)
     yield tag, first, second
@@ -66,6 +66,8 @@ def test_two_clean_builds_give_the_same_digest(image):
     layer = next(l for l in first["layers"] if l["rule"] == "system-packages")
     assert not layer["cached"]
     assert first["manifest_digest"] == second["manifest_digest"]
+    configured = re.search(r"^configured (\d+) packages in [\d.]+ s$", second["stderr"], re.M)
+    assert configured and int(configured.group(1)) > 100, "progress while dpkg configures: " + second["stderr"][-2000:]
 
 
 def test_apt_and_dpkg_find_every_package_configured(image, docker_client):

@@ -146,7 +146,7 @@ def install_and_configure(tree: Tree, packages: list[Package], view: BaseView, l
     tree.items.clear()  # the bodies are on disk now
     installed = installed_from_status(view.status)
     upgrades = {p.name: installed[p.name].version for p in packages if p.name in installed}
-    run_scripts(lower, upper, scratch, driver(packages, upgrades, activated(base, packages)), env)
+    run_scripts(lower, upper, scratch, driver(packages, upgrades, activated(base, packages)), env, len(packages))
     items, _ = normalise_items(read_upper(upper), scratch / "normalised", epoch)
     configured = with_scripts(packages)
     notes.append(f"dpkg configured {len(packages)} packages in a bubblewrap sandbox "

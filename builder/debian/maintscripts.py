@@ -25,10 +25,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.common.errors import BuildError
+from builder.common.progress import announce
 from builder.debian.control import field_of, relations
 from builder.debian.layer import Package
 
@@ -138,28 +141,63 @@ def sandbox_command(lower: Path, upper: Path, scratch: Path, binds: tuple[tuple[
     return _wrapper(lower, upper, work, merged) + bwrap
 
 
-def run_scripts(lower: Path, upper: Path, scratch: Path, script: str, env: dict[str, str]) -> str:
-    """Run `script` as root in the sandbox over lower+upper; what it printed. BuildError when it fails."""
+def run_scripts(lower: Path, upper: Path, scratch: Path, script: str, env: dict[str, str], packages: int = 0) -> str:
+    """Run `script` as root in the sandbox over lower+upper; what it printed. BuildError when it fails.
+    `packages`: how many dpkg configures, for the progress lines."""
     scripts = scratch / "scripts"
     scripts.mkdir(parents=True, exist_ok=True)
     (scripts / "configure.sh").write_text(script)
     environment = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", **env,
                    "DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
+    command = sandbox_command(lower, upper, scratch, ((scripts, "/tmp/airbuild-scripts"),)) + \
+        ["/bin/sh", "/tmp/airbuild-scripts/configure.sh"]
     log = scratch / "log"
-    with open(log, "wb") as out:
+    progress = _ConfigureProgress(packages)
+    with open(log, "wb") as out, subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                  stderr=subprocess.STDOUT, env=environment) as proc:
+        timed_out = threading.Event()
+        timer = threading.Timer(TIMEOUT_S, lambda: (timed_out.set(), proc.kill()))
+        timer.start()
         try:
-            command = sandbox_command(lower, upper, scratch, ((scripts, "/tmp/airbuild-scripts"),)) + \
-                ["/bin/sh", "/tmp/airbuild-scripts/configure.sh"]
-            proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                  env=environment, timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"the maintainer scripts ran longer than {TIMEOUT_S} s") from None
+            for line in proc.stdout:
+                out.write(line)
+                progress.line(line)
+        finally:
+            timer.cancel()
+        returncode = proc.wait()
+    if timed_out.is_set():
+        raise BuildError(f"the maintainer scripts ran longer than {TIMEOUT_S} s")
+    progress.done()
     text = log.read_text(encoding="utf-8", errors="replace")
-    if proc.returncode:
+    if returncode:
         if READY not in text:
             raise BuildError(f"the sandbox for maintainer scripts did not start: {text.strip()[-1500:]}")
-        raise BuildError(f"a maintainer script failed (exit {proc.returncode}); dpkg said:\n{first_failure(text)}")
+        raise BuildError(f"a maintainer script failed (exit {returncode}); dpkg said:\n{first_failure(text)}")
     return text.replace(READY + "\n", "", 1)
+
+
+class _ConfigureProgress:
+    """`configuring packages: N of M (NAME)` on stderr as dpkg sets each up, at most every few seconds."""
+
+    EVERY_S = 3.0
+
+    def __init__(self, total: int):
+        self.total, self.count = total, 0
+        self.started = self.shown = time.monotonic()
+
+    def line(self, raw: bytes) -> None:
+        if not raw.startswith(b"Setting up "):
+            return
+        self.count += 1
+        if time.monotonic() - self.shown >= self.EVERY_S:
+            self.shown = time.monotonic()
+            name = raw[len(b"Setting up "):].split(b" ", 1)[0].decode(errors="replace")
+            of = f" of {self.total}" if self.total else ""
+            announce(f"configuring packages: {self.count}{of} ({name})")
+
+    def done(self) -> None:
+        if self.count:
+            announce(f"configured {self.count} packages in {time.monotonic() - self.started:.1f} s")
 
 
 def first_failure(log: str, context: int = 25) -> str:
