@@ -228,6 +228,7 @@ def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Pre
     scanned = options.scanned if options.scanned is not None else scan_project(project, ignore)
     tree = walk_project(project, ignore, statcache, scanned)
     rules = rule_list(manifest, inputs.manifest_path)
+    remote = None if read_only else shared_cache(options, manifest, store, inputs.codec)
     ctx = BuildContext(project=project, manifest=manifest, manifest_path=inputs.manifest_path,
                        dockerfile=inputs.dockerfile, base=base, store=store, tree=tree, platform=inputs.platform,
                        codec=inputs.codec, epoch=epoch, state=BuildState(lock_state),
@@ -238,10 +239,9 @@ def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Pre
                        secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox,
                        validation_workers=options.validation_workers,
                        env_file=options.env_file, onbuild=tuple(onbuild.base_triggers(
-                           base.config, rules, inputs.dockerfile.base_line)), read_only=read_only)
+                           base.config, rules, inputs.dockerfile.base_line)), read_only=read_only, shared=remote)
     previous = PreviousBuild.load(output_dir / "state.json")
     ctx.state.onbuild_report.extend(onbuild.report(t) for t in ctx.onbuild if t.replaced_by)
-    remote = None if read_only else shared_cache(options, manifest, store, inputs.codec)
     store.elsewhere = remote  # a pinned .deb or wheel its origin no longer serves: the team's cache may have it
     materialise = None if read_only else (lambda layer: _build_layer(ctx, layer, options.progress, remote))
     plan = make_plan(ctx, rules, initial, previous, statcache.hashed_paths, materialise)
