@@ -274,6 +274,18 @@ def _secrets(from_manifest: list[SecretSpec], given: tuple[str, ...]) -> tuple[S
     return tuple(by_id.values())
 
 
+def up_to_date(options: BuildOptions, store: Store) -> BuildResult | None:
+    """The last build's result when its stamp proves that nothing it read has changed since and the store still
+    holds the image (what `airbuild build` answers an unchanged project with), for a command that builds on its
+    way (deploy); else None, with the walk made kept in `options` for the build that runs then."""
+    found, options.scanned = stamp.try_noop(options.project.resolve(), build_settings(options))
+    if found is None:
+        return None
+    result = BuildResult(**{**found, "layers": [LayerResult(**layer) for layer in found["layers"]]})
+    blobs = [result.manifest_digest, result.config_digest, *(layer.digest for layer in result.layers)]
+    return result if all(digest and store.has_blob(digest) for digest in blobs) else None
+
+
 def build(options: BuildOptions) -> BuildResult:
     with project_locked(options.project.resolve()):
         return _build(options)
@@ -467,8 +479,12 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
 
 def build_settings(options: BuildOptions) -> dict:
     base = f"{options.base.kind}:{options.base.location}" if options.base else None
-    return stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked,
-                          options.skip_reason, options.force, options.backend, options.build_args, options.secrets)
+    settings = stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked,
+                              options.skip_reason, options.force, options.backend, options.build_args,
+                              options.secrets)
+    if options.astro_tests and options.validate:  # a deploy's validation runs more than a build's
+        settings["astro_tests"] = True
+    return settings
 
 
 def image_name(project: Path, configured: str | None) -> str:
