@@ -113,8 +113,7 @@ def sboms(store: Store, project: Path, image: ImageId) -> list[Artifact]:
     """The image's SBOMs, written once per image and what they are made from (the lock, the epoch, the code and
     libraries that write them: the documents are the same bytes every time), then read from the store."""
     lock, path = _read_lock(project)
-    key = json_sha256({"image": [image.name, image.digest], "lock": _sha256_file(path), "epoch": epoch_from_env(),
-                       "airbuild": __version__, "writers": _writers_fingerprint()})
+    key = sboms_key(path, image)
     known = store.get_record(SBOMS_KIND, key)
     if isinstance(known, dict) and all(isinstance(known.get(fmt), str) and store.has_blob(known[fmt])
                                        for fmt in SBOM_FORMATS):
@@ -126,6 +125,12 @@ def sboms(store: Store, project: Path, image: ImageId) -> list[Artifact]:
     (store.root / SBOMS_KIND).mkdir(exist_ok=True)
     store.put_record(SBOMS_KIND, key, {fmt: store.put_blob(artifact.data) for fmt, artifact in artifacts.items()})
     return list(artifacts.values())
+
+
+def sboms_key(lock_path: Path, image: ImageId) -> str:
+    """The name of the store's record of an image's SBOMs: what they are made from."""
+    return json_sha256({"image": [image.name, image.digest], "lock": _sha256_file(lock_path),
+                        "epoch": epoch_from_env(), "airbuild": __version__, "writers": _writers_fingerprint()})
 
 
 def _writers_fingerprint() -> dict:
