@@ -83,8 +83,8 @@ def build(project: Path, layout: Path, env: dict) -> dict:
 def push_round(work: Path, n: int, layout: Path, tag: str, digest: str, project: Path, env: dict,
                store: Path) -> dict:
     out = {}
-    for name in ("skopeo", "airbuild", "airbuild_serial", "airbuild_push_only", "airbuild_no_attest",
-                 "airbuild_new_sboms"):
+    for name in ("skopeo", "airbuild_new_sboms", "airbuild", "airbuild_serial", "airbuild_push_only",
+                 "airbuild_no_attest"):
         (work / f"registry-{name}-{n}").mkdir()
         registry, port = start_registry(work / f"registry-{name}-{n}")
         address = f"127.0.0.1:{port}"
