@@ -7,11 +7,12 @@ validation, in the store AIRBUILD_CACHE_DIR names or the default one) into an OC
 Then, for each round, each tool pushes that image to an empty repository of a `docker-registry`
 this script starts fresh on a loopback port for that push (so nothing is mounted or already
 there): `skopeo copy oci:LAYOUT:TAG docker://...`, `airbuild deploy --to ... --no-validate`
-(the whole command: its no-op build, the gates, the push), airbuild again with
-AIRBUILD_TRANSFERS=1 (one blob at a time, as before concurrent transfers), and airbuild's
-push alone (`Pusher.push` of the built image in a `python3 -c`, what deploy runs once the
-image is built). Prints one JSON
-object on stdout; see benchmarks/README.md.
+(the whole command: its no-op build, the gates, the push, the SBOMs and provenance; the SBOMs
+already in the store), airbuild again with AIRBUILD_TRANSFERS=1 (one blob at a time, as before
+concurrent transfers), airbuild's push alone (`Pusher.push` of the built image in a `python3 -c`,
+what deploy runs once the image is built), `deploy --no-attest` (the image alone, what skopeo
+sends) and a deploy with the store's SBOMs of this image dropped first (as a new image's first
+deploy writes them). Prints one JSON object on stdout; see benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # builder, for the SBOM record's name
 import build_bench as bb  # noqa: E402
 from deploy_bench import start_registry  # noqa: E402
 
@@ -60,6 +62,17 @@ def forget_registry(store: Path, address: str) -> None:
     record.unlink(missing_ok=True)
 
 
+def forget_sboms(store: Path, project: Path, digest: str) -> None:
+    """Drop the store's SBOMs of this image, so the next deploy writes them as a new image's first deploy does."""
+    from builder.deploy.attestations import ImageId, sboms_key
+    from builder.engine.build import image_name
+    from builder.project.manifest import load_manifest
+
+    manifest, _ = load_manifest(project)
+    image = ImageId(image_name(project, manifest.name), digest)
+    (store / "sboms" / f"{sboms_key(project / manifest.lockfile, image)}.json").unlink(missing_ok=True)
+
+
 def build(project: Path, layout: Path, env: dict) -> dict:
     bb.log("airbuild: building the quickstart (--locked, no validation) into an OCI layout")
     _, done = bb.timed([sys.executable, "-m", "builder", "build", str(project), "--locked", "--no-validate",
@@ -70,7 +83,8 @@ def build(project: Path, layout: Path, env: dict) -> dict:
 def push_round(work: Path, n: int, layout: Path, tag: str, digest: str, project: Path, env: dict,
                store: Path) -> dict:
     out = {}
-    for name in ("skopeo", "airbuild", "airbuild_serial", "airbuild_push_only"):
+    for name in ("skopeo", "airbuild_new_sboms", "airbuild", "airbuild_serial", "airbuild_push_only",
+                 "airbuild_no_attest"):
         (work / f"registry-{name}-{n}").mkdir()
         registry, port = start_registry(work / f"registry-{name}-{n}")
         address = f"127.0.0.1:{port}"
@@ -85,8 +99,10 @@ def push_round(work: Path, n: int, layout: Path, tag: str, digest: str, project:
                 run_env = None
             else:
                 forget_registry(store, address)
+                if name == "airbuild_new_sboms":  # as the first deploy of this image: its SBOMs written again
+                    forget_sboms(store, project, digest)
                 command = [sys.executable, "-m", "builder", "deploy", str(project), "--to", f"{address}/bench/{name}",
-                           "--no-validate", "--force", "--json"]
+                           "--no-validate", "--force", "--json", *(["--no-attest"] if name == "airbuild_no_attest" else [])]
                 run_env = {**env, **({"AIRBUILD_TRANSFERS": "1"} if name == "airbuild_serial" else {})}
             bb.log(f"round {n + 1}: {name} -> {address}")
             seconds, done = bb.timed(command, cwd=REPO, env=run_env)
@@ -97,6 +113,8 @@ def push_round(work: Path, n: int, layout: Path, tag: str, digest: str, project:
                 result = json.loads(done.stdout)
                 out["airbuild_internal_s"] = result.get("duration_s")
                 out["airbuild_blobs_uploaded"] = result.get("blobs_uploaded")
+            if name in ("airbuild_no_attest", "airbuild_new_sboms"):
+                out[f"{name}_internal_s"] = json.loads(done.stdout).get("duration_s")
         finally:
             registry.terminate()
             registry.wait(10)
@@ -138,7 +156,11 @@ def main() -> int:
         "airbuild_deploy_one_at_a_time_s": bb.spread([r["airbuild_serial"] for r in rounds]),
         "airbuild_push_only_s": bb.spread([r["airbuild_push_only"] for r in rounds]),
         "airbuild_push_only_internal_s": bb.spread([r["airbuild_push_only_internal"] for r in rounds]),
+        "airbuild_deploy_no_attest_s": bb.spread([r["airbuild_no_attest"] for r in rounds]),
+        "airbuild_deploy_new_sboms_s": bb.spread([r["airbuild_new_sboms"] for r in rounds]),
         "ratio_airbuild_to_skopeo": round(median("airbuild") / median("skopeo"), 2),
+        "ratio_no_attest_to_skopeo": round(median("airbuild_no_attest") / median("skopeo"), 2),
+        "ratio_new_sboms_to_skopeo": round(median("airbuild_new_sboms") / median("skopeo"), 2),
         "ratio_push_only_to_skopeo": round(median("airbuild_push_only") / median("skopeo"), 2),
         "ratio_one_at_a_time_to_skopeo": round(median("airbuild_serial") / median("skopeo"), 2),
         "rounds": rounds,

@@ -97,6 +97,17 @@ def test_a_served_build_is_the_build_the_client_would_run(tmp_path, airbuild_cac
     assert len(served(runtime)) == before + 5
 
 
+def test_a_deploy_is_served_too(tmp_path, airbuild_cache, runtime, registry):
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    project = project_on_rootfs(tmp_path)
+    started_server(tmp_path, runtime, env)
+    before = len(served(runtime))
+    target = f"{registry}/served-deploy/{os.getpid()}-{time.monotonic_ns()}"
+    result = json.loads(run_cli(["deploy", project, "--to", target, "--no-validate", "--json"], env=env).stdout)
+    assert len(served(runtime)) == before + 1, "the deploy ran in a process the server forked"
+    assert result["reference"] == f"{target}@{result['manifest_digest']}" and result["blobs_uploaded"] >= 3
+
+
 def blocked_build(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, int]:
     """A served build that waits forever (its astro.yaml is a FIFO nobody writes), and the server's process
     running it."""

@@ -251,3 +251,23 @@ def test_unreachable_registry(tmp_path, airbuild_cache):
     proc = deploy(project, env={"AIRBUILD_REGISTRY_RETRIES": "2"}, check=False)
     assert proc.returncode == 1 and address in proc.stderr and "gave up after 2 attempts" in proc.stderr
     assert json.loads(proc.stdout)["exit_code"] == 1
+
+
+def test_an_unchanged_project_deploys_without_building_again(tmp_path, airbuild_cache, registry):
+    """A deploy of a project nothing changed in since its last deploy takes the image the no-op stamp proves
+    current (no build runs, so its record is not written again) and the SBOMs the store kept for that image;
+    after an edit it builds again."""
+    project = make_deploy_project(tmp_path, f"targets:\n  prod:\n    registry: {registry}/{repo_name()}\n")
+    first = deploy(project)
+    record = project / ".airbuild" / "build.json"
+    written = record.stat().st_mtime_ns
+    second = deploy(project, "--target", "prod")
+    assert second["manifest_digest"] == first["manifest_digest"]
+    assert record.stat().st_mtime_ns == written, "no build ran"
+    assert second["attestations"][:2] == first["attestations"][:2], "the same SBOMs"
+    assert len(list((airbuild_cache / "sboms").glob("*.json"))) == 1, "written once, then read from the store"
+
+    (project / "dags" / "etl.py").write_text((project / "dags" / "etl.py").read_text() + "# one edit\n")
+    third = deploy(project)
+    assert third["manifest_digest"] != first["manifest_digest"] and record.stat().st_mtime_ns != written
+    assert len(list((airbuild_cache / "sboms").glob("*.json"))) == 2

@@ -294,6 +294,13 @@ def test_adding_a_package_rebuilds_one_python_layer_and_the_digest_is_the_locks_
     site = "usr/local/lib/python3.11/dist-packages"
     assert f"{site}/toolz/__init__.py" in layer_names(grown, "python-requirements")
 
+    # The same requirement lines with a comment added: the same pins, without asking uv or the index.
+    (project / "requirements.txt").write_text("# pinned for the ETL DAGs\n" + REQUIREMENTS + "toolz==1.0.0\n")
+    commented = build(project, base, "--no-validate",
+                      env={**env, **DEAD_PROXY, "UV_CACHE_DIR": str(tmp_path / "empty-uv-cache")})
+    assert [l["digest"] for l in rule_layers(commented, "python-requirements")] == \
+        [l["digest"] for l in rule_layers(grown, "python-requirements")]
+
     direct = make_project(tmp_path / "direct" / "p")
     (direct / "requirements.txt").write_text(REQUIREMENTS + "toolz==1.0.0\n")
     fresh = build(direct, base, "--no-validate", env={"AIRBUILD_CACHE_DIR": str(tmp_path / "direct" / "store")})

@@ -3,12 +3,16 @@ unreachable cache is a warning, a read-only cache is never written. Against the 
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import json
+import shutil
+import threading
 import urllib.request
 import uuid
 from pathlib import Path
 
-from tests.helpers import run_cli
+from tests.helpers import rule_layers, run_cli
 from tests.projects import make_project
 from tests.registry_servers import PASSWORD, USER
 from tests.test_bases import tiny_rootfs
@@ -208,3 +212,86 @@ def test_a_cache_behind_authentication_and_one_that_refuses_the_credentials(tmp_
     assert refused["manifest_digest"] == first["manifest_digest"]
     assert any("is not usable" in note and "401" in note for note in refused["notes"])
     assert "wrong-password" not in json.dumps(refused)
+
+
+class WheelIndex:
+    """A package index on loopback serving some wheels (PEP 503 pages), counting the wheels it sends."""
+
+    def __init__(self, wheels: list[tuple[str, bytes]]):
+        files = dict(wheels)
+        self.downloads: list[str] = []
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):
+                self.do_GET(head=True)
+
+            def do_GET(self, head: bool = False):
+                name = self.path.strip("/").split("/")[-1]
+                if self.path.startswith("/simple/"):
+                    links = [f'<a href="/files/{f}#sha256={hashlib.sha256(data).hexdigest()}">{f}</a>'
+                             for f, data in files.items() if f.split("-")[0].replace("_", "-") == name]
+                    body, ctype = "".join(links).encode(), "text/html"
+                elif self.path.startswith("/files/") and name in files:
+                    body, ctype = files[name], "application/octet-stream"
+                    if not head:
+                        index.downloads.append(name)
+                else:
+                    body, ctype = b"", ""
+                self.send_response(200 if ctype else 404)
+                self.send_header("Content-Type", ctype or "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_a_fresh_store_whose_python_layers_are_all_in_the_cache_downloads_no_wheel(tmp_path, registry,
+                                                                                     debian_rootfs):
+    """Which files each of the requirements' layers keeps is read from the wheels once, then kept by the lock in
+    the shared cache too: a runner whose layers all come from the cache needs no wheel, and fetches none."""
+    from tests.test_python import make_wheel
+
+    names = ["alpha_tools", "beta_tools", "gamma_tools", "delta_tools", "epsilon_tools"]
+    wheels = [make_wheel(name, "1.0.0") for name in names]
+    index = WheelIndex(wheels)
+    try:
+        project = make_project(tmp_path / "a" / "p")
+        (project / "requirements.txt").write_text("".join(f"{name.replace('_', '-')}==1.0.0\n" for name in names))
+        (project / "astro.yaml").write_text(f"index_url: {index.url}\n")
+        repo = f"{registry}/airbuild-cache-{uuid.uuid4().hex[:8]}"
+        env = {"UV_CACHE_DIR": str(tmp_path / "uv")}
+        first = json.loads(run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--no-validate", "--json",
+                                    "--cache-repo", repo],
+                                   env={**env, "AIRBUILD_CACHE_DIR": str(tmp_path / "a" / "store")}).stdout)
+        python_layers = rule_layers(first, "python-requirements")
+        assert len(python_layers) > 1 and {layer["source"] for layer in python_layers} == {"built"}
+        assert first["cache"]["records_published"] >= 1, "the split into layers is written beside the layers"
+        assert set(index.downloads) == {f"{name}-1.0.0-py3-none-any.whl" for name in names}
+
+        index.downloads.clear()
+        checkout = tmp_path / "b" / "p"  # another runner's checkout: the lock, no .airbuild/
+        shutil.copytree(project, checkout, ignore=shutil.ignore_patterns(".airbuild"))
+        store = tmp_path / "b" / "store"
+        second = json.loads(run_cli(["build", checkout, "--base", f"rootfs:{debian_rootfs}", "--no-validate",
+                                     "--json", "--locked", "--cache-repo", repo],
+                                    env={**env, "AIRBUILD_CACHE_DIR": str(store)}).stdout)
+        # (the project-files layer differs: the checkout has the astro.lock the first build wrote)
+        assert [layer["digest"] for layer in rule_layers(second, "python-requirements")] == \
+            [layer["digest"] for layer in python_layers]
+        assert {layer["source"] for layer in rule_layers(second, "python-requirements")} == {"remote"}
+        assert index.downloads == [], "a runner whose layers come from the cache fetches no wheel"
+        digests = {hashlib.sha256(data).hexdigest() for _, data in wheels}
+        assert not [p for p in (store / "blobs").rglob("*") if p.name in digests], "no wheel in the second store"
+    finally:
+        index.close()

@@ -59,6 +59,7 @@ class BuildContext:
     secrets: tuple[SecretSpec, ...] = ()    # for RUN --mount=type=secret; never in a key or a layer
     onbuild: tuple[Any, ...] = ()           # the base's ONBUILD triggers (builder.bases.onbuild.Trigger)
     read_only: bool = False                 # `plan`: never resolve, fetch layer blobs or build (NotLocal instead)
+    shared: Any = None                      # the team's cache (builder.cache.remote.RemoteCache) for records; None
 
     def project_owner(self) -> Ownership:
         if self.owner is None:

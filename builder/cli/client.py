@@ -1,7 +1,7 @@
 """The `airbuild` entry point: a build handed to a warm build server when one runs, else run here.
 
 Starting Python and importing what a build needs (pydantic, the engine, the registry client) costs
-more than a small build itself. So, as Gradle's and Bazel's clients do, `build` and `plan` go to a
+more than a small build itself. So, as Gradle's and Bazel's clients do, `build`, `plan` and `deploy` go to a
 server that has it all imported (builder/cli/server.py): it forks one child per command, which takes
 this process's stdin, stdout and stderr (passed over the socket), working directory, umask,
 environment and arguments, runs the command as `airbuild` would here, and reports its exit code.
@@ -27,7 +27,7 @@ import socket
 import stat
 import sys
 
-SERVED = frozenset({"build", "plan"})
+SERVED = frozenset({"build", "plan", "deploy"})
 IDLE_S = 300
 LOG_LIMIT = 1 << 20  # server.log (a line per server and per command) starts again past this
 PROTOCOL = 1

@@ -84,9 +84,14 @@ def _still_ours(sock_path: str, inode: int) -> bool:
 
 
 def warm() -> None:
-    """Import what `build` and `plan` use, and build the manifest's validators, once for every child."""
+    """Import what `build`, `plan` and `deploy` use (the SBOM libraries too), and build the manifest's validators,
+    once for every child."""
     import builder.cli.main  # noqa: F401  (the point of the server: imported once, here)
     import builder.cli.commands.build  # noqa: F401  (the same)
+    import builder.cli.commands.deploy  # noqa: F401  (the same: the registry client, the gates, the push)
+    import builder.deploy.attestations  # noqa: F401  (the same: what a deploy's provenance is written with)
+    import builder.attest.sbom_cyclonedx  # noqa: F401  (the same: about a second to import, for a new image's SBOMs)
+    import builder.attest.sbom_spdx  # noqa: F401  (the same)
     from builder.engine.rules import load_rule  # the same; the default rules' validator built once
     from builder.project.manifest import Manifest  # the same; its validator built once
     Manifest.model_validate({})

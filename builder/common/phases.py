@@ -37,5 +37,6 @@ def _write() -> None:
             json.dump({phase: round(seconds, 4) for phase, seconds in sorted(_totals.items())}, handle)
 
 
-if os.environ.get(ENV):
-    atexit.register(_write)
+# Always: the build server imports this module before a command's environment (which may set ENV) is known;
+# its forked command runs the exit functions with its own.
+atexit.register(_write)

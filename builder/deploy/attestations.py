@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import importlib
+import importlib.metadata
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import __version__
 from builder.attest import CYCLONEDX_MEDIA_TYPE, DSSE_MEDIA_TYPE, IN_TOTO_MEDIA_TYPE, SPDX_MEDIA_TYPE
 from builder.attest.dsse import envelope_json, load_signing_key, public_key_pem, sign_envelope, verify_envelope
 from builder.attest.facts import ImageFacts, image_facts
 from builder.attest.provenance import BuildRun, provenance_json, provenance_statement
-from builder.attest.sbom_cyclonedx import cyclonedx_json
-from builder.attest.sbom_spdx import spdx_json
 from builder.common.errors import BuildError, InputError
+from builder.common.hashing import json_sha256
 from builder.engine.build import BuildOptions, epoch_from_env, image_name
 from builder.oci.descriptors import MANIFEST_MEDIA_TYPE
 from builder.project.lock import Lock
@@ -29,7 +31,11 @@ from builder.registry.manifests import Repository
 from builder.registry.referrers import Artifact, Referrers
 from builder.store.store import Store
 
-SBOM_FORMATS = {"spdx": (SPDX_MEDIA_TYPE, spdx_json), "cyclonedx": (CYCLONEDX_MEDIA_TYPE, cyclonedx_json)}
+# format -> (media type, module, function); spdx-tools and cyclonedx-python-lib are imported only to write one
+SBOM_FORMATS = {"spdx": (SPDX_MEDIA_TYPE, "builder.attest.sbom_spdx", "spdx_json"),
+                "cyclonedx": (CYCLONEDX_MEDIA_TYPE, "builder.attest.sbom_cyclonedx", "cyclonedx_json")}
+SBOMS_KIND = "sboms"  # store records: the SBOMs of an image (by what they are made from) -> their blobs
+SBOM_LIBRARIES = ("spdx-tools", "cyclonedx-python-lib", "packageurl-python")
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,12 @@ def facts_of(project: Path, image: ImageId) -> ImageFacts:
 def sbom(project: Path, image: ImageId, fmt: str) -> bytes:
     if fmt not in SBOM_FORMATS:
         raise InputError(f"unknown SBOM format {fmt!r}; choose one of {', '.join(SBOM_FORMATS)}")
-    return SBOM_FORMATS[fmt][1](facts_of(project, image))
+    return _writer(fmt)(facts_of(project, image))
+
+
+def _writer(fmt: str):
+    _, module, function = SBOM_FORMATS[fmt]
+    return getattr(importlib.import_module(module), function)
 
 
 def _sha256_file(path: Path) -> str | None:
@@ -93,10 +104,47 @@ def provenance(run: BuildRun, sign_key: Path | None) -> Artifact:
     return Artifact(IN_TOTO_MEDIA_TYPE, envelope, DSSE_MEDIA_TYPE)
 
 
-def documents(options: BuildOptions, image: ImageId, run: BuildRun, sign_key: Path | None) -> list[Artifact]:
-    facts = facts_of(options.project.resolve(), image)
-    artifacts = [Artifact(media_type, make(facts), media_type) for media_type, make in SBOM_FORMATS.values()]
-    return artifacts + [provenance(run, sign_key)]
+def documents(options: BuildOptions, store: Store, image: ImageId, run: BuildRun,
+              sign_key: Path | None) -> list[Artifact]:
+    return sboms(store, options.project.resolve(), image) + [provenance(run, sign_key)]
+
+
+def sboms(store: Store, project: Path, image: ImageId) -> list[Artifact]:
+    """The image's SBOMs, written once per image and what they are made from (the lock, the epoch, the code and
+    libraries that write them: the documents are the same bytes every time), then read from the store."""
+    lock, path = _read_lock(project)
+    key = sboms_key(path, image)
+    known = store.get_record(SBOMS_KIND, key)
+    if isinstance(known, dict) and all(isinstance(known.get(fmt), str) and store.has_blob(known[fmt])
+                                       for fmt in SBOM_FORMATS):
+        return [Artifact(media_type, store.read_blob(known[fmt]), media_type)
+                for fmt, (media_type, _, _) in SBOM_FORMATS.items()]
+    facts = image_facts(lock, image.name, image.digest, epoch_from_env())
+    artifacts = {fmt: Artifact(media_type, _writer(fmt)(facts), media_type)
+                 for fmt, (media_type, _, _) in SBOM_FORMATS.items()}
+    (store.root / SBOMS_KIND).mkdir(exist_ok=True)
+    store.put_record(SBOMS_KIND, key, {fmt: store.put_blob(artifact.data) for fmt, artifact in artifacts.items()})
+    return list(artifacts.values())
+
+
+def sboms_key(lock_path: Path, image: ImageId) -> str:
+    """The name of the store's record of an image's SBOMs: what they are made from."""
+    return json_sha256({"image": [image.name, image.digest], "lock": _sha256_file(lock_path),
+                        "epoch": epoch_from_env(), "airbuild": __version__, "writers": _writers_fingerprint()})
+
+
+def _writers_fingerprint() -> dict:
+    """What the SBOMs' bytes depend on besides their facts: airbuild's writers and the libraries they use."""
+    attest = Path(__file__).resolve().parent.parent / "attest"
+    sources = {name: hashlib.sha256((attest / name).read_bytes()).hexdigest()
+               for name in ("facts.py", "sbom_spdx.py", "sbom_cyclonedx.py")}
+    versions = {}
+    for library in SBOM_LIBRARIES:
+        try:
+            versions[library] = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            versions[library] = None
+    return {"sources": sources, "libraries": versions}
 
 
 def attach_all(client: RegistryClient, store: Store, repository: str, options: BuildOptions, manifest_digest: str,
@@ -109,7 +157,7 @@ def attach_all(client: RegistryClient, store: Store, repository: str, options: B
     image = ImageId(image_name(project, load_manifest(project)[0].name), manifest_digest)
     run = build_run(options, image, commit, dirty, started, finished)
     repo = Repository(client, repository, writable=True)
-    artifacts = documents(options, image, run, sign_key)
+    artifacts = documents(options, store, image, run, sign_key)
     sboms = artifacts[:-1]
     existing = _same_provenance(Referrers(repo), manifest_digest, provenance_statement(run), sign_key)
     if existing is None:

@@ -21,7 +21,7 @@ from builder.deploy import dag_layer, gates
 from builder.deploy import records as deploy_record
 from builder.deploy.image_edit import splice_layers
 from builder.deploy.options import DeployOptions, DeployResult
-from builder.engine.build import BuildOptions, build, prepare
+from builder.engine.build import BuildOptions, build, prepare, up_to_date
 from builder.oci.image import BuiltImage
 from builder.project.manifest import Target
 from builder.registry import docker_config
@@ -58,7 +58,9 @@ def deploy_to_registry(options: DeployOptions, name: str, target: Target) -> Dep
             if options.dags_only:
                 manifest_digest = _dags_only_image(build_options, store, client, repo, name, target)
             else:
-                result = build(build_options)  # validates the DAGs in the sandbox; refuses unless --force
+                # validates the DAGs in the sandbox (refuses unless --force), unless the last build's stamp proves
+                # that nothing it read has changed since
+                result = up_to_date(build_options, store) or build(build_options)
                 manifest_digest = result.manifest_digest
                 if result.lock_changed:
                     warnings.append("astro.lock changed (the base moved): commit it")

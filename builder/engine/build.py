@@ -229,6 +229,7 @@ def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Pre
     scanned = options.scanned if options.scanned is not None else scan_project(project, ignore)
     tree = walk_project(project, ignore, statcache, scanned)
     rules = rule_list(manifest, inputs.manifest_path)
+    remote = None if read_only else shared_cache(options, manifest, store, inputs.codec)
     ctx = BuildContext(project=project, manifest=manifest, manifest_path=inputs.manifest_path,
                        dockerfile=inputs.dockerfile, base=base, store=store, tree=tree, platform=inputs.platform,
                        codec=inputs.codec, epoch=epoch, state=BuildState(lock_state),
@@ -239,10 +240,9 @@ def prepare(options: BuildOptions, store: Store, read_only: bool = False) -> Pre
                        secrets=_secrets(manifest.secrets, options.secrets), sandbox=options.sandbox,
                        validation_workers=options.validation_workers,
                        env_file=options.env_file, onbuild=tuple(onbuild.base_triggers(
-                           base.config, rules, inputs.dockerfile.base_line)), read_only=read_only)
+                           base.config, rules, inputs.dockerfile.base_line)), read_only=read_only, shared=remote)
     previous = PreviousBuild.load(output_dir / "state.json")
     ctx.state.onbuild_report.extend(onbuild.report(t) for t in ctx.onbuild if t.replaced_by)
-    remote = None if read_only else shared_cache(options, manifest, store, inputs.codec)
     store.elsewhere = remote  # a pinned .deb or wheel its origin no longer serves: the team's cache may have it
     materialise = None if read_only else (lambda layer: _build_layer(ctx, layer, options.progress, remote))
     plan = make_plan(ctx, rules, initial, previous, statcache.hashed_paths, materialise)
@@ -273,6 +273,18 @@ def _secrets(from_manifest: list[SecretSpec], given: tuple[str, ...]) -> tuple[S
             spec = spec.model_copy(update={"src": str(Path(spec.src).resolve())})
         by_id[spec.id] = spec
     return tuple(by_id.values())
+
+
+def up_to_date(options: BuildOptions, store: Store) -> BuildResult | None:
+    """The last build's result when its stamp proves that nothing it read has changed since and the store still
+    holds the image (what `airbuild build` answers an unchanged project with), for a command that builds on its
+    way (deploy); else None, with the walk made kept in `options` for the build that runs then."""
+    found, options.scanned = stamp.try_noop(options.project.resolve(), build_settings(options))
+    if found is None:
+        return None
+    result = BuildResult(**{**found, "layers": [LayerResult(**layer) for layer in found["layers"]]})
+    blobs = [result.manifest_digest, result.config_digest, *(layer.digest for layer in result.layers)]
+    return result if all(digest and store.has_blob(digest) for digest in blobs) else None
 
 
 def build(options: BuildOptions) -> BuildResult:
@@ -470,8 +482,12 @@ def _record(prepared: Prepared, result: BuildResult, options: BuildOptions, imag
 
 def build_settings(options: BuildOptions) -> dict:
     base = f"{options.base.kind}:{options.base.location}" if options.base else None
-    return stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked,
-                          options.skip_reason, options.force, options.backend, options.build_args, options.secrets)
+    settings = stamp.settings(options.project.resolve(), base, options.oci_dir, options.archive, options.locked,
+                              options.skip_reason, options.force, options.backend, options.build_args,
+                              options.secrets)
+    if options.astro_tests and options.validate:  # a deploy's validation runs more than a build's
+        settings["astro_tests"] = True
+    return settings
 
 
 def image_name(project: Path, configured: str | None) -> str:

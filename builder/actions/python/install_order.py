@@ -18,6 +18,8 @@ image's Python (extra "" for a plain requirement, the requested extras for `name
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
 
@@ -124,18 +126,48 @@ def _graph(roots: list[str], dists: dict[str, Distribution], environment: dict[s
 
 def _targets(text: str, extras: frozenset[str], environment: dict[str, str]) -> list[str]:
     """The graph nodes a requirement leads to, [] when its marker does not apply (for these extras)."""
+    parsed = _parse(text)
+    if parsed is None:
+        return []
+    name, wanted, specified, marker = parsed
+    if isinstance(marker, str):  # `extra == "x"`: the requested extras (none: "") hold x
+        if marker not in (extras or {""}):
+            return []
+    elif marker is not None and not _evaluate(marker, extras, environment):
+        return []
+    if not wanted:
+        return [name]
+    with_extras = f"{name}[{','.join(wanted)}]"
+    # pip splits `name[extras]<spec>` into the base requirement (with the specifier) and the extras one.
+    return [name, with_extras] if specified else [with_extras]
+
+
+# Most Requires-Dist values are `name[extras] specifier` with no marker or `extra == "x"`: read those with
+# a pattern (packaging's parser took most of the time to order an Airflow-sized set), anything else with
+# packaging. Both give the same (name, extras, specified, marker).
+_SIMPLE = re.compile(r"""^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[([A-Za-z0-9._,\s-]*)\])?\s*"""
+                     r"""(\(?\s*(?:(?:~=|===|==|!=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*\)?)\s*"""
+                     r"""(?:;\s*extra\s*==\s*(["'])([A-Za-z0-9._-]*)\4\s*)?$""")
+
+
+@functools.lru_cache(maxsize=None)
+def _parse(text: str) -> tuple[str, tuple[str, ...], bool, "Marker | str | None"] | None:
+    """(canonical name, canonical extras sorted, whether it has a specifier or URL, its marker: the canonical
+    extra of an `extra == "x"` one, else a Marker or None); None when it is not a requirement."""
+    simple = _SIMPLE.match(text.strip())
+    if simple is not None and all(e.strip() for e in (simple.group(2) or "x").split(",")):
+        extras = tuple(sorted({canonicalize_name(e.strip()) for e in simple.group(2).split(",")})) \
+            if simple.group(2) and simple.group(2).strip() else ()
+        specified = bool(simple.group(3).strip("() \t"))
+        marker = canonicalize_name(simple.group(5)) if simple.group(4) else None
+        return canonicalize_name(simple.group(1)), extras, specified, marker
     try:
         requirement = Requirement(text.strip())
     except InvalidRequirement:
-        return []
-    if requirement.marker is not None and not _evaluate(requirement.marker, extras, environment):
-        return []
-    name = canonicalize_name(requirement.name)
-    if not requirement.extras:
-        return [name]
-    with_extras = f"{name}[{','.join(sorted(canonicalize_name(e) for e in requirement.extras))}]"
-    # pip splits `name[extras]<spec>` into the base requirement (with the specifier) and the extras one.
-    return [name, with_extras] if requirement.specifier or requirement.url else [with_extras]
+        return None
+    extras = tuple(sorted(canonicalize_name(e) for e in requirement.extras))
+    return (canonicalize_name(requirement.name), extras, bool(requirement.specifier or requirement.url),
+            requirement.marker)
 
 
 def _evaluate(marker: Marker, extras: frozenset[str], environment: dict[str, str]) -> bool:

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from builder.actions.python.buckets import BUCKETS, Bucket, buckets
+from builder.actions.python.buckets import BUCKETS, Bucket, bucket_of, buckets
 from builder.actions.python.install import InstallSet, fetch_all, install, pip_order, requested_names, staged_items
 from builder.actions.python.sdist import BuildSite, local_wheel
 from builder.actions.python.install_order import Distribution
-from builder.actions.python.resolve import Indexes, PinnedWheel, requirement_lines, resolve, strip_credentials
+from builder.actions.python.resolve import (Indexes, PinnedWheel, added_lines, line_digest, logical_lines,
+                                            requirement_lines, resolve, strip_credentials)
 from builder.actions.python.target import (detect_python, installed_distributions, installed_metadata,
                                            marker_environment, normalise)
 from builder.actions.python.wheel_files import wheel_files
@@ -27,6 +28,7 @@ from builder.project.manifest import RuleSpec
 
 INSTALL_FORMAT = 3  # 3: split into buckets; 2: pip's order, later wheels win shared files, REQUESTED (1: by name)
 BUCKETS_KIND = "python-buckets"
+LINES_KIND = "python-lines"  # by a lock section's inputs: its requirements file's lines (digests), for `_added_since`
 
 
 def requirements_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfig, lower: Lower, path: Path,
@@ -44,15 +46,18 @@ def requirements_layer(rule: RuleSpec, ctx: BuildContext, config: ContainerConfi
     if below:  # distributions a rule below installed are constraints of the resolution like the base's
         shape["below"] = below
     inputs = _hash(shape)
+    lines = logical_lines(text)
     section = ctx.state.lock.reusable(section_for(rule.name), inputs, rule.file)
     if section is None:
         ctx.resolving(rule.file)
         pinned = ctx.state.lock.pinned.sections.get(section_for(rule.name)) if ctx.state.lock.pinned else None
         previous = tuple(PinnedWheel.from_json(e) for e in pinned.entries) if pinned else ()
+        added = _added_since(ctx, pinned.inputs, shape, lines) if pinned else None
         with phases.timed("resolve"):
-            pins = resolve(path, target, installed, indexes, ctx.state.lock.upgrade, previous)
+            pins = resolve(path, target, installed, indexes, ctx.state.lock.upgrade, previous, added)
         section = LockSection(inputs, tuple(p.to_json() for p in sorted(pins, key=lambda p: p.name.lower())))
     ctx.state.lock.record(section_for(rule.name), section)
+    _remember_lines(ctx, inputs, shape, lines)
     pins = [PinnedWheel.from_json(e) for e in section.entries]
     if not pins:  # the base has everything already
         return ActionResult([], config)
@@ -109,15 +114,23 @@ def _bucket_step(rule: RuleSpec, ctx: BuildContext, site: BuildSite, common: dic
 
 def _buckets(ctx: BuildContext, image, site: BuildSite, section: LockSection, pins: list[PinnedWheel],
              roots: tuple[str, ...], index_hosts: set[str]) -> list[Bucket]:
-    """The pins spread over buckets, with the shared files' winners: a record per lock, else read from the wheels
+    """The pins spread over buckets, with the shared files' winners: a record per lock (in the store, else in the
+    team's shared cache, so a runner whose layers all come from there fetches no wheel), else read from the wheels
     (fetched when the store lacks them: which files they ship decides what each bucket keeps)."""
     target = site.target
     record = _hash({"format": INSTALL_FORMAT, "buckets": BUCKETS, "inputs": section.inputs,
                     "entries": list(section.entries), "roots": list(roots), "site": target.site_packages,
                     "scripts": target.scripts_dir, "include": target.include, "prefix": target.prefix})
-    known = ctx.store.get_record(BUCKETS_KIND, record)
+    known = _known_buckets(ctx.store.get_record(BUCKETS_KIND, record), pins)
     if known is not None:
-        return [Bucket.from_json(b) for b in known["buckets"]]
+        return known
+    if ctx.shared is not None:
+        value = ctx.shared.get_record(BUCKETS_KIND, record)
+        known = _known_buckets(value, pins)
+        if known is not None:
+            (ctx.store.root / BUCKETS_KIND).mkdir(exist_ok=True)
+            ctx.store.put_record(BUCKETS_KIND, record, value)
+            return known
     if ctx.read_only and not all(ctx.store.has_blob("sha256:" + pin.sha256) for pin in pins):
         raise NotLocal("splitting the requirements into layers reads their wheels, and the store lacks some")
     with phases.timed("fetch"):
@@ -131,9 +144,46 @@ def _buckets(ctx: BuildContext, image, site: BuildSite, section: LockSection, pi
     order = pip_order(roots, {name: found.dist for name, found in files.items()}, _install_set(ctx, image, target, roots))
     groups = buckets(order, files)
     phases.add("split", time.perf_counter() - started)
+    value = {"buckets": [b.to_json() for b in groups]}
     (ctx.store.root / BUCKETS_KIND).mkdir(exist_ok=True)
-    ctx.store.put_record(BUCKETS_KIND, record, {"buckets": [b.to_json() for b in groups]})
+    ctx.store.put_record(BUCKETS_KIND, record, value)
+    if ctx.shared is not None:
+        ctx.shared.offer(BUCKETS_KIND, record, value)
     return groups
+
+
+def _known_buckets(value: dict | None, pins: list[PinnedWheel]) -> list[Bucket] | None:
+    """A bucket record's buckets, if it is one and places exactly these pins (else None: read the wheels)."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        groups = [Bucket.from_json(b) for b in value["buckets"]]
+        placed = sorted(name for group in groups for name in group.names if bucket_of(name) == group.index)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return groups if placed == sorted(normalise(pin.name) for pin in pins) else None
+
+
+def _added_since(ctx: BuildContext, earlier: str, shape: dict, lines: list[str]) -> list[str] | None:
+    """The requirement lines added since the lock's section was resolved (whose inputs are `earlier`), when
+    nothing else changed: known when this store resolved or built that section (a record by its inputs)."""
+    known = ctx.store.get_record(LINES_KIND, earlier)
+    if not isinstance(known, dict) or known.get("rest") != _rest(shape) or not isinstance(known.get("lines"), list):
+        return None
+    return added_lines(known["lines"], lines)
+
+
+def _remember_lines(ctx: BuildContext, inputs: str, shape: dict, lines: list[str]) -> None:
+    """What `_added_since` compares a later requirements file with, once per section's inputs."""
+    if ctx.read_only or ctx.store.get_record(LINES_KIND, inputs) is not None:
+        return
+    (ctx.store.root / LINES_KIND).mkdir(exist_ok=True)
+    ctx.store.put_record(LINES_KIND, inputs, {"rest": _rest(shape), "lines": [line_digest(line) for line in lines]})
+
+
+def _rest(shape: dict) -> str:
+    """The resolution's inputs besides the requirements file itself."""
+    return _hash({key: value for key, value in shape.items() if key != "requirements"})
 
 
 def _added_below(lower: Lower, ctx: BuildContext, target, installed: dict[str, str]) -> dict[str, str]:

@@ -8,11 +8,14 @@ every URL that is kept.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import re
 import subprocess
 import tempfile
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -64,6 +67,7 @@ class Indexes:
         return args
 
 
+_INCLUDES = ("-r", "--requirement", "-c", "--constraint", "-e", "--editable")
 _OPTION = re.compile(r"\s+--?[A-Za-z]")  # where a requirement line's options (--hash=...) start
 _INCLUDE = re.compile(r"^(?:-r|--requirement)(?:\s+|=)(\S+)$")
 
@@ -103,16 +107,25 @@ def check_against_base(requirements: Path, base_dists: dict[str, str]) -> None:
 
 
 def resolve(requirements: Path, target: PythonTarget, base_dists: dict[str, str], indexes: Indexes,
-            upgrade: bool | frozenset[str] = False, previous: tuple[PinnedWheel, ...] = ()) -> list[PinnedWheel]:
+            upgrade: bool | frozenset[str] = False, previous: tuple[PinnedWheel, ...] = (),
+            added: list[str] | None = None) -> list[PinnedWheel]:
     """Pinned wheels for everything requirements.txt needs that the base does not already have.
 
     Earlier pins are kept where they still fit (tried as constraints first), except those
-    `upgrade` names (all of them when it is True).
+    `upgrade` names (all of them when it is True). `added`: the requirement lines the file gained
+    since `previous` was resolved, when it changed in nothing else (see `added_lines`; [] when none).
     """
     check_against_base(requirements, base_dists)
     constraints = {normalise(name): version for name, version in base_dists.items()}
     kept = {} if upgrade is True else {normalise(p.name): p.version for p in previous
                                        if not (upgrade and normalise(p.name) in upgrade)}
+    if added is not None and not upgrade and kept:
+        if not added:  # the same requirement lines (a comment edited): the same pins
+            return list(previous)
+        try:
+            return _added(added, requirements, previous, target, {**kept, **constraints}, base_dists, indexes)
+        except InputError:
+            pass
     if kept:
         try:
             return _incremental(requirements, target, {**kept, **constraints}, base_dists, indexes)
@@ -137,6 +150,58 @@ def resolve_isolated(requirements: list[str], target: PythonTarget, indexes: Ind
             raise InputError(f"the build requirements of {what} ({', '.join(requirements)}): {exc.message}") from None
 
 
+def _added(lines: list[str], requirements: Path, previous: tuple[PinnedWheel, ...], target: PythonTarget,
+           constraints: dict[str, str], base_dists: dict[str, str], indexes: Indexes) -> list[PinnedWheel]:
+    """The earlier pins and what the added lines need with every earlier pin held: one `uv pip compile` of the
+    added lines alone.
+
+    The earlier pins are the closure of the lines that were there before, all of them still there, and with
+    them held as constraints the rest of a whole-file resolution is what the added lines need: the same pins
+    `_incremental` gives, without resolving the whole file again. Raises InputError when the added lines
+    cannot be resolved with the earlier pins held (then the caller moves pins).
+    """
+    with tempfile.TemporaryDirectory(prefix="airbuild-resolve-added-") as tmp:
+        alone = Path(tmp) / "requirements.txt"
+        alone.write_text("".join(f"{line}\n" for line in lines))
+        found = _compile(alone, target, constraints, base_dists, indexes, source=requirements)
+    pins = {normalise(pin.name): pin for pin in previous}
+    for pin in found:
+        pins.setdefault(normalise(pin.name), pin)
+    return list(pins.values())
+
+
+def added_lines(before: list[str], now: list[str]) -> list[str] | None:
+    """The lines `now` adds to the file whose lines' `line_digest`s are `before` (files as `logical_lines`), when
+    it only adds requirement lines and keeps every other line as it was ([] when it adds none); else None."""
+    gained = Counter(line_digest(line) for line in now)
+    gained.subtract(before)
+    if any(count < 0 for count in gained.values()) or any(line.startswith(_INCLUDES) for line in now):
+        return None  # a line removed or changed; or an include (its file may have changed)
+    lines = []
+    for line in now:
+        if gained[line_digest(line)] > 0:
+            gained[line_digest(line)] -= 1
+            lines.append(line)
+    if any(line.startswith("-") for line in lines):
+        return None  # an added option: resolve the whole file
+    return lines
+
+
+def line_digest(line: str) -> str:
+    """What is kept of a requirements line to compare it later (never its text: a URL may hold credentials)."""
+    return hashlib.sha256(line.encode()).hexdigest()
+
+
+def logical_lines(text: str) -> list[str]:
+    """A requirements file's lines without comments and blank lines (as `requirement_lines` reads them)."""
+    out = []
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
 def _incremental(requirements: Path, target: PythonTarget, constraints: dict[str, str], base_dists: dict[str, str],
                  indexes: Indexes) -> list[PinnedWheel]:
     """The resolution `_compile` would give with these constraints, without asking the index about every pin again.
@@ -156,7 +221,7 @@ def _incremental(requirements: Path, target: PythonTarget, constraints: dict[str
 
 
 def _compile(requirements: Path, target: PythonTarget, constraints: dict[str, str], base_dists: dict[str, str],
-             indexes: Indexes, offline: bool = False) -> list[PinnedWheel]:
+             indexes: Indexes, offline: bool = False, source: Path | None = None) -> list[PinnedWheel]:
     with tempfile.TemporaryDirectory(prefix="airbuild-resolve-") as tmp:
         constraints_file = Path(tmp) / "constraints.txt"
         constraints_file.write_text("".join(f"{name}=={version}\n" for name, version in sorted(constraints.items())))
@@ -168,14 +233,14 @@ def _compile(requirements: Path, target: PythonTarget, constraints: dict[str, st
         proc = subprocess.run(command, capture_output=True, text=True, env=_uv_env(), timeout=900)
         if proc.returncode != 0:
             raise InputError(f"cannot resolve requirements for {target.describe()}:\n{redact(proc.stderr.strip())}",
-                             path=requirements)
+                             path=source or requirements)
         lock = tomllib.loads(output.read_text())
     return [_pick_wheel(package, target) for package in lock.get("packages", [])
             if normalise(package["name"]) not in base_dists]
 
 
 def _pick_wheel(package: dict, target: PythonTarget) -> PinnedWheel:
-    priority = {tag: rank for rank, tag in enumerate(supported_tags(target))}
+    priority = _tag_priority(target)
     best = None
     for wheel in package.get("wheels", []):
         filename = wheel.get("name") or wheel["url"].rsplit("/", 1)[-1]
@@ -197,6 +262,12 @@ def _pick_wheel(package: dict, target: PythonTarget) -> PinnedWheel:
     _, filename, wheel = best
     return PinnedWheel(name=package["name"], version=package["version"], filename=filename,
                        url=strip_credentials(wheel["url"]), sha256=wheel["hashes"]["sha256"], size=wheel.get("size", 0))
+
+
+@functools.lru_cache(maxsize=8)
+def _tag_priority(target: PythonTarget) -> dict[Tag, int]:
+    """Rank of each tag the target accepts (0 best): computed once per target, not once per package."""
+    return {tag: rank for rank, tag in enumerate(supported_tags(target))}
 
 
 def supported_tags(target: PythonTarget) -> list[Tag]:
