@@ -2,12 +2,20 @@
 
 An unavailable service fails the test rather than skipping it: a skipped test
 proves nothing.
+
+The suite runs in parallel workers (pytest-xdist, `scripts/test` asks for one per core). A file's
+tests stay on one worker (its module fixtures are made once); the files that run DAGs in Docker
+sandbox containers share one worker, since they count those containers. Each worker is a child
+subreaper with a runtime directory of its own, so its build servers and whatever they leave behind
+are its descendants: `descendants()` tells a test's leftovers from another worker's live processes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +23,26 @@ from pathlib import Path
 import pytest
 
 from tests import helpers, registry_servers
+
+PR_SET_CHILD_SUBREAPER = 36
+SHARED_WORKER = {"test_validate.py": "sandbox-containers", "test_sandbox_security.py": "sandbox-containers"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") is None and getattr(config.option, "numprocesses", None):
+        return  # xdist's controller: the workers run the tests
+    # Orphans (a build server, a leaked sandbox) are reparented to this process, not to init.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # Build servers are per runtime directory: this process's serve its own tests only.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix=f"airbuild-test-{worker}-")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With `--dist loadgroup`: a file's tests on one worker (SHARED_WORKER: several files on one)."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(name, name)))
 
 
 @pytest.fixture(scope="session")

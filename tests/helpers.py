@@ -77,6 +77,30 @@ def debian_rootfs(*packages: str) -> Path:
     return Path(proc.stdout.strip())
 
 
+def descendants(pattern: str) -> list[str]:
+    """`PID CMDLINE` of this process's descendants whose command line holds `pattern` (what `pgrep -af` prints,
+    limited to this test process's tree: another worker's processes are not this test's leftovers)."""
+    parents, commands = {}, {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        commands[int(entry.name)] = command
+    me, found = os.getpid(), []
+    for pid, command in commands.items():
+        ancestor, hops = parents.get(pid), 0
+        while ancestor not in (None, 0, 1, me) and hops < 64:
+            ancestor, hops = parents.get(ancestor), hops + 1
+        if ancestor == me and pattern in command:
+            found.append(f"{pid} {command}")
+    return found
+
+
 def rule_layers(result: dict, rule: str) -> list[dict]:
     """The rows of `result["layers"]` a rule made: a rule's steps are named `rule` or `rule/part` (the Python
     requirements' buckets)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, descendants
 from tests.test_validate import AIRFLOW_3, TEST_STORE, project_with
 
 # The CI job's own secrets: not given to the DAGs, so they must see none of them.
@@ -168,8 +168,7 @@ def test_hostile_dags_find_no_secrets_forge_nothing_and_stay_bounded(tmp_path, d
         assert not leaks, f"{secret} appears in {leaks}"
 
     # Nothing left running.
-    out = subprocess.run(["pgrep", "-af", "/airbuild/harness.py"], capture_output=True, text=True).stdout
-    assert [line for line in out.splitlines() if "pgrep" not in line] == []
+    assert descendants("/airbuild/harness.py") == []
 
 
 def test_project_tests_see_no_caller_secrets_and_print_none(tmp_path, debian_rootfs):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, descendants, run_cli
 from tests.projects import make_project
 
 SAMPLES = REPO / "tests" / "dag_samples"
@@ -44,8 +44,8 @@ def parse(project: Path, base: Path, *extra: str, env: dict | None = None, check
 
 
 def harness_processes() -> list[str]:
-    out = subprocess.run(["pgrep", "-af", "/airbuild/harness.py"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "pgrep" not in line]
+    """DAG harnesses still running below this test process (bwrap's; a Docker sandbox's are containers)."""
+    return descendants("/airbuild/harness.py")
 
 
 def sandbox_containers() -> list[str]:
