@@ -88,8 +88,8 @@ def serve(sock_path: str, lock_path: str, package: str) -> None:
                         os._exit(70)  # _child ends the process itself; never back into this loop
                 conn.close()
                 print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} command in process {child}", flush=True)
-            elif not ready and (time.monotonic() - last > IDLE_S or not _still_ours(sock_path, bound)):
-                break
+            elif time.monotonic() - last > IDLE_S or not _still_ours(sock_path, bound):
+                break  # checked on the journal's events too: a project written to all the time keeps no server
     if _still_ours(sock_path, bound):
         os.unlink(sock_path)  # first, so no client queues on a socket about to close
     listener.close()
