@@ -161,6 +161,10 @@ class Journal:
                 data = os.read(self.fd, 1 << 16)
             except BlockingIOError:
                 return
+            except OSError as exc:  # the descriptor itself failed: nothing it says can be trusted
+                for root in list(self.projects):
+                    self.forget(root, f"reading its events failed ({exc})")
+                return
             offset = 0
             while offset < len(data):
                 wd, mask, _cookie, size = EVENT_HEADER.unpack_from(data, offset)
