@@ -197,11 +197,12 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def airbuild(project: Path, store: Path, base: Path, runtime: Path | None = None,
-             served: bool = True) -> tuple[float, dict]:
+             served: bool = True, journal: bool = True) -> tuple[float, dict]:
     """One `airbuild build --json`: wall-clock seconds and the reported result. `runtime`: where its build
-    server lives (XDG_RUNTIME_DIR); `served`: False runs it in its own process (AIRBUILD_SERVER=0)."""
+    server lives (XDG_RUNTIME_DIR); `served`: False runs it in its own process (AIRBUILD_SERVER=0);
+    `journal`: False, a server started without its change journal (AIRBUILD_JOURNAL=0: every command walks)."""
     env = {**os.environ, "AIRBUILD_CACHE_DIR": str(store), "AIRBUILD_SERVER": "1" if served else "0",
-           **({"XDG_RUNTIME_DIR": str(runtime)} if runtime else {})}
+           "AIRBUILD_JOURNAL": "1" if journal else "0", **({"XDG_RUNTIME_DIR": str(runtime)} if runtime else {})}
     command = [sys.executable, "-m", "builder", "build", str(project), "--base", f"rootfs:{base}", "--json"]
     wall, done = timed(command, cwd=REPO, env=env)
     return wall, json.loads(done.stdout)
@@ -242,17 +243,20 @@ def wait_for_server(runtime: Path) -> None:
 
 
 def repeated(project: Path, store: Path, base: Path, runtime: Path, repeat: int, served: bool, edit: bool,
-             counter: list[int]) -> tuple[list[float], list[float], bool]:
+             counter: list[int], journal: bool = True) -> tuple[list[float], list[float], bool]:
     """`repeat` builds (each after a one-DAG edit, or of an unchanged project): walls, in-process durations, and
     whether each edit rebuilt exactly one DAG layer."""
     walls, internal, only_dags = [], [], True
-    _, result = airbuild(project, store, base, runtime, served)  # settled: the stamp written
+    _, result = airbuild(project, store, base, runtime, served, journal)  # settled: the stamp written
+    if served:  # the server watches the project from the report of the command above: wait for its walk
+        time.sleep(1.0)
+        _, result = airbuild(project, store, base, runtime, served, journal)
     for n in range(repeat):
         previous = result["manifest_digest"]
         if edit:
             counter[0] += 1
             edit_dag(project, counter[0])
-        wall, result = airbuild(project, store, base, runtime, served)
+        wall, result = airbuild(project, store, base, runtime, served, journal)
         walls.append(wall)
         internal.append(result["duration_s"])
         if edit:
@@ -285,14 +289,23 @@ def _bench_airbuild(template: Path, work: Path, base: Path, repeat: int, runtime
     wait_for_server(runtime)
 
     figures, counter, only_dags = {}, [0], True
-    for served, suffix in ((True, ""), (False, "_in_process")):
-        for edit, name in ((False, "noop"), (True, "dag_edit")):
-            log(f"airbuild: {repeat} {name} builds{' without the build server' if not served else ''}")
-            walls, internal, only = repeated(project, store, base, runtime, repeat, served, edit, counter)
-            figures[f"{name}{suffix}_s"] = spread(walls)
-            figures[f"{name}{suffix}_internal_s"] = spread(internal)
-            only_dags = only_dags and only
+    walking = work / "runtime-walking"  # a second server, without the change journal
+    walking.mkdir(mode=0o700)
+    try:
+        for served, journal, suffix, where in ((True, True, "", runtime), (True, False, "_served_walking", walking),
+                                               (False, True, "_in_process", runtime)):
+            for edit, name in ((False, "noop"), (True, "dag_edit")):
+                how = {"_served_walking": " served without the change journal",
+                       "_in_process": " without the build server"}.get(suffix, "")
+                log(f"airbuild: {repeat} {name} builds{how}")
+                walls, internal, only = repeated(project, store, base, where, repeat, served, edit, counter, journal)
+                figures[f"{name}{suffix}_s"] = spread(walls)
+                figures[f"{name}{suffix}_internal_s"] = spread(internal)
+                only_dags = only_dags and only
+    finally:
+        stop_servers(walking)
     served_commands = server_log(runtime).count("command in process")
+    watched = "watching " in server_log(runtime)
     return {
         "cold_s": round(cold_s, 4),
         "cold_project_s": round(cold_project_s, 4),
@@ -300,6 +313,8 @@ def _bench_airbuild(template: Path, work: Path, base: Path, repeat: int, runtime
         "only_one_dag_layer_rebuilt": only_dags,
         "dag_layers": sum(1 for layer in result["layers"] if layer["rule"].split(":")[0] == "dags"),
         "commands_served": served_commands,
+        "journal_watched_the_project": watched,
+        "journal_forgot": [line for line in server_log(runtime).splitlines() if " forgetting " in line],
     }
 
 

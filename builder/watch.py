@@ -27,7 +27,9 @@ from builder.common.errors import AirbuildError, BuildError, SetupError
 from builder.common.paths import DOCKERIGNORE_NAME, MANIFEST_NAME, OUTPUT_DIR
 from builder.deploy.deploy import DeployOptions, deploy
 from builder.engine.build import build
+from builder.project import tree
 from builder.project.ignore import IgnoreRules
+from builder.project.journal import Journal
 from builder.validate.memory import ValidationMemory
 
 STEP_MS = 15           # quiet time that ends a burst of writes (an editor's save is one within it)
@@ -76,6 +78,7 @@ def watch(project: Path, options: WatchOptions) -> int:
 
     emit({"event": "start", "project": str(project)})
     shipped: dict[str, str | None] = {"last": None}  # the last good deploy: what a failing save keeps
+    journal = _journal()
     with ValidationMemory(serve=True) as memory:  # one harness per environment, kept between saves
         # The first (empty) yield comes once the file watches are in place: the starting image is built
         # then, so no save made after its event can be missed.
@@ -87,6 +90,8 @@ def watch(project: Path, options: WatchOptions) -> int:
                 if started and not changes:
                     continue
                 changed = sorted({os.path.relpath(path, project) for _, path in changes})
+                if journal is not None:
+                    _journal_current(journal, project)
                 fatal = _build_once(options, changed, _event_time(project, changed) if changed else time.time(),
                                     emit, shipped, memory, first=not started)
                 if fatal is not None:
@@ -95,8 +100,33 @@ def watch(project: Path, options: WatchOptions) -> int:
                 started = True
         except KeyboardInterrupt:  # Ctrl-C in the middle of a build is how watch is stopped too: the store is safe
             pass
+        finally:
+            if journal is not None:
+                tree.use_journal(None)
+                journal.close()
     emit({"event": "stop"})
     return 0
+
+
+def _journal() -> Journal | None:
+    """The build server's change journal (builder/project/journal.py), here too: a build after a save re-stats
+    what changed instead of walking the project (AIRBUILD_JOURNAL=0, or no inotify: it walks)."""
+    if os.environ.get("AIRBUILD_JOURNAL", "1") == "0":
+        return None
+    try:
+        journal = Journal()
+    except (OSError, AttributeError):
+        return None
+    tree.use_journal(journal.lookup)
+    return journal
+
+
+def _journal_current(journal: Journal, project: Path) -> None:
+    """Every change so far read; a project it does not watch (yet, or no longer: overflowed) watched again,
+    walked once for that."""
+    journal.refresh()
+    if str(project) not in journal.projects:
+        journal.watch(str(project))
 
 
 def _event_time(project: Path, changed: list[str]) -> float:

@@ -15,7 +15,7 @@ import atexit
 import fcntl
 import gc
 import io
-import json
+import marshal
 import os
 import selectors
 import signal
@@ -26,6 +26,8 @@ import time
 import traceback
 
 from builder.cli.client import IDLE_S
+from builder.project import tree
+from builder.project.journal import Journal
 
 
 def serve(sock_path: str, lock_path: str, package: str) -> None:
@@ -51,29 +53,91 @@ def serve(sock_path: str, lock_path: str, package: str) -> None:
     listener.listen(64)
     bound = os.stat(sock_path).st_ino
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} airbuild server {os.getpid()} on {sock_path}", flush=True)
+    journal = _journal(lambda message: print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}", flush=True))
+    reports, report_to = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)  # children name the projects they walked
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} airbuild server {os.getpid()} on {sock_path}"
+          f"{'' if journal else ' (no change journal: every command walks its project)'}", flush=True)
     last = time.monotonic()
     with selectors.DefaultSelector() as selector:
-        selector.register(listener, selectors.EVENT_READ)
+        selector.register(listener, selectors.EVENT_READ, "connection")
+        if journal is not None:
+            selector.register(journal.fd, selectors.EVENT_READ, "events")
+            selector.register(reports, selectors.EVENT_READ, "reports")
         while True:
-            if selector.select(timeout=30):
+            ready = [key.data for key, _ in selector.select(timeout=30)]
+            if "events" in ready:
+                journal.refresh()  # promptly, so the kernel's queue does not overflow
+            if "reports" in ready:
+                _watch_reported(journal, reports)
+            if "connection" in ready:
                 conn, _ = listener.accept()
                 last = time.monotonic()
+                if journal is not None:
+                    journal.refresh()  # every change made before the client connected
                 child = os.fork()
                 if child == 0:
                     try:
                         listener.close()
                         os.close(lock)
+                        os.close(reports)
+                        if journal is not None:
+                            journal.close()  # its events are the server's to read
+                            tree.use_journal(_Lookup(journal, report_to))
                         _child(conn)
                     finally:
                         os._exit(70)  # _child ends the process itself; never back into this loop
                 conn.close()
                 print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} command in process {child}", flush=True)
             elif time.monotonic() - last > IDLE_S or not _still_ours(sock_path, bound):
-                break
+                break  # checked on the journal's events too: a project written to all the time keeps no server
     if _still_ours(sock_path, bound):
         os.unlink(sock_path)  # first, so no client queues on a socket about to close
     listener.close()
+
+
+def _journal(log) -> Journal | None:
+    """The change journal, or None where inotify is not to be had (each command then walks its project)."""
+    if os.environ.get("AIRBUILD_JOURNAL", "1") == "0":
+        return None
+    try:
+        return Journal(log)
+    except (OSError, AttributeError):  # no inotify (not Linux), or no descriptors left
+        return None
+
+
+class _Lookup:
+    """A command's view of the journal: the walk it keeps, and the projects it has not got reported to the
+    server (which walks and watches them from then on)."""
+
+    def __init__(self, journal: Journal, report_to: int):
+        self.journal, self.report_to = journal, report_to
+
+    def __call__(self, root: str, ignore):
+        kept = self.journal.lookup(root, ignore)
+        if kept is None and root not in self.journal.projects and "\n" not in root:
+            try:
+                os.write(self.report_to, os.fsencode(root) + b"\n")  # under PIPE_BUF: one write, never split
+            except OSError:
+                pass  # a full pipe: reported by a later command
+        return kept
+
+
+def _watch_reported(journal: Journal, reports: int) -> None:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(reports, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    watched = False
+    for root in dict.fromkeys(os.fsdecode(line) for line in data.splitlines() if line):
+        if root not in journal.projects:
+            watched = journal.watch(root) or watched
+    if watched:
+        gc.freeze()  # the walk it keeps, out of the children's collections as warm()'s objects are
 
 
 def _still_ours(sock_path: str, inode: int) -> bool:
@@ -86,7 +150,8 @@ def _still_ours(sock_path: str, inode: int) -> bool:
 def warm() -> None:
     """Import what `build`, `plan` and `deploy` use (the SBOM libraries too), and build the manifest's validators,
     once for every child."""
-    import builder.cli.main  # noqa: F401  (the point of the server: imported once, here)
+    import builder.cli.main  # the point of the server: imported once, here
+    builder.cli.main.prebuild_parser()  # nothing in it depends on a command's environment (prog is fixed)
     import builder.cli.commands.build  # noqa: F401  (the same)
     import builder.cli.commands.deploy  # noqa: F401  (the same: the registry client, the gates, the push)
     import builder.deploy.attestations  # noqa: F401  (the same: what a deploy's provenance is written with)
@@ -151,7 +216,7 @@ def _take_request(conn: socket.socket) -> dict:
         if not chunk:
             raise OSError("the request ended early")
         body += chunk
-    request = json.loads(body)
+    request = marshal.loads(body)  # client.encode_request
     os.chdir(request["cwd"])
     os.umask(request["umask"])
     os.environ.clear()

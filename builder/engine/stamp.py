@@ -21,7 +21,7 @@ from builder.common.atomic import atomic_write_bytes
 from builder.project.ignore import IgnoreRules
 from builder.common.paths import OUTPUT_DIR
 from builder.project.statcache import RACY_MARGIN_NS
-from builder.project.tree import Scanned, scan_project
+from builder.project.tree import Scanned, scan_project, signature_digest
 
 STAMP = "stamp.json"
 FORMAT = 2
@@ -59,24 +59,9 @@ def _path_signature(path: str) -> str:
     return f"{path}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
 
 
-_last_scan: tuple[list[Scanned] | None, str] = (None, "")  # the walk a no-op check hashed, for the build's stamp
-
-
-def _scan_digest(scanned: list[Scanned]) -> str:
-    """The walk's stat signatures hashed; once per walk (the no-op check and the stamp a build writes share it)."""
-    global _last_scan
-    if _last_scan[0] is scanned:
-        return _last_scan[1]
-    h = hashlib.sha256()
-    for item in scanned:
-        h.update(item.signature().encode() + b"\n")
-    _last_scan = (scanned, h.hexdigest())
-    return _last_scan[1]
-
-
 def fingerprint(scanned: list[Scanned], extra_paths: list[str], build_settings: dict[str, Any]) -> str:
     h = hashlib.sha256(json.dumps(build_settings, sort_keys=True).encode())
-    h.update(_scan_digest(scanned).encode() + b"\n")
+    h.update(signature_digest(scanned).encode() + b"\n")
     for path in extra_paths:
         h.update(_path_signature(path).encode() + b"\n")
     return h.hexdigest()

@@ -8,7 +8,7 @@ import posixpath
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from builder.common.errors import InputError
 from builder.project.ignore import IgnoreRules
@@ -66,32 +66,75 @@ class Scanned(NamedTuple):  # a tuple, not a frozen dataclass: a walk makes one 
 
 
 def scan_project(root: Path, ignore: IgnoreRules) -> list[Scanned]:
-    """Every path the ignore rules allow, in sorted order, stat'ed but not read."""
+    """Every path the ignore rules allow, in sorted order, stat'ed but not read.
+
+    In the build server, a change journal (builder/project/journal.py) that has watched the project since
+    its last full walk answers instead, with the same list."""
+    if _journal is not None:
+        kept = _journal(str(root), ignore)
+        if kept is not None:
+            return kept
     found: list[Scanned] = []
-
-    def visit(directory: str, relative: str) -> None:
-        with os.scandir(directory) as it:
-            children = sorted(it, key=lambda d: d.name)
-        for child in children:
-            rel = f"{relative}{child.name}"
-            st = child.stat(follow_symlinks=False)
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if ignore.ignored(rel):
-                if is_dir and ignore.may_reinclude_below(rel):
-                    visit(child.path, rel + "/")
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                found.append(Scanned(rel, child.path, st, _checked_link(root, rel, child.path)))
-            elif is_dir or stat.S_ISREG(st.st_mode):
-                found.append(Scanned(rel, child.path, st))
-                if is_dir:
-                    visit(child.path, rel + "/")
-            else:
-                raise InputError("not a regular file, directory or symlink: cannot go into an image layer",
-                                 path=root / rel)
-
-    visit(str(root), "")
+    scan_below(str(root), ignore, str(root), "", found)
     return found
+
+
+_known_digest: tuple[list[Scanned] | None, str] = (None, "")  # a walk and its signature_digest
+
+
+def signature_digest(scanned: list[Scanned]) -> str:
+    """The walk's stat signatures hashed (the no-op stamp's); once per walk: the no-op check and the stamp a
+    build writes share it, and the journal hands it over with its walk (computed once per change)."""
+    global _known_digest
+    if _known_digest[0] is scanned:
+        return _known_digest[1]
+    h = hashlib.sha256()
+    for item in scanned:
+        h.update(item.signature().encode() + b"\n")
+    _known_digest = (scanned, h.hexdigest())
+    return _known_digest[1]
+
+
+def known_digest(scanned: list[Scanned], digest: str) -> None:
+    """`digest` is signature_digest(scanned), already computed."""
+    global _known_digest
+    _known_digest = (scanned, digest)
+
+
+# The build server's change journal: (project root, ignore rules) -> the walk's list, or None (walk it).
+_journal: Callable[[str, IgnoreRules], list[Scanned] | None] | None = None
+
+
+def use_journal(lookup: Callable[[str, IgnoreRules], list[Scanned] | None] | None) -> None:
+    global _journal
+    _journal = lookup
+
+
+def scan_below(root: str, ignore: IgnoreRules, directory: str, relative: str, found: list[Scanned],
+               on_directory: Callable[[str, str], None] | None = None) -> None:
+    """scan_project's walk from `directory` (`relative`: its path in the project with a trailing slash, or "");
+    `on_directory(abspath, relpath)` for each directory it lists, `directory` first."""
+    if on_directory is not None:
+        on_directory(directory, relative.rstrip("/"))
+    with os.scandir(directory) as it:
+        children = sorted(it, key=lambda d: d.name)
+    for child in children:
+        rel = f"{relative}{child.name}"
+        st = child.stat(follow_symlinks=False)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if ignore.ignored(rel):
+            if is_dir and ignore.may_reinclude_below(rel):
+                scan_below(root, ignore, child.path, rel + "/", found, on_directory)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            found.append(Scanned(rel, child.path, st, _checked_link(Path(root), rel, child.path)))
+        elif is_dir or stat.S_ISREG(st.st_mode):
+            found.append(Scanned(rel, child.path, st))
+            if is_dir:
+                scan_below(root, ignore, child.path, rel + "/", found, on_directory)
+        else:
+            raise InputError("not a regular file, directory or symlink: cannot go into an image layer",
+                             path=Path(root) / rel)
 
 
 def walk_project(root: Path, ignore: IgnoreRules, cache: StatCache,
