@@ -27,6 +27,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+import report as report_json
 
 REPO = Path(__file__).resolve().parent.parent
 WORKDIR = "/usr/local/airflow"
@@ -509,10 +510,7 @@ def emit(report: dict, out: Path | None) -> None:
     """Print the report (with the machine's description) as JSON, and write it to `out` too."""
     report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                          "python_start_s": python_start_s(), "load_average": os.getloadavg()}
-    text = json.dumps(report, indent=2)
-    if out:
-        out.write_text(text + "\n")
-    print(text)
+    report_json.emit(report, out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_bench as bb  # noqa: E402  (shared helpers: the project generator, timing, the docker driver)
 from deploy_bench import start_registry  # noqa: E402
 from python_bench import CA_FILE, host_ca_bundle  # noqa: E402
+from report import emit  # noqa: E402
 
 AIRFLOW = "apache-airflow==3.3.2"
 BASE_TAG = "airbuild-cibench-base:latest"
@@ -163,10 +164,7 @@ def main() -> int:
     finally:
         registry.terminate()
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(report, args.out)
     return 0
 
 

@@ -36,6 +36,7 @@ from tests.fault_proxy import Fault, FaultProxy, classify, image_problems, tags_
 from tests.registry_servers import PASSWORD, USER, TokenServer, start_registry  # noqa: E402
 from tests.test_deploy import make_deploy_project  # noqa: E402
 from tests.test_registry_faults import deploy_through  # noqa: E402
+from report import emit  # noqa: E402
 
 KINDS = ("blob-upload", "upload-start", "blob-head", "manifest-put")
 TRANSIENT = {
@@ -177,10 +178,7 @@ def main() -> None:
         result = {"benchmark": "fault_campaign", "seed": args.seed, "rounds": args.rounds,
                   "image_bytes": clean.image_bytes, "requests_per_clean_push": counts,
                   "airbuild": summary(ours), "skopeo": summary(theirs) if theirs else None, "fuzz": fuzzed}
-        text = json.dumps(result, indent=2)
-        print(text)
-        if args.out:
-            args.out.write_text(text + "\n")
+        emit(result, args.out)
     finally:
         plain.stop()
         tokened.stop()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_bench as bench  # noqa: E402  (shared helpers: timing, the docker driver, the base)
+from report import emit  # noqa: E402
 
 # what real Astro projects carry (tests/test_debian_fidelity.py: apt chooses the same 143 packages)
 PACKAGES = "build-essential libpq-dev git curl unixodbc-dev libsasl2-dev graphviz openjdk-17-jre-headless"
@@ -138,10 +139,7 @@ def main() -> int:
     if theirs:
         result["ratios"] = {"cold": round(theirs["cold_s"]["median"] / ours["cold_s"]["median"], 2),
                             "warm": round(theirs["warm_s"]["median"] / ours["warm_locked_s"]["median"], 2)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -20,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import emit, machine
 
 REPO = Path(__file__).resolve().parent.parent
 STORE = Path(os.environ.get("AIRBUILD_TEST_STORE", Path.home() / ".cache" / "airbuild" / "test-store"))
@@ -348,13 +349,9 @@ def main() -> int:
             "peer_full_over_airbuild_cached": round(peer_full / airbuild_numbers["cached"]["wall_s"]["median"], 2),
         },
         "diagnostics": diag,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
+        "machine": machine(load_before),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(report, args.out)
     return 0 if airbuild_numbers["cold"]["errors"] == 0 else 1
 
 

@@ -22,7 +22,6 @@ import compileall
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # builder, for the SBOM record's name
 import build_bench as bb  # noqa: E402
 from deploy_bench import start_registry  # noqa: E402
+from report import emit, machine  # noqa: E402
 
 REPO = bb.REPO
 # airbuild's push alone (what `deploy` runs once the image is built), timed inside the process: no CLI start.
@@ -165,13 +165,9 @@ def main() -> int:
         "ratio_one_at_a_time_to_skopeo": round(median("airbuild_serial") / median("skopeo"), 2),
         "rounds": rounds,
         "skopeo_version": subprocess.run(["skopeo", "--version"], capture_output=True, text=True).stdout.strip(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
+        "machine": machine(load_before[0]),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(report, args.out)
     return 0
 
 

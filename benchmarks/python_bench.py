@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import ssl
 import subprocess
@@ -32,6 +31,7 @@ from build_bench import (  # noqa: E402  (the sibling module, found through the 
     DAG_TEMPLATE, OWNER, REPO, TOP_LEVEL, WORKDIR, Docker, debian_rootfs, log, spread, timed,
     tiny_project, usable_buildkit_client,
 )
+from report import emit, machine  # noqa: E402
 
 # Pins that resolve for CPython 3.11 on linux x86_64 without Airflow's constraints file.
 FULL = ["apache-airflow==2.10.5", "apache-airflow-providers-postgres==6.4.1", "apache-airflow-providers-http==5.5.0"]
@@ -430,13 +430,9 @@ def main() -> int:
         "airbuild_validates_dags": args.validate,
         "pip_no_compile": args.pip_no_compile,
         "ratios": ratios(airbuild_numbers, buildkit_numbers),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
+        "machine": machine(load_before[0]),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(report, args.out)
     return 0 if airbuild_error is None else 1
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import re
 import secrets
@@ -30,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_bench  # noqa: E402  (the project generator, the edit and the base)
+from report import emit, machine  # noqa: E402
 
 REPO = build_bench.REPO
 STORE = Path(os.environ.get("AIRBUILD_TEST_STORE", Path.home() / ".cache" / "airbuild" / "test-store"))
@@ -395,13 +395,9 @@ def main() -> int:
         "ratio_cold_process_over_watch":
             round(cold_numbers["wall_s"]["median"] / watch_median, 1) if watch_median else None,
         "store_tmp_entries_after": leftovers,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
+        "machine": machine(load_before),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(report, args.out)
     stop = watch_numbers["stop"]
     ok = (watch_numbers["dags_only_and_valid_fraction"] == 1.0 and stop["stopped_within_10s"]
           and stop["processes_left"] == 0 and cold_numbers["dags_only_every_build"])
