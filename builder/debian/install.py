@@ -177,13 +177,15 @@ def _run_rootless(written: list[LayerItem], upper: Path, lower: Path, lower_owne
         if item.kind != "hardlink" and (meta.uid, meta.gid) != (0, 0):  # a hard link shares its first path's inode
             owned.append((upper / item.path, meta.uid, meta.gid, None if item.kind == "symlink" else meta.mode, None))
     owners = scratch / "owners"
+    recorded = None
     try:
         set_owners(owned)
         owner_layer(lower, lower_owners, owners)
         run_scripts(lower, upper, scratch, script, env, owners)
-        return take_back(upper)
-    finally:
-        for tree in (upper, owners, scratch / "work"):
+        recorded = take_back(upper)
+        return recorded
+    finally:  # also when a script failed: what it chowned is removable by the user only once handed back
+        for tree in ([upper] if recorded is None else []) + [owners, scratch / "work"]:
             with contextlib.suppress(BuildError):
                 take_back(tree)
 
