@@ -63,18 +63,17 @@ def rootless() -> bool:
     return os.geteuid() != 0
 
 
-def _ranges(path: Path, user: str, uid: int) -> int:
-    """How many ids /etc/subuid (or subgid) gives the user."""
+def _first_range(path: Path, user: str, uid: int) -> int:
+    """How many ids the user's first range in /etc/subuid (or subgid) holds: the one --map-auto maps."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
         return 0
-    total = 0
     for line in lines:
         parts = line.strip().split(":")
         if len(parts) == 3 and parts[0] in (user, str(uid)) and parts[2].isdigit():
-            total += int(parts[2])
-    return total
+            return int(parts[2])
+    return 0
 
 
 @functools.cache
@@ -89,7 +88,7 @@ def unusable() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt-get install uidmap)"
     for name in ("subuid", "subgid"):
-        count = _ranges(Path("/etc") / name, user, uid)
+        count = _first_range(Path("/etc") / name, user, uid)
         if count < IDS_NEEDED - 1:
             return (f"user {user} has {count} ids in /etc/{name}, and needs {IDS_NEEDED - 1} "
                     f"(usermod --add-sub{name[3:]}s 100000-165535 {user})")
