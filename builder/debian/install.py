@@ -4,6 +4,7 @@ indexes, lock, fetch the locked `.deb` files, and assemble the layer.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from builder.debian.deb import read_deb
 from builder.debian.layer import Package, Tree, record_in_dpkg, with_scripts, unpack
 from builder.debian.repo import AptSource, Keyring, Verification, dearmor, is_sources_file, load_source, parse_sources
 from builder.debian.resolve import Installed, Request, Universe, installed_from_status, resolve
+from builder.debian.base_owners import owner_layer
 from builder.debian.maintscripts import driver, run_scripts
+from builder.debian.rootless import set_owners, take_back
 from builder.debian.scripts import apply_alternatives, ca_certificates, update_ld_cache
 from builder.debian.triggers import activated, base_interests, registered
 from builder.layers.normalise import normalise_items
-from builder.layers.overlay import read_upper, write_items
+from builder.layers.overlay import Recorded, directory_metadata, read_upper, write_items
 from builder.common.errors import BuildError
 from builder.layers.tar import LayerItem
 from builder.store.store import LayerRecord, Store
@@ -130,9 +133,12 @@ def fetch_packages(store: Store, entries, spool: Path | None = None) -> list[Pac
 
 
 def install_and_configure(tree: Tree, packages: list[Package], view: BaseView, lower: Path, scratch: Path,
-                          epoch: int, env: dict[str, str]) -> tuple[list[LayerItem], list[str]]:
+                          epoch: int, env: dict[str, str],
+                          lower_owners: dict[str, tuple[int, int]] | None = None) -> tuple[list[LayerItem], list[str]]:
     """Unpack, record as unpacked, and let dpkg configure them in the sandbox over `lower` (the image
-    below, unpacked); the layer's items (bodies under `scratch`, which the caller removes) and notes."""
+    below, unpacked); the layer's items (bodies under `scratch`, which the caller removes) and notes.
+    `lower_owners`: as a regular user, the owners of the image's entries not owned by root
+    (builder.debian.base_owners), which `lower` on disk does not have."""
     for package in packages:
         unpack(tree, package)
     record_in_dpkg(tree, packages, view.status, unpacked=True)
@@ -141,17 +147,47 @@ def install_and_configure(tree: Tree, packages: list[Package], view: BaseView, l
         if view.files.get(path) != text.encode():
             tree.file(tree.canonical(path, follow_last=True), text.encode())
     upper = scratch / "upper"
-    write_items(tree.sorted_items(), upper, epoch, lower, move_sources=True)
+    written = tree.sorted_items()
+    write_items(written, upper, epoch, lower, move_sources=True, lower_owners=lower_owners)
     notes = list(tree.notes)
     tree.items.clear()  # the bodies are on disk now
     installed = installed_from_status(view.status)
     upgrades = {p.name: installed[p.name].version for p in packages if p.name in installed}
-    run_scripts(lower, upper, scratch, driver(packages, upgrades, activated(base, packages)), env, len(packages))
-    items, _ = normalise_items(read_upper(upper), scratch / "normalised", epoch)
+    script = driver(packages, upgrades, activated(base, packages))
+    if lower_owners is None:
+        run_scripts(lower, upper, scratch, script, env, packages=len(packages))
+        items, _ = normalise_items(read_upper(upper), scratch / "normalised", epoch)
+    else:
+        recorded = _run_rootless(written, upper, lower, lower_owners, scratch, script, env, len(packages))
+        items, _ = normalise_items(read_upper(upper, recorded), scratch / "normalised", epoch)
     configured = with_scripts(packages)
     notes.append(f"dpkg configured {len(packages)} packages in a bubblewrap sandbox "
                  f"({len(configured)} with maintainer scripts or triggers)")
     return items, notes
+
+
+def _run_rootless(written: list[LayerItem], upper: Path, lower: Path, lower_owners: dict[str, tuple[int, int]],
+                  scratch: Path, script: str, env: dict[str, str], packages: int) -> dict[str, Recorded]:
+    """The scripts run as a regular user: owners set in the user namespace before (the unpacked files',
+    the base's in a layer over it), read back there after; the scratch trees handed back to the user."""
+    directories = directory_metadata(written, lower, lower_owners)
+    owned: list[tuple[Path, int, int, int | None, int | None]] = []
+    for item in written:
+        meta = directories.get(item.path, item)
+        if item.kind != "hardlink" and (meta.uid, meta.gid) != (0, 0):  # a hard link shares its first path's inode
+            owned.append((upper / item.path, meta.uid, meta.gid, None if item.kind == "symlink" else meta.mode, None))
+    owners = scratch / "owners"
+    recorded = None
+    try:
+        set_owners(owned)
+        owner_layer(lower, lower_owners, owners)
+        run_scripts(lower, upper, scratch, script, env, owners, packages)
+        recorded = take_back(upper)
+        return recorded
+    finally:  # also when a script failed: what it chowned is removable by the user only once handed back
+        for tree in ([upper] if recorded is None else []) + [owners, scratch / "work"]:
+            with contextlib.suppress(BuildError):
+                take_back(tree)
 
 
 def install(tree: Tree, packages: list[Package], view: BaseView, arch: str, why: str = "") -> list[str]:

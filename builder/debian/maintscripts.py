@@ -14,12 +14,14 @@ What the scripts change is left in the upper directory, which becomes the layer:
 (whiteouts for what they deleted) and normalised as RUN layers are (builder.layers.normalise).
 
 The overlay is mounted in a private mount namespace (`unshare --mount`; as a regular user also
-`--user --map-root-user --map-auto`, which needs unprivileged overlay mounts and a range of ids in
-/etc/subuid), so it disappears with the run.
+`--user --map-root-user --map-auto`, which needs unprivileged overlay mounts, newuidmap and a range
+of ids in /etc/subuid and /etc/subgid: builder.debian.rootless), so it disappears with the run. As a
+regular user a small layer between the two gives the base's files their owners (builder.debian.base_owners).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from builder.common.errors import BuildError
 from builder.common.progress import announce
+from builder.debian import rootless
 from builder.debian.control import field_of, relations
 from builder.debian.layer import Package
 
@@ -59,24 +62,30 @@ def unusable() -> str | None:
         return "bubblewrap is not installed (apt-get install bubblewrap)"
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
+    if rootless.rootless() and (why := rootless.unusable()) is not None:
+        return f"as a regular user, the sandbox needs ids to map: {why}"
     with tempfile.TemporaryDirectory(prefix="airbuild-probe-") as tmp:
         dirs = [Path(tmp) / d for d in ("lower", "upper", "work", "merged")]
         for d in dirs:
             d.mkdir()
         (dirs[0] / "owned").touch()
         # the chown: scripts give files to system users, which a namespace mapping one uid refuses
-        proc = subprocess.run(_wrapper(*dirs) + ["bwrap", "--ro-bind", "/", "/", "--bind", str(dirs[3]), "/mnt",
+        proc = subprocess.run(_wrapper([dirs[0]], *dirs[1:]) + ["bwrap", "--ro-bind", "/", "/", "--bind", str(dirs[3]), "/mnt",
                                                  *UNSHARE, "--die-with-parent", "chown", "1:1", "/mnt/owned"],
                               capture_output=True, text=True, timeout=60)
+        if rootless.rootless():  # the file owned by a mapped id: the user can remove it only from the namespace
+            with contextlib.suppress(BuildError):
+                rootless.take_back(Path(tmp))
     if proc.returncode:
         return f"bwrap over an overlay did not start: {(proc.stderr.strip() or f'exit {proc.returncode}')[-300:]}"
     return None
 
 
-def _wrapper(lower: Path, upper: Path, work: Path, merged: Path) -> list[str]:
-    """Mount the overlay in a private mount namespace, then exec the rest of the command line."""
-    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user", "--map-auto"]
-    options = f"lowerdir={lower},upperdir={upper},workdir={work}" + ("" if not user else ",userxattr")
+def _wrapper(lowers: list[Path], upper: Path, work: Path, merged: Path) -> list[str]:
+    """Mount the overlay (`lowers` top first) in a private mount namespace, then exec the rest of the command line."""
+    user = [] if not rootless.rootless() else ["--user", "--map-root-user", "--map-auto"]
+    options = (f"lowerdir={':'.join(str(p) for p in lowers)},upperdir={upper},workdir={work}"
+               + ("" if not user else ",userxattr"))
     return (["unshare", "--mount", "--propagation", "private", *user, "--", "sh", "-c",
              'mount -t overlay overlay -o "$1" "$2" || exit 97; shift 2; exec "$@"', "sh", options, str(merged)])
 
@@ -126,9 +135,11 @@ def driver(packages: list[Package], upgrades: dict[str, str], triggers: list[str
     return "\n".join(lines)
 
 
-def sandbox_command(lower: Path, upper: Path, scratch: Path, binds: tuple[tuple[Path, str], ...] = ()) -> list[str]:
+def sandbox_command(lower: Path, upper: Path, scratch: Path, binds: tuple[tuple[Path, str], ...] = (),
+                    owners: Path | None = None) -> list[str]:
     """The command prefix that runs a program as root (Docker's default capabilities, no network) with the
-    overlay of `lower` and `upper` as its root, `binds` (host directory, path inside) mounted read-write."""
+    overlay of `lower` and `upper` as its root, `binds` (host directory, path inside) mounted read-write;
+    `owners`: a layer over `lower` (builder.debian.base_owners)."""
     work, merged = scratch / "work", scratch / "merged"
     work.mkdir(parents=True, exist_ok=True)
     merged.mkdir(parents=True, exist_ok=True)
@@ -138,18 +149,19 @@ def sandbox_command(lower: Path, upper: Path, scratch: Path, binds: tuple[tuple[
     bwrap += [*UNSHARE, "--hostname", "airbuild", "--die-with-parent", "--new-session", "--chdir", "/"]
     for cap in CAPABILITIES:
         bwrap += ["--cap-add", cap]
-    return _wrapper(lower, upper, work, merged) + bwrap
+    return _wrapper([owners, lower] if owners is not None else [lower], upper, work, merged) + bwrap
 
 
-def run_scripts(lower: Path, upper: Path, scratch: Path, script: str, env: dict[str, str], packages: int = 0) -> str:
-    """Run `script` as root in the sandbox over lower+upper; what it printed. BuildError when it fails.
+def run_scripts(lower: Path, upper: Path, scratch: Path, script: str, env: dict[str, str],
+                owners: Path | None = None, packages: int = 0) -> str:
+    """Run `script` as root in the sandbox over lower(+owners)+upper; what it printed. BuildError when it fails.
     `packages`: how many dpkg configures, for the progress lines."""
     scripts = scratch / "scripts"
     scripts.mkdir(parents=True, exist_ok=True)
     (scripts / "configure.sh").write_text(script)
     environment = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", **env,
                    "DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
-    command = sandbox_command(lower, upper, scratch, ((scripts, "/tmp/airbuild-scripts"),)) + \
+    command = sandbox_command(lower, upper, scratch, ((scripts, "/tmp/airbuild-scripts"),), owners) + \
         ["/bin/sh", "/tmp/airbuild-scripts/configure.sh"]
     log = scratch / "log"
     progress = _ConfigureProgress(packages)

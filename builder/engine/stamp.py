@@ -56,6 +56,8 @@ def _path_signature(path: str) -> str:
         st = os.stat(path)
     except FileNotFoundError:
         return f"{path}\0absent"
+    except OSError as exc:  # another user's stamp (a copied project): not the same inputs
+        return f"{path}\0unreadable {exc.errno}"
     return f"{path}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
 
 

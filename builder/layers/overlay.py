@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from builder.layers.tar import LayerItem
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An upper entry's metadata as the image has it, read where the sandbox ran (a user namespace)."""
+    uid: int
+    gid: int
+    mode: int
+    capability: bytes | None  # the security.capability extended attribute
 
 OPAQUE = (b"trusted.overlay.opaque", b"user.overlay.opaque")
 # what overlayfs itself keeps on upper entries; never part of the layer
@@ -22,19 +32,22 @@ _OVERLAY_XATTR = (b"trusted.overlay.", b"user.overlay.")
 
 
 def write_items(items: Iterable[LayerItem], root: Path, epoch: int, lower: Path | None = None,
-                move_sources: bool = False) -> None:
+                move_sources: bool = False, lower_owners: dict[str, tuple[int, int]] | None = None) -> None:
     """Write `items` (sorted, parents first) under `root` with their modes, owners and mtime `epoch`;
     `move_sources`: the items' source files are spooled copies, renamed into place rather than copied.
 
     A directory the items name only as a parent takes the metadata the lower filesystem has for it,
-    so the upper directory does not change a base directory's mode or owner."""
+    so the upper directory does not change a base directory's mode or owner. `lower_owners`: the owners
+    the lower's entries have in the image, where its files on disk do not carry them (unpacked by a
+    regular user; root's entries left out). A regular user cannot set owners: the caller does, with
+    the items' (uid, gid), in a user namespace."""
     can_chown = os.geteuid() == 0
     directories: list[tuple[Path, LayerItem]] = []
     for item in items:
         path = root / item.path
         if item.kind == "dir":
             path.mkdir(parents=True, exist_ok=True)
-            directories.append((path, _lower_dir(item, lower)))
+            directories.append((path, _lower_dir(item, lower, lower_owners)))
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         if item.kind == "file" and move_sources and item.source is not None:
@@ -57,7 +70,7 @@ def write_items(items: Iterable[LayerItem], root: Path, epoch: int, lower: Path 
         _metadata(path, item, epoch, can_chown)
 
 
-def _lower_dir(item: LayerItem, lower: Path | None) -> LayerItem:
+def _lower_dir(item: LayerItem, lower: Path | None, lower_owners: dict[str, tuple[int, int]] | None) -> LayerItem:
     if lower is None:
         return item
     try:
@@ -66,7 +79,14 @@ def _lower_dir(item: LayerItem, lower: Path | None) -> LayerItem:
         return item
     if not stat.S_ISDIR(st.st_mode) or (item.mode, item.uid, item.gid) != (0o755, 0, 0):
         return item
-    return LayerItem(item.path, "dir", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    uid, gid = (st.st_uid, st.st_gid) if lower_owners is None else lower_owners.get(item.path, (0, 0))
+    return LayerItem(item.path, "dir", stat.S_IMODE(st.st_mode), uid, gid)
+
+
+def directory_metadata(items: Iterable[LayerItem], lower: Path | None,
+                       lower_owners: dict[str, tuple[int, int]] | None) -> dict[str, LayerItem]:
+    """The metadata write_items gives each directory (parents included as the lower has them)."""
+    return {i.path: _lower_dir(i, lower, lower_owners) for i in items if i.kind == "dir"}
 
 
 def _metadata(path: Path, item: LayerItem, epoch: int, can_chown: bool) -> None:
@@ -78,8 +98,10 @@ def _metadata(path: Path, item: LayerItem, epoch: int, can_chown: bool) -> None:
     os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
-def read_upper(root: Path) -> list[LayerItem]:
-    """The upper directory's entries as layer items (bodies left in place), whiteouts translated, sorted."""
+def read_upper(root: Path, recorded: dict[str, Recorded] | None = None) -> list[LayerItem]:
+    """The upper directory's entries as layer items (bodies left in place), whiteouts translated, sorted.
+    `recorded`: owner, mode and capabilities of each entry as the image has them, where the files on disk do not
+    (a rootless sandbox's upper directory, handed back to the user)."""
     found: list[tuple[str, str, os.stat_result]] = []
     for directory, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(directory, root)
@@ -89,22 +111,27 @@ def read_upper(root: Path) -> list[LayerItem]:
     items: list[LayerItem] = []
     inodes: dict[tuple[int, int], str] = {}  # the first path of a hard-linked file, in the layer's order
     for rel, path, st in sorted(found, key=lambda f: f[0]):
-        mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+        uid, gid, mode = st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+        known = recorded.get(rel) if recorded is not None else None
+        if known is not None:
+            uid, gid, mode = known.uid, known.gid, known.mode
+        xattrs = _xattrs(path) if known is None else _capability(known.capability)
+        mtime = int(st.st_mtime)
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
             items.append(LayerItem(_whiteout(rel), "file", 0o644, mtime=mtime))
         elif stat.S_ISDIR(st.st_mode):
-            items.append(LayerItem(rel, "dir", mode, st.st_uid, st.st_gid, mtime=mtime, xattrs=_xattrs(path)))
+            items.append(LayerItem(rel, "dir", mode, uid, gid, mtime=mtime, xattrs=xattrs))
             if _opaque(path):
                 items.append(LayerItem(f"{rel}/.wh..wh..opq", "file", 0o644, mtime=mtime))
         elif stat.S_ISLNK(st.st_mode):
-            items.append(LayerItem(rel, "symlink", 0o777, st.st_uid, st.st_gid, mtime=mtime, link=os.readlink(path)))
+            items.append(LayerItem(rel, "symlink", 0o777, uid, gid, mtime=mtime, link=os.readlink(path)))
         elif stat.S_ISREG(st.st_mode):
             first = inodes.setdefault((st.st_dev, st.st_ino), rel) if st.st_nlink > 1 else rel
             if first != rel:
-                items.append(LayerItem(rel, "hardlink", mode, st.st_uid, st.st_gid, mtime=mtime, link=first))
+                items.append(LayerItem(rel, "hardlink", mode, uid, gid, mtime=mtime, link=first))
             else:
-                items.append(LayerItem(rel, "file", mode, st.st_uid, st.st_gid, st.st_size, source=path,
-                                       mtime=mtime, xattrs=_xattrs(path)))
+                items.append(LayerItem(rel, "file", mode, uid, gid, st.st_size, source=path,
+                                       mtime=mtime, xattrs=xattrs))
         # sockets, fifos and other devices: a layer cannot carry them
     return sorted(items, key=lambda i: i.path)
 
@@ -122,6 +149,10 @@ def _opaque(path: str) -> bool:
         except OSError:
             continue
     return False
+
+
+def _capability(value: bytes | None) -> tuple[tuple[str, str], ...]:
+    return (("security.capability", value.decode("utf-8", "surrogateescape")),) if value else ()
 
 
 def _xattrs(path: str) -> tuple[tuple[str, str], ...]:

@@ -149,7 +149,11 @@ def remove(path: Path) -> None:
             parent = os.path.dirname(name)
             try:
                 os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
-                func(name)
+                if func in (os.open, os.scandir, os.lstat):  # a directory it could not enter (mode 000)
+                    os.chmod(name, os.lstat(name).st_mode | stat.S_IRWXU)
+                    remove(Path(name))
+                else:
+                    func(name)
             except OSError:
                 pass
         shutil.rmtree(path, onerror=writable)

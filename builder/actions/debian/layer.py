@@ -15,6 +15,8 @@ from pathlib import Path
 from builder.actions.debian.package_list import Listed
 from builder.bases.image import BaseImage
 from builder.debian import maintscripts
+from builder.debian.base_owners import base_owners
+from builder.debian.rootless import rootless
 from builder.debian.install import (base_view, entries_hash, fetch_packages, install, install_and_configure,
                                     keyring_for, layer_items, resolve_online, sources_json)
 from builder.layers.unpack import unpacked
@@ -128,8 +130,9 @@ def _make_items(ctx: BuildContext, image: BaseImage, entries, arch: str, notes_k
     tree = Tree(dict(view.links))
     if why_not is None:
         env = dict(e.split("=", 1) for e in (image.config.get("config") or {}).get("Env") or [] if "=" in e)
+        owners = base_owners(ctx.store, image.layers) if rootless() else None
         items, notes = install_and_configure(tree, packages, view, unpacked(ctx.store, image.layers), scratch,
-                                             ctx.epoch, env)
+                                             ctx.epoch, env, owners)
     else:
         notes = install(tree, packages, view, arch, f"maintainer scripts need a sandbox ({why_not})")
         items = layer_items(tree)
