@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import io
 import json
-import threading
 import zipfile
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from tests.helpers import rule_layers, run, run_cli, tool
 from tests.projects import make_project
 from tests.test_bases import tiny_rootfs
+from tests.package_index import PackageIndex
 
 REQUIREMENTS = "# compiled extensions, and a console script\npyyaml==6.0.2\nmarkupsafe==3.0.2\ntabulate==0.9.0\n"
 DEAD_PROXY = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
@@ -167,43 +166,10 @@ def make_wheel(name: str, version: str) -> tuple[str, bytes]:
 @pytest.fixture
 def private_index():
     filename, wheel = make_wheel("internal_tools", "1.2.0")
-    digest = hashlib.sha256(wheel).hexdigest()
     expected = "Basic " + base64.b64encode(f"ci:{SECRET}".encode()).decode()
-
-    class Index(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self):
-            self.do_GET(head=True)
-
-        def do_GET(self, head: bool = False):
-            if self.headers.get("Authorization") != expected:
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="index"')
-                self.end_headers()
-                return
-            if self.path.rstrip("/") == "/simple/internal-tools":
-                body = f'<a href="/files/{filename}#sha256={digest}">{filename}</a>'.encode()
-                ctype = "text/html"
-            elif self.path == f"/files/{filename}":
-                body, ctype = wheel, "application/octet-stream"
-            else:
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
-    server.shutdown()
+    index = PackageIndex([(filename, wheel)], auth=expected)
+    yield index.url
+    index.close()
 
 
 def test_private_index_credentials_never_land_anywhere(tmp_path, debian_rootfs, airbuild_cache, private_index):

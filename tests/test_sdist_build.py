@@ -13,20 +13,18 @@ shared with the suite's kept store, so a warm machine does not fetch them again.
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import io
 import json
 import os
 import shutil
 import tarfile
-import threading
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import rule_layers, run, run_cli, tool
 from tests.projects import make_project, set_age
+from tests.package_index import PackageIndex
 
 PACKAGES = ["build-essential", "libpq-dev", "python3-dev"]
 SDIST_ONLY = "psycopg2==2.9.10"  # psycopg2 publishes wheels for Windows and macOS only
@@ -152,31 +150,9 @@ def sdist_index():
     """A simple index on loopback holding one sdist (asks-at-build 1.0): its URL."""
     filename = "asks_at_build-1.0.tar.gz"
     data = sdist_bytes("asks_at_build", "1.0", {"setup.py": ASKING_SETUP, "asks_at_build.py": "ANSWER = 42\n"})
-    digest = hashlib.sha256(data).hexdigest()
-
-    class Index(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path.rstrip("/") == "/simple/asks-at-build":
-                body, ctype = f'<a href="/files/{filename}#sha256={digest}">{filename}</a>'.encode(), "text/html"
-            elif self.path == f"/files/{filename}":
-                body, ctype = data, "application/octet-stream"
-            else:
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
-    server.shutdown()
+    index = PackageIndex([(filename, data)])
+    yield index.url
+    index.close()
 
 
 def test_what_the_backend_asks_for_when_run_is_fetched_and_the_build_runs_again(tmp_path, debian_rootfs,

@@ -4,10 +4,8 @@ unreachable cache is a warning, a read-only cache is never written. Against the 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import shutil
-import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -17,6 +15,7 @@ from tests.projects import make_project
 from tests.registry_servers import PASSWORD, USER
 from tests.test_bases import tiny_rootfs
 from tests.test_registry import tls_registry  # noqa: F401  (a fixture)
+from tests.package_index import PackageIndex
 
 
 def build(project: Path, base: Path, store: Path, *extra: str, check: bool = True):
@@ -214,48 +213,6 @@ def test_a_cache_behind_authentication_and_one_that_refuses_the_credentials(tmp_
     assert "wrong-password" not in json.dumps(refused)
 
 
-class WheelIndex:
-    """A package index on loopback serving some wheels (PEP 503 pages), counting the wheels it sends."""
-
-    def __init__(self, wheels: list[tuple[str, bytes]]):
-        files = dict(wheels)
-        self.downloads: list[str] = []
-        index = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_HEAD(self):
-                self.do_GET(head=True)
-
-            def do_GET(self, head: bool = False):
-                name = self.path.strip("/").split("/")[-1]
-                if self.path.startswith("/simple/"):
-                    links = [f'<a href="/files/{f}#sha256={hashlib.sha256(data).hexdigest()}">{f}</a>'
-                             for f, data in files.items() if f.split("-")[0].replace("_", "-") == name]
-                    body, ctype = "".join(links).encode(), "text/html"
-                elif self.path.startswith("/files/") and name in files:
-                    body, ctype = files[name], "application/octet-stream"
-                    if not head:
-                        index.downloads.append(name)
-                else:
-                    body, ctype = b"", ""
-                self.send_response(200 if ctype else 404)
-                self.send_header("Content-Type", ctype or "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
 def test_a_fresh_store_whose_python_layers_are_all_in_the_cache_downloads_no_wheel(tmp_path, registry,
                                                                                      debian_rootfs):
     """Which files each of the requirements' layers keeps is read from the wheels once, then kept by the lock in
@@ -264,7 +221,7 @@ def test_a_fresh_store_whose_python_layers_are_all_in_the_cache_downloads_no_whe
 
     names = ["alpha_tools", "beta_tools", "gamma_tools", "delta_tools", "epsilon_tools"]
     wheels = [make_wheel(name, "1.0.0") for name in names]
-    index = WheelIndex(wheels)
+    index = PackageIndex(wheels)
     try:
         project = make_project(tmp_path / "a" / "p")
         (project / "requirements.txt").write_text("".join(f"{name.replace('_', '-')}==1.0.0\n" for name in names))
