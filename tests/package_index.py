@@ -34,7 +34,8 @@ class PackageIndex:
                 if self.path.startswith("/simple/"):
                     links = [f'<a href="/files/{f}#sha256={hashlib.sha256(data).hexdigest()}">{f}</a>'
                              for f, data in served.items() if project_of(f) == name]
-                    body, ctype = "".join(links).encode(), "text/html"
+                    # none: 404, so an installer asks its other indexes (an empty page would say "no files")
+                    body, ctype = "".join(links).encode(), "text/html" if links else ""
                 elif self.path.startswith("/files/") and name in served:
                     body, ctype = served[name], "application/octet-stream"
                     if not head:
