@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from builder.validate import harness
 
 
@@ -44,12 +46,11 @@ def test_errors_are_classified_by_what_airflow_says():
     assert harness.classify("ModuleNotFoundError: No module named 'x'") == "import"
 
 
-def test_the_modules_a_dag_file_imports_are_read_from_its_syntax_tree():
-    import ast
-
-    tree = ast.parse("import json, xml.dom as d\nfrom email.mime import text\nfrom . import sibling\n"
-                     "def f():\n    import csv\n    from .pkg import x\n")
-    assert harness.imported_modules(tree) == {"json", "xml.dom", "email.mime", "csv"}
+def test_the_modules_a_dag_file_imports_are_read_from_its_import_lines():
+    source = (b"import json, xml.dom as d\nfrom email.mime import text\nfrom . import sibling\n"
+              b"def f():\n    import csv  # a comment, os\n    from .pkg import x\n"
+              b"from  collections.abc  import (\n    Mapping,\n)\nimport re; import sys\nx = 'not.an import'\n")
+    assert harness.imported_names(source) == {"json", "xml.dom", "email.mime", "csv", "collections.abc", "re"}
 
 
 def test_a_module_the_project_provides_is_never_preimported(tmp_path, monkeypatch):
@@ -124,3 +125,15 @@ def test_a_listing_taken_just_after_a_change_is_not_reused(tmp_path, monkeypatch
     harness.list_files(str(folder))
     assert len(calls) == 3, "a settled folder is listed once"
     assert calls == [False, False, False], "the safe-mode check is the harness's own, per file"
+
+
+def test_the_warm_up_guard_refuses_a_module_the_project_provides(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "include" / "shadowing").mkdir(parents=True)
+    (project / "include" / "shadowing" / "__init__.py").write_text("raise SystemExit('imported by the harness')\n")
+    monkeypatch.syspath_prepend(str(project / "include"))
+    guard = harness.ProjectGuard((str(project) + os.sep,))
+    with pytest.raises(ImportError):
+        guard.find_spec("shadowing")
+    assert guard.find_spec("json").origin.endswith("json/__init__.py")
+    assert guard.find_spec("not_installed_anywhere") is None
