@@ -14,7 +14,6 @@ environment. Prints one JSON object on stdout (progress goes to stderr). See ben
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
