@@ -15,6 +15,7 @@ import os
 import re
 import ssl
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,10 @@ def image(tmp_path_factory, debian_rootfs, docker_client):
         os.link(work / "store-1" / "blobs" / "sha256" / entry["sha256"], blobs / entry["sha256"])
     second = build(project, work / "store-2", debian_rootfs, "--locked", env={"AIRBUILD_PROGRESS": "lines"})
     loaded = docker_client("load", "-i", work / "image.tar").stdout
-    tag = re.search(r"Loaded image: (\S+)", loaded).group(1)
+    # A name of this test's own: another test removing an image of the same name (a project called
+    # `project` with the same content) cannot take it away meanwhile.
+    tag = f"debian-image-test:{uuid.uuid4().hex[:12]}"
+    docker_client("tag", re.search(r"Loaded image: (\S+)", loaded).group(1), tag)
     yield tag, first, second
     docker_client("rmi", "-f", tag, check=False)
 

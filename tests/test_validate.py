@@ -48,10 +48,16 @@ def harness_processes() -> list[str]:
     return descendants("/airbuild/harness.py")
 
 
-def sandbox_containers() -> list[str]:
-    out = subprocess.run(["docker", "ps", "--all", "--quiet", "--filter", "name=airbuild-sandbox-"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.split()
+def sandbox_containers(settle_s: float = 60) -> list[str]:
+    """The sandbox containers left, once those being removed are gone (`docker run --rm` removes a container
+    after it exits, and on the vfs driver that takes a while): waits up to `settle_s` for none to be left."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        out = subprocess.run(["docker", "ps", "--all", "--quiet", "--filter", "name=airbuild-sandbox-"],
+                             capture_output=True, text=True, check=True).stdout
+        if not out.split() or time.monotonic() > deadline:
+            return out.split()
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("sandbox", ["bwrap", "docker"])
@@ -256,14 +262,14 @@ def test_ctrl_c_during_a_docker_sandbox_run_leaves_no_container(tmp_path, debian
            "AIRFLOW_VAR_TEST_RUN": uuid.uuid4().hex}
     parse(project, debian_rootfs, "--sandbox", "docker")  # the environment and its Docker image exist
     shutil.copy(SAMPLES / "hostile_loop.py", project / "dags" / "hostile_loop.py")
-    before = set(sandbox_containers())
+    before = set(sandbox_containers(settle_s=0))
     proc = subprocess.Popen([sys.executable, "-m", "builder", "parse", str(project), "--base",
                              f"rootfs:{debian_rootfs}", "--sandbox", "docker"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while set(sandbox_containers()) == before and time.monotonic() < deadline:  # the loop is running
+    while set(sandbox_containers(settle_s=0)) == before and time.monotonic() < deadline:  # the loop is running
         time.sleep(0.2)
-    assert set(sandbox_containers()) - before, "a sandbox container ran"
+    assert set(sandbox_containers(settle_s=0)) - before, "a sandbox container ran"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr
