@@ -92,6 +92,19 @@ def test_a_symlink_out_in_a_lower_layer_then_a_file_through_it(tmp_path, sentine
     assert error is not None and "usr/lib/owned" in str(error)
 
 
+def test_a_layer_cannot_take_airbuilds_marker_names(tmp_path, sentinel):
+    """The unpacked copy's root holds airbuild's markers (`.airbuild-complete`, `.airbuild-layers.json`): a layer
+    putting a symlink out or a directory there is replaced, never written through (a fuzzed layer found it)."""
+    layer = hi.layer([hi.symlink(".airbuild-complete", str(sentinel / "written")),
+                      hi.entry(".airbuild-layers.json", type=tarfile.DIRTYPE), hi.entry("etc/hostname", b"base\n")])
+    store, base = base_from(tmp_path, [layer])
+    root, error = unpack_outcome(store, base)
+    assert error is None, error
+    assert (root / ".airbuild-complete").read_text().isdigit() and not (root / ".airbuild-complete").is_symlink()
+    assert json.loads((root / ".airbuild-layers.json").read_text())[0]["digest"] == base.layers[0].digest
+    assert (root / "etc" / "hostname").read_text() == "base\n"
+
+
 def test_symlinked_directories_the_sandbox_writes_into_stay_inside(tmp_path, sentinel):
     """The validation mount points (workdir, harness dir) are made where the image's links lead, inside it."""
     layer = hi.layer([hi.entry("usr/local", type=tarfile.DIRTYPE), hi.symlink("usr/local/airflow", str(sentinel)),

@@ -95,7 +95,10 @@ def test_cuts_503s_a_manifest_500_and_slow_answers_are_survived(tmp_path, airbui
               ("manifest-put", 1): Fault.status(500)}
     repo = repo_name()
     with FaultProxy(upstream.address, schedule(faults)) as proxy:
-        outcome = deploy_through(proxy, project, repo, {"AIRBUILD_REGISTRY_TIMEOUT": "1"})
+        # Transfers run side by side, so the upload faults may all land on one blob's attempts: enough
+        # attempts for that (the suite's 4 are fewer than the faults scheduled here).
+        outcome = deploy_through(proxy, project, repo, {"AIRBUILD_REGISTRY_TIMEOUT": "1",
+                                                        "AIRBUILD_REGISTRY_RETRIES": str(len(faults) + 1)})
     assert outcome.code == 0, outcome.stderr
     assert len(proxy.injected) == len(faults), proxy.log
     assert_image_complete(upstream.address, repo, outcome)

@@ -74,6 +74,8 @@ def _problem(store: Store, environment: Path, chain_id) -> str | None | bool:
     shown: set[str] = set()
     try:
         for path, member, open_member in merged_entries(store, layers):
+            if path in AIRBUILD_FILES:
+                continue  # airbuild's own markers replaced whatever a layer had there
             shown.add(path)
             reason = _differs(environment / path, member, open_member)
             if reason:

@@ -24,7 +24,7 @@ import zlib
 from pathlib import Path
 from typing import Sequence
 
-from builder.layers.env_check import record_layers
+from builder.layers.env_check import AIRBUILD_FILES, record_layers
 from builder.layers.read import members
 from builder.layers.whiteouts import whiteout
 from builder.common.errors import BuildError, InputError
@@ -91,6 +91,8 @@ def unpacked(store: Store, layers: Sequence[LayerRecord]) -> Path:
             budget = _Budget(staging)
             for layer in layers:
                 _apply(store, layer, staging, budget)
+            for marker in AIRBUILD_FILES:  # airbuild's names at the root: whatever a layer put there goes (a
+                _remove(staging / marker)  # directory would fail the write, a symlink would lead it outside)
             record_layers(staging, list(layers))  # what `cache verify` compares it with
             (staging / COMPLETE).write_text(str(environment_size(staging)))  # its size, for `cache du` and gc
             shutil.rmtree(target, ignore_errors=True)
