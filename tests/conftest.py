@@ -26,6 +26,10 @@ from tests import helpers, registry_servers
 
 PR_SET_CHILD_SUBREAPER = 36
 SHARED_WORKER = {"test_validate.py": "sandbox-containers", "test_sandbox_security.py": "sandbox-containers"}
+# The longest groups (minutes on a 2-core machine), handed out first so that no worker is left with one of
+# them at the end while the other idles.
+LONGEST_FIRST = ("sandbox-containers", "test_debian_image.py", "test_buildkit.py", "test_init.py",
+                 "test_quickstart.py", "test_astro_parity.py", "test_pip_parity.py", "test_sdist_build.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,9 +45,12 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With `--dist loadgroup`: a file's tests on one worker (SHARED_WORKER: several files on one)."""
+    groups = {}
     for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(name, name)))
+        groups[item] = SHARED_WORKER.get(item.path.name, item.path.name)
+        item.add_marker(pytest.mark.xdist_group(groups[item]))
+    rank = {group: n for n, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(groups[item], len(rank)))  # stable: each file keeps its order
 
 
 @pytest.fixture(scope="session")
