@@ -26,6 +26,11 @@ class BaseImage:
     source_files: tuple[str, ...] = ()  # host files whose change could change the base
     floating: bool = False              # a registry tag, which may move: no-op builds must ask again
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The config's `Env` as a mapping: what a program run over this image's filesystem starts with."""
+        return dict(e.split("=", 1) for e in (self.config.get("config") or {}).get("Env") or [] if "=" in e)
+
 
 def scratch(platform: Platform) -> BaseImage:
     config = {"architecture": platform.architecture, "os": platform.os,

@@ -129,10 +129,9 @@ def _make_items(ctx: BuildContext, image: BaseImage, entries, arch: str, notes_k
     packages = fetch_packages(ctx.store, entries, scratch / "bodies")
     tree = Tree(dict(view.links))
     if why_not is None:
-        env = dict(e.split("=", 1) for e in (image.config.get("config") or {}).get("Env") or [] if "=" in e)
         owners = base_owners(ctx.store, image.layers) if rootless() else None
         items, notes = install_and_configure(tree, packages, view, unpacked(ctx.store, image.layers), scratch,
-                                             ctx.epoch, env, owners)
+                                             ctx.epoch, image.env, owners)
     else:
         notes = install(tree, packages, view, arch, f"maintainer scripts need a sandbox ({why_not})")
         items = layer_items(tree)

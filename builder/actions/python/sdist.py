@@ -264,7 +264,7 @@ def _build(site: BuildSite, pin: PinnedWheel, sdist: Path, backend: BuildBackend
         "backend": backend.backend, "backend_path": list(backend.backend_path)}))
     rootfs = unpacked(site.store, site.image.layers)
     env = {"PATH": maintscripts.PATH, "HOME": "/root", "LANG": "C.UTF-8",
-           **dict(e.split("=", 1) for e in (site.image.config.get("config") or {}).get("Env") or [] if "=" in e),
+           **site.image.env,
            "PYTHONPATH": f"{INSIDE}/env", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
            "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH), "PIP_NO_INDEX": "1"}
     command = maintscripts.sandbox_command(rootfs, scratch / "upper", scratch, ((shared, INSIDE),)) + \
