@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
+import signal
 import subprocess
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,10 @@ LONGEST_FIRST = ("sandbox-containers", "test_debian_image.py", "test_buildkit.py
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background by a shell without job control inherits SIGINT ignored, and so
+    # would every command it starts: the tests that press Ctrl-C (SIGINT) need it delivered.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("PYTEST_XDIST_WORKER") is None and getattr(config.option, "numprocesses", None):
         return  # xdist's controller: the workers run the tests
     # Orphans (a build server, a leaked sandbox) are reparented to this process, not to init.
@@ -51,6 +57,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.xdist_group(groups[item]))
     rank = {group: n for n, group in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(groups[item], len(rank)))  # stable: each file keeps its order
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
+    """`module_tmp(name)`: a new directory for a file's shared fixtures (images, stores of GBs), removed
+    when the file's tests are done, unless one failed: CI's disk holds the suite's peak, not its sum."""
+    made: list[Path] = []
+    failed_before = request.session.testsfailed
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if request.session.testsfailed == failed_before:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

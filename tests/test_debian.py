@@ -58,9 +58,9 @@ def docker_run(docker_client, result: dict, archive: Path, *command: str, user: 
 
 
 @pytest.fixture(scope="module")
-def curl_build(tmp_path_factory, debian_rootfs, shared_store):
+def curl_build(module_tmp, debian_rootfs, shared_store):
     """curl and libpq5 from packages.txt onto the Debian rootfs, with an archive for docker."""
-    root = tmp_path_factory.mktemp("curl")
+    root = module_tmp("curl")
     project = packages_project(root / "project")
     result = build(project, "--archive", root / "image.tar", store=shared_store, base=f"rootfs:{debian_rootfs}")
     return project, result, root / "image.tar"

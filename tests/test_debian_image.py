@@ -37,9 +37,9 @@ def build(project: Path, store: Path, base: Path, *extra: str, env: dict | None 
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory, debian_rootfs, docker_client):
+def image(module_tmp, debian_rootfs, docker_client):
     """Two clean builds of the list; the first loaded into dockerd: (tag, first result, second result)."""
-    work = tmp_path_factory.mktemp("debian-image")
+    work = module_tmp("debian-image")
     project = make_project(work / "project")
     (project / "packages.txt").write_text("".join(f"{p}\n" for p in PACKAGES))
     first = build(project, work / "store-1", debian_rootfs, "--archive", str(work / "image.tar"))

@@ -147,9 +147,9 @@ def ids_of(table: str, name: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def root_build(tmp_path_factory, debian_rootfs):
+def root_build(module_tmp, debian_rootfs):
     """The project built by root: (project with its astro.lock, store, result)."""
-    work = tmp_path_factory.mktemp("rootless-root")
+    work = module_tmp("rootless-root")
     project = make_project(work / "project")
     (project / "packages.txt").write_text(PACKAGES)
     proc = run_cli(["build", project, "--base", f"rootfs:{debian_rootfs}", "--no-validate", "--json"],

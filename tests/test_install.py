@@ -21,9 +21,9 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
+def installed(module_tmp) -> Path:
     """venv/bin/airbuild of a wheel built from this checkout, its dependencies from PyPI (pip's cache helps)."""
-    root = tmp_path_factory.mktemp("install")
+    root = module_tmp("install")
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", root / "dist", REPO])
     wheel = next((root / "dist").glob("airbuild-*.whl"))
     run([sys.executable, "-m", "venv", root / "venv"])

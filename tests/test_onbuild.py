@@ -63,8 +63,8 @@ def runtime_like_layout(root: Path, rootfs: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory, debian_rootfs) -> Path:
-    return runtime_like_layout(tmp_path_factory.mktemp("onbuild") / "runtime", debian_rootfs)
+def layout(module_tmp, debian_rootfs) -> Path:
+    return runtime_like_layout(module_tmp("onbuild") / "runtime", debian_rootfs)
 
 
 def build(project: Path, base: str, *extra: str, check: bool = True):

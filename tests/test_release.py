@@ -88,9 +88,9 @@ def write_keys(directory: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory, debian_rootfs, shared_store, registry) -> Release:
+def release(module_tmp, debian_rootfs, shared_store, registry) -> Release:
     """A project with packages.txt and requirements.txt, built, committed and deployed with a signed provenance."""
-    root = tmp_path_factory.mktemp("release")
+    root = module_tmp("release")
     project = make_project(root / "app")
     (project / "packages.txt").write_text(PACKAGES)
     (project / "requirements.txt").write_text(REQUIREMENTS)

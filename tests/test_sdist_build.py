@@ -62,10 +62,10 @@ def build(path: Path, store: Path, base: Path, *extra: str, check: bool = True):
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory, debian_rootfs, shared_store):
+def builds(module_tmp, debian_rootfs, shared_store):
     """(first build, another project's build in the same store, a build compiling the sdist again, the
     store, a scratch directory)."""
-    work = tmp_path_factory.mktemp("sdist")
+    work = module_tmp("sdist")
     store = work / "store-1"
     link_blobs(shared_store, store)
     first_project = project(work / "first", PACKAGES, [SDIST_ONLY])
