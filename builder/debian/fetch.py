@@ -7,16 +7,19 @@ from a signed Release file or from the lock.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from builder.common.errors import BuildError
 from builder.common.progress import Meter, transfers
 from builder.store.store import Store
 
 READ = 1 << 20
+T = TypeVar("T")
 ATTEMPTS = 3
 TIMEOUT_S = 60
 
@@ -77,14 +80,16 @@ def _with_retries(url: str, consume):
     raise BuildError(f"cannot fetch {url}: {error}")
 
 
-def fetch_all(store: Store, wanted: list[tuple[str, str, int | None]], workers: int = 4) -> list[Path]:
-    """fetch_verified for many (url, sha256, size) at once, with progress on a terminal; results in the same order."""
+def fetch_all(store: Store, wanted: list[tuple[str, str, int | None]], workers: int = 8,
+              then: Callable[[int, Path], T] = lambda n, path: path) -> list[T]:
+    """fetch_verified for many (url, sha256, size) at once, with progress on a terminal; `then(n, path)` of
+    each (by default the path), in the same order. `then` runs in the worker as soon as its file is there,
+    so reading one file overlaps the downloads of the others (lzma and hashing release the GIL)."""
     missing = [(url, sha, size) for url, sha, size in wanted if not store.has_blob("sha256:" + sha, size)]
-    if not missing:
-        return [store.blob_path("sha256:" + sha) for _, sha, _ in wanted]
-    with transfers(f"downloading {len(missing)} files", sum(size or 0 for _, _, size in missing)) as meter, \
-            ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda w: fetch_verified(store, *w, meter=meter), wanted))
+    shown = transfers(f"downloading {len(missing)} files", sum(size or 0 for _, _, size in missing)) \
+        if missing else nullcontext(None)
+    with shown as meter, ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda n: then(n, fetch_verified(store, *wanted[n], meter=meter)), range(len(wanted))))
 
 
 def _request(url: str) -> urllib.request.Request:

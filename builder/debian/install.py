@@ -123,13 +123,14 @@ def sources_json(sources: list[AptSource]) -> list[dict]:
 # -- fetch and assemble ---------------------------------------------------------------------------------
 
 def fetch_packages(store: Store, entries, spool: Path | None = None) -> list[Package]:
-    """The locked packages, read; with `spool`, their files' bodies are files there, not memory."""
-    paths = fetch_all(store, [(e["url"], e["sha256"], e.get("size")) for e in entries])
-    out = []
-    for entry, path in zip(entries, paths):
+    """The locked packages, read (each as soon as it is downloaded); with `spool`, their files' bodies are
+    files there, not memory."""
+    def read(n: int, path: Path) -> Package:
+        entry = entries[n]
         deb = read_deb(path, f"{entry['name']}_{entry['version']}_{entry['architecture']}.deb", spool)
-        out.append(Package(entry["name"], entry["version"], entry["architecture"], deb))
-    return out
+        return Package(entry["name"], entry["version"], entry["architecture"], deb)
+
+    return fetch_all(store, [(e["url"], e["sha256"], e.get("size")) for e in entries], then=read)
 
 
 def install_and_configure(tree: Tree, packages: list[Package], view: BaseView, lower: Path, scratch: Path,
