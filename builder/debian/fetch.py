@@ -7,21 +7,22 @@ from a signed Release file or from the lock.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from builder.common.errors import BuildError
 from builder.common.progress import Meter, transfers
 from builder.store.store import Store
 
 READ = 1 << 20
-T = TypeVar("T")
 ATTEMPTS = 3
 TIMEOUT_S = 60
+T = TypeVar("T")  # what fetch_all's `then` makes of each file
 
 
 class NotFound(BuildError):
